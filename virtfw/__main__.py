@@ -1,0 +1,3 @@
+from virtfw.cli.main import main
+
+main()

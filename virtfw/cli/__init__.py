@@ -1,0 +1,1 @@
+"""The command line: options, output for people and scripts, exit codes."""

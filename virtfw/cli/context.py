@@ -1,0 +1,38 @@
+"""What every command gets: the configuration, a runner, and a lazily chosen backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from virtfw.config import Config
+from virtfw.rules.backend import Backend, select_backend
+from virtfw.rules.runner import Runner
+
+
+@dataclass
+class AppContext:
+    config: Config
+    runner: Runner
+    _backend: Backend | None = field(default=None, repr=False)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = select_backend(self.config.requested_backend())
+        return self._backend
+
+    def networks(self):
+        from virtfw.net.manager import NetworkManager
+
+        return NetworkManager(self.config, self.runner, self.backend)
+
+    def network_status(self):
+        """A manager for reading status only: no backend needed."""
+        from virtfw.net.manager import NetworkManager
+
+        return NetworkManager(self.config, self.runner, None)
+
+    def store(self):
+        from virtfw.net.store import NetworkStore
+
+        return NetworkStore(self.config)

@@ -1,0 +1,69 @@
+"""Entry point: global options, and the one place errors become ``error:`` lines."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from virtfw import __version__
+from virtfw.cli.context import AppContext
+from virtfw.config import Config, default_dirs
+from virtfw.errors import VirtfwError
+from virtfw.rules.runner import Runner
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config-dir", type=click.Path(path_type=Path), envvar="VIRTFW_CONFIG_DIR",
+              help="Persistent definitions (default /etc/virtfw; per-user when not root).")
+@click.option("--state-dir", type=click.Path(path_type=Path), envvar="VIRTFW_STATE_DIR",
+              help="Runtime status and the lock (default /run/virtfw; per-user when not root).")
+@click.option("--backend", type=click.Choice(["nftables", "iptables"]), envvar="VIRTFW_BACKEND",
+              help="Firewall tools to drive (default: network.conf, else nftables if present).")
+@click.option("--dry-run", is_flag=True, help="Print the exact commands and batches; change nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="Print less.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every command run.")
+@click.version_option(__version__, prog_name="virtfw")
+@click.pass_context
+def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verbose) -> None:
+    """Firewalled virtual networks and network filters for VMs and containers, libvirt-style."""
+    default_config, default_state = default_dirs()
+    config = Config(config_dir or default_config, state_dir or default_state, backend)
+    ctx.obj = AppContext(config, Runner(dry_run=dry_run, verbose=verbose and not quiet))
+
+
+def _register() -> None:
+    from virtfw.cli import net_cmds
+
+    for command in net_cmds.COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        status = cli.main(prog_name="virtfw", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except VirtfwError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - users get one line, never a traceback
+        if os.environ.get("VIRTFW_DEBUG"):
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,262 @@
+"""virsh-style network commands."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+import click
+
+from virtfw.cli.context import AppContext
+from virtfw.cli.output import emit_json, fields, info, table
+from virtfw.errors import VirtfwError
+from virtfw.net.model import Network
+from virtfw.net.xml import format_network, parse_network
+
+pass_app = click.pass_obj
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _define(app: AppContext, net: Network) -> None:
+    store = app.store()
+    store.prepare(net)
+    if not app.runner.dry_run:
+        store.define(net)
+
+
+@click.command("net-define")
+@click.argument("file")
+@pass_app
+def net_define(app: AppContext, file: str) -> None:
+    """Validate and store a persistent network definition."""
+    net = parse_network(_read(file), file)
+    _define(app, net)
+    info(f"Network {net.name} defined from {file}")
+
+
+@click.command("net-undefine")
+@click.argument("name")
+@pass_app
+def net_undefine(app: AppContext, name: str) -> None:
+    """Remove a definition (refused while the network is active)."""
+    store = app.store()
+    store.path(name)  # validates the name
+    if app.network_status().get_active(name):
+        raise VirtfwError(f"network '{name}' is active: net-destroy it first")
+    if not app.runner.dry_run:
+        store.undefine(name)
+    info(f"Network {name} has been undefined")
+
+
+@click.command("net-create")
+@click.argument("file")
+@pass_app
+def net_create(app: AppContext, file: str) -> None:
+    """Start a transient network from FILE without defining it."""
+    net = parse_network(_read(file), file)
+    store = app.store()
+    if store.path(net.name) is not None:
+        defined = store.load(net.name)
+        if defined.uuid != net.uuid and not net.uuid_generated:
+            raise VirtfwError(f"network '{net.name}' is defined with another uuid")
+    if not net.bridge.name:
+        taken = {a.status["bridge"]["name"] for a in app.network_status().active()}
+        taken |= {store.load(n).bridge.name for n in store.names()}
+        store.assign_bridge(net, {t for t in taken if t})
+    app.networks().start([net], transient=True)
+    info(f"Network {net.name} created from {file}")
+
+
+@click.command("net-start")
+@click.argument("name")
+@pass_app
+def net_start(app: AppContext, name: str) -> None:
+    """Bring up the bridge and install the firewall rules of a defined network."""
+    net = app.store().load(name)
+    app.networks().start([net])
+    info(f"Network {name} started")
+
+
+@click.command("net-destroy")
+@click.argument("name")
+@pass_app
+def net_destroy(app: AppContext, name: str) -> None:
+    """Remove exactly what net-start added."""
+    app.store().path(name)  # validates the name
+    app.network_status().destroy(name)
+    info(f"Network {name} destroyed")
+
+
+def _rows(app: AppContext, show_all: bool) -> list[dict]:
+    store = app.store()
+    active = {a.name: a for a in app.network_status().active()}
+    names = sorted(set(active) | (set(store.names()) if show_all else set()))
+    rows = []
+    for name in names:
+        net = active[name].network if name in active else store.load(name)
+        persistent = store.path(name) is not None
+        rows.append({
+            "name": name,
+            "state": "active" if name in active else "inactive",
+            "autostart": persistent and store.is_autostart(name),
+            "persistent": persistent,
+            "bridge": net.bridge.name,
+            "forward": net.forward.mode,
+        })  # fmt: skip
+    return rows
+
+
+@click.command("net-list")
+@click.option("--all", "show_all", is_flag=True, help="Include inactive networks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def net_list(app: AppContext, show_all: bool, as_json: bool) -> None:
+    """List active (or all) networks."""
+    rows = _rows(app, show_all)
+    if as_json:
+        emit_json(rows)
+        return
+    yes_no = {True: "yes", False: "no"}
+    table(
+        ["Name", "State", "Autostart", "Persistent", "Bridge", "Forward"],
+        [[r["name"], r["state"], yes_no[r["autostart"]], yes_no[r["persistent"]], r["bridge"] or "", r["forward"]] for r in rows],
+    )
+
+
+def _lookup(app: AppContext, name: str) -> tuple[Network, dict | None]:
+    store = app.store()
+    store.path(name)
+    active = app.network_status().get_active(name)
+    if active:
+        return active.network, active.status
+    return store.load(name), None
+
+
+@click.command("net-info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def net_info(app: AppContext, name: str, as_json: bool) -> None:
+    """Details of one network."""
+    net, status = _lookup(app, name)
+    store = app.store()
+    persistent = store.path(name) is not None
+    data = {
+        "name": net.name,
+        "uuid": net.uuid,
+        "active": status is not None,
+        "persistent": persistent,
+        "autostart": persistent and store.is_autostart(name),
+        "bridge": net.bridge.name,
+        "forward": net.forward.mode,
+        "backend": status.get("backend") if status else None,
+        "addresses": [f"{ip.address}/{ip.prefix}" for ip in net.ips],
+    }
+    if as_json:
+        emit_json(data)
+        return
+    yes_no = {True: "yes", False: "no"}
+    fields([
+        ("Name", data["name"]), ("UUID", data["uuid"]), ("Active", yes_no[data["active"]]),
+        ("Persistent", yes_no[persistent]), ("Autostart", yes_no[data["autostart"]]),
+        ("Bridge", data["bridge"] or ""), ("Forward", data["forward"]),
+        ("Backend", data["backend"] or "-"), ("Addresses", ", ".join(data["addresses"]) or "-"),
+    ])  # fmt: skip
+
+
+@click.command("net-dumpxml")
+@click.argument("name")
+@click.option("--inactive", is_flag=True, help="The stored definition, not the running one.")
+@pass_app
+def net_dumpxml(app: AppContext, name: str, inactive: bool) -> None:
+    """The network's XML."""
+    if inactive:
+        net = app.store().load(name)
+    else:
+        net, _ = _lookup(app, name)
+    click.echo(format_network(net), nl=False)
+
+
+@click.command("net-autostart")
+@click.argument("name")
+@click.option("--disable", is_flag=True, help="Do not start at boot.")
+@pass_app
+def net_autostart(app: AppContext, name: str, disable: bool) -> None:
+    """Mark (or unmark) a defined network for start at boot."""
+    store = app.store()
+    if store.path(name) is None:
+        raise VirtfwError(f"network '{name}' is not defined")
+    if not app.runner.dry_run:
+        store.set_autostart(name, not disable)
+    info(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted")
+
+
+@click.command("net-edit")
+@click.argument("name")
+@pass_app
+def net_edit(app: AppContext, name: str) -> None:
+    """Edit a definition in $EDITOR; it is validated before it is saved."""
+    store = app.store()
+    original = format_network(store.load(name))
+    edited = edit_text(original, suffix=".xml")
+    if edited == original:
+        info(f"Network {name} XML configuration not changed.")
+        return
+    net = parse_network(edited, f"edited network '{name}'")
+    if net.name != name:
+        raise VirtfwError(f"the edited network is named '{net.name}'; renaming is not supported")
+    _define(app, net)
+    info(f"Network {name} XML configuration edited.")
+
+
+def edit_text(text: str, suffix: str) -> str:
+    """Run $VISUAL/$EDITOR on a temporary copy, as an argument vector (no shell)."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        try:
+            result = subprocess.run([*shlex.split(editor), path], check=False)
+        except OSError as exc:
+            raise VirtfwError(f"cannot run editor {editor!r}: {exc.strerror}") from None
+        if result.returncode != 0:
+            raise VirtfwError(f"editor {editor!r} exited with status {result.returncode}; nothing changed")
+        return Path(path).read_text()
+    finally:
+        os.unlink(path)
+
+
+@click.command("autostart")
+@pass_app
+def autostart(app: AppContext) -> None:
+    """Start every network marked autostart that is not active (for boot units)."""
+    store = app.store()
+    active = {a.name for a in app.network_status().active()}
+    nets = [store.load(n) for n in store.names() if store.is_autostart(n) and n not in active]
+    if nets:
+        app.networks().start(nets)
+    info(f"Started {len(nets)} network(s)" + (f": {', '.join(n.name for n in nets)}" if nets else ""))
+
+
+@click.command("reload")
+@pass_app
+def reload(app: AppContext) -> None:
+    """Re-install the rules of every active network, idempotently."""
+    count = app.networks().reload()
+    info(f"Reloaded {count} network(s)")
+
+
+COMMANDS = [
+    net_define, net_undefine, net_create, net_start, net_destroy, net_list, net_info,
+    net_dumpxml, net_autostart, net_edit, autostart, reload,
+]  # fmt: skip

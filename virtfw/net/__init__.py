@@ -1,0 +1,1 @@
+"""Virtual networks: XML model, definitions store, bridge, policy, lifecycle."""

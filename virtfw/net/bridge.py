@@ -1,0 +1,135 @@
+"""The bridge a network lives on, and kernel forwarding; pyroute2 is imported lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virtfw.errors import VirtfwError
+from virtfw.net.model import Network
+
+FORWARDING = {
+    "ipv4": Path("/proc/sys/net/ipv4/ip_forward"),
+    "ipv6": Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
+
+
+@dataclass
+class BridgeRecord:
+    """What net-start did to links, so net-destroy undoes exactly that."""
+
+    name: str
+    created: bool
+    addresses: list[str] = field(default_factory=list)  # "addr/prefix" we added
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "created": self.created, "addresses": self.addresses}
+
+    @classmethod
+    def from_json(cls, data: dict) -> BridgeRecord:
+        return cls(data["name"], data["created"], list(data.get("addresses", [])))
+
+
+class Links:
+    """One netlink socket for the whole command; printing instead in dry-run mode."""
+
+    def __init__(self, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self._ipr = None
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def index(self, name: str) -> int | None:
+        if self.dry_run:
+            return None
+        found = self.ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def kind(self, index: int) -> str | None:
+        link = self.ipr.get_links(index)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        return info.get_attr("IFLA_INFO_KIND") if info else None
+
+    def bring_up(self, net: Network, record: BridgeRecord) -> None:
+        """Create the bridge if needed, add the network's addresses, set it up.
+
+        ``record`` is filled in as each change lands, so a failure part-way leaves
+        an exact list of what to undo.
+        """
+        name = net.bridge_name
+        if self.dry_run:
+            print(f"+ ip link add {name} type bridge stp_state {int(net.bridge.stp)} forward_delay {net.bridge.delay * 100}")
+            for ip in net.ips:
+                print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
+            print(f"+ ip link set {name} up")
+            return
+        from pyroute2 import NetlinkError
+
+        index = self.index(name)
+        if index is None:
+            attrs = {"br_stp_state": int(net.bridge.stp), "br_forward_delay": net.bridge.delay * 100}
+            if net.mac:
+                attrs["address"] = net.mac
+            try:
+                self.ipr.link("add", ifname=name, kind="bridge", **attrs)
+            except NetlinkError as exc:
+                raise VirtfwError(f"cannot create bridge {name}: {exc.args[-1]}") from None
+            record.created = True
+            index = self.index(name)
+        elif self.kind(index) != "bridge":
+            raise VirtfwError(f"interface {name} exists and is not a bridge")
+        existing = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(index=index)}
+        for ip in net.ips:
+            if (str(ip.address), ip.prefix) in existing:
+                continue
+            try:
+                self.ipr.addr("add", index=index, address=str(ip.address), prefixlen=ip.prefix)
+            except NetlinkError as exc:
+                raise VirtfwError(f"cannot add {ip.address}/{ip.prefix} to {name}: {exc.args[-1]}") from None
+            record.addresses.append(f"{ip.address}/{ip.prefix}")
+        self.ipr.link("set", index=index, state="up")
+
+    def tear_down(self, record: BridgeRecord) -> None:
+        if self.dry_run:
+            print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
+            return
+        from pyroute2 import NetlinkError
+
+        index = self.index(record.name)
+        if index is None:
+            return
+        try:
+            if record.created:
+                self.ipr.link("del", index=index)
+                return
+            for cidr in record.addresses:
+                address, prefix = cidr.split("/")
+                self.ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
+        except NetlinkError as exc:
+            if exc.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
+                raise VirtfwError(f"cannot clean up bridge {record.name}: {exc.args[-1]}") from None
+
+
+def enable_forwarding(families: set[str], dry_run: bool = False) -> None:
+    """Switch on forwarding; left on at destroy, as libvirt does (other things may rely on it)."""
+    for family in sorted(families):
+        path = FORWARDING[family]
+        if dry_run:
+            print(f"+ sysctl {'net.ipv4.ip_forward' if family == 'ipv4' else 'net.ipv6.conf.all.forwarding'}=1")
+            continue
+        try:
+            if path.read_text().strip() != "1":
+                path.write_text("1\n")
+        except OSError as exc:
+            raise VirtfwError(f"cannot enable {family} forwarding ({path}): {exc.strerror}") from None

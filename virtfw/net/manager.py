@@ -1,0 +1,216 @@
+"""Network lifecycle: start, destroy, reload, autostart — each one transaction.
+
+The status file of a network is written before anything changes (an intent holding
+the removal commands known in advance) and completed after, so a process killed at
+any instant leaves enough behind for the next net-destroy to remove everything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtfw.config import Config
+from virtfw.errors import VirtfwError
+from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
+from virtfw.net.model import Network
+from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
+from virtfw.net.xml import format_network, parse_network
+from virtfw.rules.backend import Backend, load_backend
+from virtfw.rules.runner import Runner
+from virtfw.rules.status import locked, read_json, remove_file, write_json
+from virtfw.rules.transaction import Transaction
+
+
+@dataclass
+class ActiveNetwork:
+    """An active network as its status file records it."""
+
+    status: dict
+
+    @property
+    def name(self) -> str:
+        return self.status["name"]
+
+    @property
+    def network(self) -> Network:
+        return parse_network(self.status["xml"], f"status of network '{self.name}'")
+
+    @property
+    def complete(self) -> bool:
+        return self.status.get("state") == "active"
+
+
+class NetworkManager:
+    def __init__(self, config: Config, runner: Runner, backend: Backend | None) -> None:
+        self.config = config
+        self.runner = runner
+        self._backend = backend
+        self.status_dir = config.state_dir / "networks"
+        self.links = Links(dry_run=runner.dry_run)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise VirtfwError("no firewall backend selected")
+        return self._backend
+
+    # ---- status files -------------------------------------------------------
+
+    def _status_path(self, name: str) -> Path:
+        return self.status_dir / f"{name}.json"
+
+    def _base_path(self, backend: str) -> Path:
+        return self.config.state_dir / f"firewall-{backend}.json"
+
+    def active(self) -> list[ActiveNetwork]:
+        if not self.status_dir.is_dir():
+            return []
+        found = [read_json(p) for p in self.status_dir.glob("*.json")]
+        return sorted((ActiveNetwork(s) for s in found if s), key=lambda a: a.status.get("started", 0))
+
+    def get_active(self, name: str) -> ActiveNetwork | None:
+        status = read_json(self._status_path(name))
+        return ActiveNetwork(status) if status else None
+
+    def _save(self, status: dict) -> None:
+        if not self.runner.dry_run:
+            write_json(self._status_path(status["name"]), status)
+
+    def _drop_status(self, name: str) -> None:
+        if not self.runner.dry_run:
+            remove_file(self._status_path(name))
+
+    def _save_base(self, backend: Backend, base: dict | None) -> None:
+        if self.runner.dry_run:
+            return
+        path = self._base_path(backend.name)
+        if base is None:
+            remove_file(path)
+        else:
+            write_json(path, base)
+
+    # ---- start --------------------------------------------------------------
+
+    def start(self, nets: list[Network], transient: bool = False) -> None:
+        """Bring up ``nets`` and install all their rules in one firewall batch."""
+        with locked(self.config.state_dir):
+            self._check_startable(nets)
+            with Transaction() as tx:
+                statuses = [self._begin(tx, net, transient) for net in nets]
+                self._install(tx, nets, statuses)
+                for status in statuses:
+                    status["state"] = "active"
+                    self._save(status)
+        self.links.close()
+
+    def _check_startable(self, nets: list[Network]) -> None:
+        active = {a.name: a for a in self.active()}
+        bridges = {a.status["bridge"]["name"]: a.name for a in active.values()}
+        for net in nets:
+            if net.name in active:
+                raise VirtfwError(f"network '{net.name}' is already active")
+            owner = bridges.get(net.bridge_name)
+            if owner:
+                raise VirtfwError(f"bridge {net.bridge_name} is in use by active network '{owner}'")
+            bridges[net.bridge_name] = net.name
+
+    def _begin(self, tx: Transaction, net: Network, transient: bool) -> dict:
+        record = BridgeRecord(net.bridge_name, created=False)  # bring_up sets it once it creates
+        may_create = self.links.index(net.bridge_name) is None
+        firewalled = needs_firewall(net)
+        status = {
+            "name": net.name,
+            "xml": format_network(net),
+            "transient": transient,
+            "started": time.time(),
+            "state": "starting",
+            "bridge": {**record.to_json(), "created": may_create},
+            "backend": self.backend.name if firewalled else None,
+            "firewall": self.backend.removal_intent([network_rules(net)]) if firewalled else None,
+        }
+        self._save(status)
+        tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
+        tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record))
+        try:
+            self.links.bring_up(net, record)
+        finally:
+            status["bridge"] = record.to_json()
+        enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner.dry_run)
+        return status
+
+    def _install(self, tx: Transaction, nets: list[Network], statuses: list[dict]) -> None:
+        rulesets = [network_rules(net) for net in nets if needs_firewall(net)]
+        if not rulesets:
+            return
+        backend = self.backend
+        old_base = read_json(self._base_path(backend.name))
+        # Until the exact record is known, the base record says "remove everything
+        # of ours", which is right for a process killed before it was replaced.
+        self._save_base(backend, old_base or backend.base_intent())
+        tx.on_rollback("base record", lambda: self._save_base(backend, old_base))
+        installed = backend.install(self.runner, rulesets)
+        if installed.base:
+            tx.on_rollback("base chains", lambda: backend.remove(self.runner, installed.base))
+        for removal in installed.removals.values():
+            tx.on_rollback("rules", lambda removal=removal: backend.remove(self.runner, removal))
+        self._save_base(backend, backend.merge_base(old_base, installed.base))
+        for status in statuses:
+            if status["name"] in installed.removals:
+                status["firewall"] = installed.removals[status["name"]]
+
+    # ---- destroy ------------------------------------------------------------
+
+    def destroy(self, name: str) -> None:
+        with locked(self.config.state_dir):
+            active = self.get_active(name)
+            if active is None:
+                raise VirtfwError(f"network '{name}' is not active")
+            status = active.status
+            rebuild = False
+            if status.get("firewall"):
+                backend = load_backend(status["backend"])
+                rebuild = not backend.remove(self.runner, status["firewall"])
+            self.links.tear_down(BridgeRecord.from_json(status["bridge"]))
+            self._drop_status(name)
+            if status.get("backend"):
+                self._after_removal(load_backend(status["backend"]), rebuild)
+        self.links.close()
+
+    def _after_removal(self, backend: Backend, rebuild: bool) -> None:
+        """Drop the shared base once nobody uses it; rebuild when handles were unknown."""
+        users = [a for a in self.active() if a.status.get("backend") == backend.name]
+        base = read_json(self._base_path(backend.name))
+        if users and rebuild:
+            self._rebuild(backend, users)
+        elif not users and base:
+            backend.remove(self.runner, base)
+            self._save_base(backend, None)
+
+    # ---- reload -------------------------------------------------------------
+
+    def reload(self) -> int:
+        """Re-install the rules of every active network; idempotent."""
+        with locked(self.config.state_dir):
+            actives = [a for a in self.active() if a.status.get("firewall")]
+            for active in actives:
+                if active.status["backend"] != self.backend.name:  # backend switched
+                    old = load_backend(active.status["backend"])
+                    old.remove(self.runner, active.status["firewall"])
+                    active.status["backend"] = self.backend.name
+                    self._save(active.status)
+                    self._after_removal(old, False)
+            if actives:
+                self._rebuild(self.backend, actives)
+        return len(actives)
+
+    def _rebuild(self, backend: Backend, actives: list[ActiveNetwork]) -> None:
+        rulesets = [network_rules(a.network) for a in actives]
+        installed = backend.install(self.runner, rulesets, rebuild=True)
+        base = read_json(self._base_path(backend.name))
+        self._save_base(backend, backend.merge_base(base, installed.base))
+        for active in actives:
+            active.status["firewall"] = installed.removals[active.name]
+            active.status["state"] = "active"
+            self._save(active.status)

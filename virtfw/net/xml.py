@@ -1,0 +1,296 @@
+"""libvirt <network> XML to and from the model, with precise validation messages."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid as uuidlib
+
+from lxml import etree
+
+from virtfw import xmlsafe
+from virtfw.errors import VirtfwError
+from virtfw.net.model import (
+    Bridge,
+    DhcpHost,
+    DhcpRange,
+    Forward,
+    IPDef,
+    Nat,
+    Network,
+)
+from virtfw.rules.names import check_ifname, check_mac, check_object_name
+from virtfw.xmlsafe import Reader
+
+# libvirt elements virtfw does not act on but keeps, so libvirt files load unchanged
+# and format back the same.
+KEPT_ELEMENTS = (
+    "title", "description", "metadata", "dns", "mtu", "route", "portgroup",
+    "bandwidth", "virtualport", "vlan", "port", "dnsmasq:options",
+)  # fmt: skip
+UNSUPPORTED_MODES = ("bridge", "private", "vepa", "passthrough", "hostdev")
+
+
+def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
+    root = xmlsafe.parse(text, origin)
+    if root.tag != "network":
+        raise VirtfwError(f"{origin}: root element must be <network>, not <{root.tag}>")
+    top = Reader(origin, root)
+    top.check_known(
+        ("ipv6", "trustGuestRxFilters", "connections"),
+        ("name", "uuid", "bridge", "mac", "forward", "ip", "domain", *KEPT_ELEMENTS),
+    )
+    name_el = root.find("name")
+    if name_el is None or not (name_el.text or "").strip():
+        raise VirtfwError(f"{origin}: <name> is required")
+    name = check_object_name(name_el.text.strip(), "network name")
+    net = Network(
+        name=name,
+        uuid=_uuid(origin, root.findtext("uuid")),
+        bridge=_bridge(origin, root.find("bridge")),
+        forward=_forward(origin, root.find("forward")),
+        ipv6_nogw=top.yes_no("ipv6", False),
+        uuid_generated=not (root.findtext("uuid") or "").strip(),
+    )
+    mac = root.find("mac")
+    if mac is not None:
+        net.mac = check_mac(Reader(origin, mac).require("address"), "<mac address>")
+    domain = root.find("domain")
+    if domain is not None:
+        reader = Reader(origin, domain)
+        reader.check_known(("name", "localOnly", "register"))
+        net.domain = reader.require("name")
+        net.domain_local_only = reader.get("localOnly")
+    net.ips = [_ip(origin, element) for element in root.findall("ip")]
+    net.extra = [
+        etree.tostring(child, encoding="unicode").strip()
+        for child in root
+        if child.tag in KEPT_ELEMENTS
+    ]
+    _check_consistency(origin, net)
+    return net
+
+
+def _uuid(origin: str, text: str | None) -> str:
+    if text is None or not text.strip():
+        return str(uuidlib.uuid4())
+    try:
+        return str(uuidlib.UUID(text.strip()))
+    except ValueError:
+        raise VirtfwError(f"{origin}: <uuid>: {text.strip()!r} is not a UUID") from None
+
+
+def _bridge(origin: str, element: etree._Element | None) -> Bridge:
+    if element is None:
+        return Bridge()
+    reader = Reader(origin, element)
+    reader.check_known(("name", "stp", "delay", "zone", "macTableManager"))
+    name = reader.get("name")
+    return Bridge(
+        name=check_ifname(name, "bridge name") if name else None,
+        stp=reader.yes_no("stp", True, "on", "off"),
+        delay=reader.integer("delay", 0, 30, 0) or 0,
+    )
+
+
+def _forward(origin: str, element: etree._Element | None) -> Forward:
+    if element is None:
+        return Forward(mode="none")
+    reader = Reader(origin, element)
+    reader.check_known(("mode", "dev", "managed"), ("nat", "interface", "pf", "address", "driver"))
+    mode = reader.get("mode", "nat")
+    if mode in UNSUPPORTED_MODES:
+        raise reader.fail(f"forward mode '{mode}' needs no firewall and is not managed by virtfw")
+    if mode not in ("nat", "route", "open"):
+        raise reader.fail(f"attribute 'mode': '{mode}' must be one of nat, route, open")
+    dev = reader.get("dev")
+    forward = Forward(mode=mode, dev=check_ifname(dev, "forward dev") if dev else None)
+    nat_el = element.find("nat")
+    if nat_el is not None:
+        if mode != "nat":
+            raise VirtfwError(f"{origin}: <nat> is only allowed with forward mode 'nat'")
+        forward.nat = _nat(origin, nat_el)
+    return forward
+
+
+def _nat(origin: str, element: etree._Element) -> Nat:
+    reader = Reader(origin, element)
+    reader.check_known(("ipv6",), ("address", "port"))
+    nat = Nat(ipv6=reader.yes_no("ipv6", False))
+    address = element.find("address")
+    if address is not None:
+        areader = Reader(origin, address)
+        areader.check_known(("start", "end"))
+        start = _address(areader, "start", version=4)
+        end = _address(areader, "end", version=4) if areader.get("end") else start
+        if end < start:
+            raise areader.fail("end address is below start address")
+        nat.address_start, nat.address_end = start, end
+    port = element.find("port")
+    if port is not None:
+        preader = Reader(origin, port)
+        preader.check_known(("start", "end"))
+        start = preader.integer("start", 1, 65535)
+        end = preader.integer("end", 1, 65535)
+        if start is None or end is None:
+            raise preader.fail("both 'start' and 'end' are required")
+        if start >= end:
+            raise preader.fail(f"port range {start}-{end}: start must be below end")
+        nat.port_start, nat.port_end = start, end
+    return nat
+
+
+def _address(reader: Reader, attr: str, version: int | None = None):
+    value = reader.require(attr)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise reader.fail(f"attribute '{attr}': '{value}' is not an IP address") from None
+    if version and address.version != version:
+        raise reader.fail(f"attribute '{attr}': '{value}' is not an IPv{version} address")
+    return address
+
+
+def _ip(origin: str, element: etree._Element) -> IPDef:
+    reader = Reader(origin, element)
+    reader.check_known(
+        ("address", "netmask", "prefix", "family", "localPtr"), ("dhcp", "tftp")
+    )
+    family = reader.get("family", "ipv4")
+    if family not in ("ipv4", "ipv6"):
+        raise reader.fail(f"attribute 'family': '{family}' must be ipv4 or ipv6")
+    version = 4 if family == "ipv4" else 6
+    address = _address(reader, "address", version)
+    netmask = reader.get("netmask")
+    if netmask and reader.get("prefix"):
+        raise reader.fail("give either 'netmask' or 'prefix', not both")
+    if netmask:
+        if version == 6:
+            raise reader.fail("IPv6 addresses take 'prefix', not 'netmask'")
+        try:
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
+        except ValueError:
+            raise reader.fail(f"attribute 'netmask': '{netmask}' is not a netmask") from None
+    else:
+        default = 24 if version == 4 else 64
+        prefix = reader.integer("prefix", 1, 32 if version == 4 else 128, default)
+    ip = IPDef(address=address, prefix=prefix, family=family, netmask_form=bool(netmask))
+    if address == ip.network.network_address and prefix < (32 if version == 4 else 128):
+        raise reader.fail(f"'{address}' is the network address of {ip.network}, not a host address")
+    tftp = element.find("tftp")
+    if tftp is not None:
+        treader = Reader(origin, tftp)
+        treader.check_known(("root",))
+        if version != 4:
+            raise treader.fail("TFTP is only supported on IPv4")
+        ip.tftp_root = treader.require("root")
+    dhcp = element.find("dhcp")
+    if dhcp is not None:
+        _dhcp(origin, dhcp, ip, version)
+    return ip
+
+
+def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None:
+    Reader(origin, element).check_known((), ("range", "host", "bootp"))
+    for child in element:
+        reader = Reader(origin, child)
+        if child.tag == "range":
+            reader.check_known(("start", "end"), ("lease",))
+            start, end = _address(reader, "start", version), _address(reader, "end", version)
+            for value in (start, end):
+                if value not in ip.network:
+                    raise reader.fail(f"{value} is outside the network {ip.network}")
+            if end < start:
+                raise reader.fail("range end is below range start")
+            ip.ranges.append(DhcpRange(start, end))
+        elif child.tag == "host":
+            reader.check_known(("mac", "ip", "name", "id"), ("lease",))
+            mac = reader.get("mac")
+            address = _address(reader, "ip", version) if reader.get("ip") else None
+            if address is not None and address not in ip.network:
+                raise reader.fail(f"{address} is outside the network {ip.network}")
+            ip.hosts.append(
+                DhcpHost(mac=check_mac(mac, "<host mac>") if mac else None, ip=address, name=reader.get("name"))
+            )
+        elif child.tag == "bootp":
+            reader.check_known(("file", "server"))
+            ip.bootp_file = reader.require("file")
+            ip.bootp_server = reader.get("server")
+
+
+def _check_consistency(origin: str, net: Network) -> None:
+    seen: list = []
+    for ip in net.ips:
+        for other in seen:
+            if ip.network.version == other.version and ip.network.overlaps(other):
+                raise VirtfwError(f"{origin}: <ip> networks {other} and {ip.network} overlap")
+        seen.append(ip.network)
+    if sum(1 for ip in net.ips if ip.family == "ipv4" and ip.has_dhcp) > 1:
+        raise VirtfwError(f"{origin}: only one IPv4 <ip> may have <dhcp>")
+    if sum(1 for ip in net.ips if ip.family == "ipv6" and ip.has_dhcp) > 1:
+        raise VirtfwError(f"{origin}: only one IPv6 <ip> may have <dhcp>")
+
+
+def format_network(net: Network) -> str:
+    """Format back to libvirt's XML; parse(format(x)) == x."""
+    root = etree.Element("network")
+    if net.ipv6_nogw:
+        root.set("ipv6", "yes")
+    etree.SubElement(root, "name").text = net.name
+    etree.SubElement(root, "uuid").text = net.uuid
+    if net.forward.mode != "none":
+        forward = etree.SubElement(root, "forward", mode=net.forward.mode)
+        if net.forward.dev:
+            forward.set("dev", net.forward.dev)
+        if net.forward.nat:
+            _format_nat(forward, net.forward.nat)
+    bridge = etree.SubElement(root, "bridge")
+    if net.bridge.name:
+        bridge.set("name", net.bridge.name)
+    bridge.set("stp", "on" if net.bridge.stp else "off")
+    bridge.set("delay", str(net.bridge.delay))
+    if net.mac:
+        etree.SubElement(root, "mac", address=net.mac)
+    if net.domain:
+        domain = etree.SubElement(root, "domain", name=net.domain)
+        if net.domain_local_only:
+            domain.set("localOnly", net.domain_local_only)
+    for text in net.extra:
+        root.append(etree.fromstring(text))
+    for ip in net.ips:
+        _format_ip(root, ip)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def _format_nat(forward: etree._Element, nat: Nat) -> None:
+    element = etree.SubElement(forward, "nat")
+    if nat.ipv6:
+        element.set("ipv6", "yes")
+    if nat.address_start:
+        etree.SubElement(element, "address", start=str(nat.address_start), end=str(nat.address_end))
+    if nat.port_start:
+        etree.SubElement(element, "port", start=str(nat.port_start), end=str(nat.port_end))
+
+
+def _format_ip(root: etree._Element, ip: IPDef) -> None:
+    element = etree.SubElement(root, "ip")
+    if ip.family == "ipv6":
+        element.set("family", "ipv6")
+    element.set("address", str(ip.address))
+    if ip.netmask_form:
+        element.set("netmask", str(ip.network.netmask))
+    else:
+        element.set("prefix", str(ip.prefix))
+    if ip.tftp_root:
+        etree.SubElement(element, "tftp", root=ip.tftp_root)
+    if ip.ranges or ip.hosts or ip.bootp_file:
+        dhcp = etree.SubElement(element, "dhcp")
+        for rng in ip.ranges:
+            etree.SubElement(dhcp, "range", start=str(rng.start), end=str(rng.end))
+        for host in ip.hosts:
+            attrs = {k: str(v) for k, v in (("mac", host.mac), ("name", host.name), ("ip", host.ip)) if v}
+            etree.SubElement(dhcp, "host", **attrs)
+        if ip.bootp_file:
+            bootp = etree.SubElement(dhcp, "bootp", file=ip.bootp_file)
+            if ip.bootp_server:
+                bootp.set("server", ip.bootp_server)

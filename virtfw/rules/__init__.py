@@ -1,0 +1,1 @@
+"""Firewall rules: the neutral model, the tool backends, transactions and status files."""

@@ -1,0 +1,75 @@
+"""The one small interface every firewall backend implements, and backend choice."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from virtfw.errors import VirtfwError
+from virtfw.rules.model import RuleSet
+from virtfw.rules.runner import Runner
+
+# A removal record: JSON-able, holding the exact commands that undo an install.
+Removal = dict
+
+
+@dataclass
+class Installed:
+    """What one install added: per-owner removal records, and the shared base it created."""
+
+    removals: dict[str, Removal] = field(default_factory=dict)
+    base: Removal | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
+        """Add the rules of ``rulesets`` (and any missing base chains) as one batch per tool.
+
+        ``rebuild`` first empties our own chains/tables, so the result holds exactly
+        ``rulesets``: the idempotent path ``reload`` takes.
+        """
+
+    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
+        """The removal record written *before* applying, for a process killed mid-way."""
+
+    def base_intent(self) -> Removal:
+        """Removal of every base piece this backend could create (kill-safety record)."""
+
+    def remove(self, runner: Runner, removal: Removal) -> bool:
+        """Run a removal record; rules already gone are fine. False: needs a rebuild."""
+
+    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
+        """Combine two base removal records (pieces created at different times)."""
+
+
+TOOLS = {"nftables": "nft", "iptables": "iptables"}
+
+
+def select_backend(requested: str | None) -> Backend:
+    """The requested backend if its tool exists, else the first available one."""
+    if requested:
+        if shutil.which(TOOLS[requested]) is None:
+            raise VirtfwError(
+                f"requested firewall_backend '{requested}' is not available: "
+                f"{TOOLS[requested]} not found on PATH"
+            )
+        return load_backend(requested)
+    for name, tool in TOOLS.items():
+        if shutil.which(tool):
+            return load_backend(name)
+    raise VirtfwError("could not find a usable firewall backend: install nftables or iptables")
+
+
+def load_backend(name: str) -> Backend:
+    if name == "nftables":
+        from virtfw.rules.nftables import NftablesBackend
+
+        return NftablesBackend()
+    if name == "iptables":
+        from virtfw.rules.iptables import IptablesBackend
+
+        return IptablesBackend()
+    raise VirtfwError(f"unknown firewall backend {name!r}")

@@ -1,0 +1,279 @@
+"""iptables backend: private VIRTFW_* chains changed with ``*-restore --noflush`` batches.
+
+One restore run per address family carries every table's changes (neutron's model:
+one process per change, not one per rule). Removal records are the exact ``-D``
+lines of what was inserted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+
+from virtfw.errors import ToolError
+from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.model import (
+    Action,
+    Addr,
+    Chain,
+    CtState,
+    DPort,
+    Family,
+    Iface,
+    Match,
+    Proto,
+    Rule,
+    RuleSet,
+    Verdict,
+)
+from virtfw.rules.runner import Runner
+
+TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
+
+CHAINS: dict[Chain, tuple[str, str]] = {
+    Chain.HOST_IN: ("filter", "VIRTFW_INP"),
+    Chain.HOST_OUT: ("filter", "VIRTFW_OUT"),
+    Chain.FWD_CROSS: ("filter", "VIRTFW_FWX"),
+    Chain.FWD_IN: ("filter", "VIRTFW_FWI"),
+    Chain.FWD_OUT: ("filter", "VIRTFW_FWO"),
+    Chain.NAT_POST: ("nat", "VIRTFW_PRT"),
+    Chain.MANGLE_POST: ("mangle", "VIRTFW_PRT"),
+}
+
+# (table, builtin parent, our chain) in libvirt's order: each is inserted at the top
+# of its parent, so FORWARD ends up FWX, FWI, FWO.
+HOOKS = (
+    ("filter", "INPUT", "VIRTFW_INP"),
+    ("filter", "OUTPUT", "VIRTFW_OUT"),
+    ("filter", "FORWARD", "VIRTFW_FWO"),
+    ("filter", "FORWARD", "VIRTFW_FWI"),
+    ("filter", "FORWARD", "VIRTFW_FWX"),
+    ("nat", "POSTROUTING", "VIRTFW_PRT"),
+    ("mangle", "POSTROUTING", "VIRTFW_PRT"),
+)
+TABLES = ("filter", "nat", "mangle")
+NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
+
+
+def render_match(match: Match) -> list[str]:
+    if isinstance(match, Iface):
+        return ["-i" if match.inbound else "-o", match.name]
+    if isinstance(match, Addr):
+        flag = "-s" if match.source else "-d"
+        return (["!"] if match.negate else []) + [flag, match.cidr]
+    if isinstance(match, Proto):
+        return ["-p", match.name]
+    if isinstance(match, DPort):
+        return ["--dport", str(match.port)]
+    if isinstance(match, CtState):
+        return ["-m", "conntrack", "--ctstate", ",".join(s.upper() for s in match.states)]
+    raise TypeError(f"cannot render {match!r}")
+
+
+def render_verdict(verdict: Verdict) -> list[str]:
+    action = verdict.action
+    ports = f"{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
+    if action is Action.MASQUERADE:
+        return ["-j", "MASQUERADE"] + (["--to-ports", ports] if ports else [])
+    if action is Action.SNAT:
+        start, end = verdict.addresses
+        target = start + (f"-{end}" if end else "") + (f":{ports}" if ports else "")
+        return ["-j", "SNAT", "--to-source", target]
+    if action is Action.CHECKSUM_FILL:
+        return ["-j", "CHECKSUM", "--checksum-fill"]
+    return ["-j", action.value.upper()]
+
+
+def render_spec(rule: Rule) -> str:
+    words: list[str] = []
+    for match in rule.matches:
+        words += render_match(match)
+    return " ".join(words + render_verdict(rule.verdict))
+
+
+@dataclass
+class _Live:
+    """Which of our chains and hook jumps exist in one family, read from *-save."""
+
+    chains: set[tuple[str, str]]
+    hooks: set[tuple[str, str, str]]
+    tables: set[str]
+
+
+def restore_text(blocks: dict[str, list[str]]) -> str:
+    return "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in blocks.items() if lines)
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def _live(self, runner: Runner, family: Family) -> _Live:
+        result = runner.run([f"{TOOLS[family]}-save"], change=False, check=False)
+        live = _Live(set(), set(), set())
+        table = ""
+        ours = {chain for _, chain in CHAINS.values()}
+        for line in result.stdout.splitlines() if result.returncode == 0 else []:
+            if line.startswith("*"):
+                table = line[1:].strip()
+                live.tables.add(table)
+            elif line.startswith(":") and line[1:].split()[0] in ours:
+                live.chains.add((table, line[1:].split()[0]))
+            elif line.startswith("-A "):
+                words = line.split()
+                if len(words) == 4 and words[2] == "-j" and words[3] in ours:
+                    live.hooks.add((table, words[1], words[3]))
+        return live
+
+    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
+        installed = Installed(removals={rs.owner: self._empty() for rs in rulesets})
+        base: Removal = self._empty()
+        applied: list[tuple[Family, Removal]] = []
+        try:
+            for family in (Family.IPV4, Family.IPV6):
+                blocks, base_removal = self._base_blocks(runner, family, rebuild)
+                for ruleset in rulesets:
+                    for rule in reversed(ruleset.rules):
+                        if rule.family is family:
+                            table, chain = CHAINS[rule.chain]
+                            spec = render_spec(rule)
+                            blocks[table].append(f"-I {chain} {spec}")
+                            installed.removals[ruleset.owner][family.value].setdefault(table, []).insert(
+                                0, f"-D {chain} {spec}"
+                            )
+                text = restore_text(blocks)
+                if text:
+                    runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+                base[family.value] = base_removal
+                applied.append((family, base_removal))
+        except ToolError:
+            # The earlier family's batch went in whole; take it out again.
+            for family, base_removal in applied:
+                for removal in installed.removals.values():
+                    self._remove_family(runner, family, removal[family.value])
+                self._remove_family(runner, family, base_removal)
+            raise
+        installed.base = base if any(base[f.value] for f in TOOLS) else None
+        return installed
+
+    def _empty(self) -> Removal:
+        return {"backend": self.name, Family.IPV4.value: {}, Family.IPV6.value: {}}
+
+    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], dict]:
+        live = self._live(runner, family)
+        blocks: dict[str, list[str]] = {table: [] for table in TABLES}
+        removal: dict[str, list[str]] = {}
+        for table, chain in dict.fromkeys(CHAINS.values()):
+            if rebuild or (table, chain) not in live.chains:
+                blocks[table].append(f":{chain} - [0:0]")  # creates, or flushes ours
+            if (table, chain) not in live.chains:
+                removal.setdefault(table, []).extend([f"-F {chain}", f"-X {chain}"])
+        for table, parent, chain in HOOKS:
+            if (table, parent, chain) not in live.hooks:
+                blocks[table].append(f"-I {parent} -j {chain}")
+                removal.setdefault(table, []).insert(0, f"-D {parent} -j {chain}")
+        if removal:
+            appeared = self._appeared(runner, family, live, removal)
+            if appeared:
+                removal["appeared"] = appeared
+        return blocks, removal
+
+    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
+        record = self._empty()
+        for ruleset in rulesets:
+            for rule in ruleset.rules:
+                table, chain = CHAINS[rule.chain]
+                record[rule.family.value].setdefault(table, []).append(f"-D {chain} {render_spec(rule)}")
+        return record
+
+    def base_intent(self) -> Removal:
+        record = self._empty()
+        for family in TOOLS:
+            blocks: dict[str, list[str]] = {}
+            for table, parent, chain in HOOKS:
+                blocks.setdefault(table, []).append(f"-D {parent} -j {chain}")
+            for table, chain in dict.fromkeys(CHAINS.values()):
+                blocks[table] += [f"-F {chain}", f"-X {chain}"]
+            record[family.value] = blocks
+        return record
+
+    def remove(self, runner: Runner, removal: Removal) -> bool:
+        for family in (Family.IPV4, Family.IPV6):
+            self._remove_family(runner, family, removal.get(family.value, {}))
+        return True
+
+    def _remove_family(self, runner: Runner, family: Family, record: dict[str, list[str]]) -> None:
+        blocks = {table: lines for table, lines in record.items() if table in TABLES}
+        self._run_removal(runner, family, blocks)
+        if record.get("appeared"):
+            self._drop_appeared(runner, family, record["appeared"])
+
+    def _appeared(self, runner: Runner, family: Family, live: _Live, removal: dict) -> dict:
+        """nf_tables tables and builtin chains that our batch is about to make appear.
+
+        iptables-nft creates a table, and each builtin chain, on first use; legacy
+        iptables has them all along. What appears for us goes again at teardown
+        if nothing else was put in it, so teardown leaves the ruleset as it found it.
+        """
+        if runner.dry_run or shutil.which("nft") is None:
+            return {}
+        if "nf_tables" not in runner.run([TOOLS[family], "--version"], change=False, check=False).stdout:
+            return {}
+        listed = runner.run(["nft", "-j", "list", "chains", NFT_FAMILY[family]], change=False, check=False)
+        existing = set()
+        for item in json.loads(listed.stdout or "{}").get("nftables", []):
+            chain = item.get("chain")
+            if chain:
+                existing.add((chain["table"], chain["name"]))
+        tables = sorted(set(TABLES) - live.tables - {t for t, _ in existing})
+        hooked = {(table, parent) for table, parent, _ in HOOKS if table in removal}
+        chains = sorted([t, c] for t, c in hooked - existing if t not in tables)
+        return {"tables": tables, "chains": chains}
+
+    def _drop_appeared(self, runner: Runner, family: Family, appeared: dict) -> None:
+        fam = NFT_FAMILY[family]
+        for table, chain in appeared.get("chains", []):
+            listed = runner.run(["nft", "-j", "list", "chain", fam, table, chain], change=False, check=False)
+            items = json.loads(listed.stdout or "{}").get("nftables", [])
+            empty = not any("rule" in item for item in items)
+            policy = next((i["chain"].get("policy") for i in items if "chain" in i), None)
+            if listed.returncode == 0 and empty and policy == "accept":
+                runner.run(["nft", "delete", "chain", fam, table, chain], check=False)
+        for table in appeared.get("tables", []):
+            listed = runner.run(["nft", "-j", "list", "table", fam, table], change=False, check=False)
+            items = json.loads(listed.stdout or "{}").get("nftables", [])
+            policies = [i["chain"].get("policy") for i in items if "chain" in i]
+            if listed.returncode == 0 and not any("rule" in i for i in items) and all(p == "accept" for p in policies):
+                runner.run(["nft", "delete", "table", fam, table], check=False)
+
+    def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
+        text = restore_text(blocks)
+        if not text:
+            return
+        try:
+            runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+        except ToolError:
+            # Something was already gone (an admin flushed): remove the rest one by one.
+            for table, lines in blocks.items():
+                for line in lines:
+                    argv = [TOOLS[family], "-w", "-t", table, *line.split()]
+                    result = runner.run(argv, check=False)
+                    if result.returncode not in (0, 1):
+                        raise ToolError(argv, result.returncode, result.stderr)
+
+    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
+        if not old or not new:
+            return new or old
+        merged = self._empty()
+        for family in (Family.IPV4.value, Family.IPV6.value):
+            target = merged[family]
+            for source in (old.get(family, {}), new.get(family, {})):
+                for table in TABLES:
+                    lines = target.setdefault(table, [])
+                    lines.extend(line for line in source.get(table, []) if line not in lines)
+                if "appeared" in source and "appeared" not in target:
+                    target["appeared"] = source["appeared"]  # the earliest record knows
+            for table in TABLES:
+                # hook jumps go before the flush and delete of the chains they reach
+                target[table].sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}[line.split()[0]])
+        return merged

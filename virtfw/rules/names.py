@@ -1,0 +1,37 @@
+"""Validation of every name that can reach a firewall command or a file path."""
+
+from __future__ import annotations
+
+import re
+
+from virtfw.errors import VirtfwError
+
+# Linux allows almost any byte in an interface name; we allow the set that is safe
+# in nft and iptables syntax, shell-free argv, and file names alike.
+_IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+_OBJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def check_ifname(name: str, what: str = "interface name") -> str:
+    if not _IFNAME.match(name) or name in (".", ".."):
+        raise VirtfwError(
+            f"{what} {name!r} is not a valid interface name "
+            "(1-15 characters: letters, digits, '_', '.', '-')"
+        )
+    return name
+
+
+def check_object_name(name: str, what: str = "name") -> str:
+    if not _OBJECT.match(name):
+        raise VirtfwError(
+            f"{what} {name!r} is not allowed "
+            "(1-64 characters: letters, digits, '_', '.', '+', '-'; not starting with '.', '+' or '-')"
+        )
+    return name
+
+
+def check_mac(mac: str, what: str = "MAC address") -> str:
+    if not _MAC.match(mac):
+        raise VirtfwError(f"{what} {mac!r} is not of the form aa:bb:cc:dd:ee:ff")
+    return mac.lower()

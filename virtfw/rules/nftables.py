@@ -1,0 +1,218 @@
+"""nftables backend: private ``ip``/``ip6`` tables changed by one atomic ``nft -f`` batch.
+
+The layout is libvirt's (table ``libvirt_network`` renamed ``virtfw_network``) so an
+admin who knows one knows the other. Handles of added rules come back from the
+same batch (``--echo --handle`` with JSON output) and become the removal record.
+"""
+
+from __future__ import annotations
+
+import json
+
+from virtfw.errors import ToolError
+from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.model import (
+    Action,
+    Addr,
+    Chain,
+    CtState,
+    DPort,
+    Family,
+    Iface,
+    Match,
+    Proto,
+    Rule,
+    RuleSet,
+    Verdict,
+)
+from virtfw.rules.runner import Runner
+
+TABLE = "virtfw_network"
+FAMILIES = {Family.IPV4: "ip", Family.IPV6: "ip6"}
+ADDR_KEYWORD = {"ip": "ip", "ip6": "ip6"}
+
+# Host input/output rules only matter where they can override a host firewall's drop;
+# an accept in a private nft table cannot (every table's verdict counts), so, as in
+# libvirt, they are left out. nft has no checksum-fill; libvirt uses tc for it.
+CHAINS = {
+    Chain.FWD_CROSS: "guest_cross",
+    Chain.FWD_IN: "guest_input",
+    Chain.FWD_OUT: "guest_output",
+    Chain.NAT_POST: "guest_nat",
+}
+
+
+def base_commands(fam: str) -> list[str]:
+    """The table and chains, in libvirt's order (jumps end up cross, input, output)."""
+    t = f"{fam} {TABLE}"
+    lines = [
+        f"add table {t}",
+        f"add chain {t} forward {{ type filter hook forward priority 0; policy accept; }}",
+    ]
+    for chain in ("guest_output", "guest_input", "guest_cross"):
+        lines += [f"add chain {t} {chain}", f"insert rule {t} forward counter jump {chain}"]
+    lines.append(f"add chain {t} guest_nat {{ type nat hook postrouting priority 100; policy accept; }}")
+    return lines
+
+
+def render_match(match: Match, fam: str) -> str:
+    if isinstance(match, Iface):
+        key = ("iif" if match.inbound else "oif") + ("" if match.by_index else "name")
+        return f'{key} "{match.name}"'
+    if isinstance(match, Addr):
+        op = "!= " if match.negate else ""
+        return f"{ADDR_KEYWORD[fam]} {'saddr' if match.source else 'daddr'} {op}{match.cidr}"
+    if isinstance(match, Proto):
+        return f"meta l4proto {match.name}"
+    if isinstance(match, DPort):
+        return f"{match.proto} dport {match.port}"
+    if isinstance(match, CtState):
+        return "ct state " + ",".join(match.states)
+    raise TypeError(f"cannot render {match!r}")
+
+
+def render_verdict(verdict: Verdict, fam: str) -> str:
+    action = verdict.action
+    ports = f":{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
+    if action is Action.MASQUERADE:
+        return f"masquerade to {ports}" if ports else "masquerade"
+    if action is Action.SNAT:
+        start, end = verdict.addresses
+        return f"snat to {start}{'-' + end if end else ''}{ports}"
+    return action.value
+
+
+def render_rule(rule: Rule) -> str:
+    fam = FAMILIES[rule.family]
+    parts = [render_match(m, fam) for m in rule.matches]
+    parts += ["counter", render_verdict(rule.verdict, fam)]
+    return " ".join(parts)
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def _tables(self, runner: Runner) -> dict[str, int]:
+        """Our tables that exist now, by family, with their kernel handles."""
+        result = runner.run(["nft", "-j", "list", "tables"], change=False, check=False)
+        if result.returncode != 0 or not result.stdout.strip():
+            return {}
+        found = {}
+        for item in json.loads(result.stdout).get("nftables", []):
+            table = item.get("table")
+            if table and table["name"] == TABLE and table["family"] in FAMILIES.values():
+                found[table["family"]] = table["handle"]
+        return found
+
+    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
+        present = self._tables(runner)
+        lines: list[str] = []
+        created: list[str] = []
+        for fam in FAMILIES.values():
+            if fam in present and rebuild:
+                lines.append(f"delete table {fam} {TABLE}")
+            if fam not in present or rebuild:
+                lines += base_commands(fam)
+                created.append(fam)
+        owners: list[tuple[str, str, str]] = []  # (owner, family, chain) per rule line
+        for ruleset in rulesets:
+            for rule in reversed(ruleset.rules):
+                chain = CHAINS.get(rule.chain)
+                if chain is None:
+                    continue
+                fam = FAMILIES[rule.family]
+                lines.append(f"insert rule {fam} {TABLE} {chain} {render_rule(rule)}")
+                owners.append((ruleset.owner, fam, chain))
+        result = runner.run_file(["nft", "-j", "-e", "-a", "-f"], "\n".join(lines) + "\n")
+        handles, tables = self._echoed(result.stdout, len(owners))
+        tables = {**present, **tables}
+        installed = Installed()
+        if created:
+            installed.base = {
+                "backend": self.name,
+                "tables": {fam: tables.get(fam) for fam in created},
+                "batch": [f"delete table {fam} {TABLE}" for fam in created],
+            }
+        for ruleset in rulesets:
+            installed.removals[ruleset.owner] = {"backend": self.name, "tables": {}, "batch": []}
+        for (owner, fam, chain), handle in zip(owners, handles):
+            record = installed.removals[owner]
+            record["tables"][fam] = tables.get(fam)
+            record["batch"].append(f"delete rule {fam} {TABLE} {chain} handle {handle}")
+        return installed
+
+    @staticmethod
+    def _echoed(stdout: str, expected: int) -> tuple[list[int], dict[str, int]]:
+        """Rule handles (in batch order, base jumps excluded) and new table handles."""
+        if not stdout.strip():  # dry run
+            return [0] * expected, {}
+        handles: list[int] = []
+        tables: dict[str, int] = {}
+        for item in json.loads(stdout).get("nftables", []):
+            for verb in ("add", "insert"):
+                body = item.get(verb)
+                if not body:
+                    continue
+                if "table" in body and body["table"]["name"] == TABLE:
+                    tables[body["table"]["family"]] = body["table"]["handle"]
+                rule = body.get("rule")
+                if rule and rule["table"] == TABLE and rule["chain"] != "forward":
+                    handles.append(rule["handle"])
+        if len(handles) != expected:
+            raise ToolError(["nft"], 0, f"nft echoed {len(handles)} rule handles, expected {expected}")
+        return handles, tables
+
+    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
+        # Handles are only known once nft has run; a process killed before it records
+        # them is cleaned up by rebuilding our tables from the networks still active.
+        return {"backend": self.name, "rebuild": True}
+
+    def base_intent(self) -> Removal:
+        return {"backend": self.name, "tables": {}, "batch": [], "any_handle": True}
+
+    def remove(self, runner: Runner, removal: Removal) -> bool:
+        if removal.get("rebuild"):
+            return False
+        live = self._tables(runner)
+        # A table re-created since (flush, reload) has new handles: what we recorded is gone.
+        if removal.get("any_handle"):  # intent of a killed start: our tables, whatever handle
+            lines = [f"delete table {fam} {TABLE}" for fam in live]
+        else:
+            lines = [
+                line for line in removal.get("batch", [])
+                if live.get(line.split()[2]) == removal["tables"].get(line.split()[2])
+            ]  # fmt: skip
+        if not lines:
+            return True
+        try:
+            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+        except ToolError:
+            existing = self._rule_handles(runner, {line.split()[2] for line in lines})
+            lines = [line for line in lines if self._key(line) in existing or line.startswith("delete table")]
+            if lines:
+                runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+        return True
+
+    @staticmethod
+    def _key(line: str) -> tuple[str, str, int]:
+        words = line.split()  # delete rule FAM TABLE CHAIN handle N
+        return (words[2], words[4], int(words[6])) if words[1] == "rule" else ("", "", -1)
+
+    @staticmethod
+    def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
+        found = set()
+        for fam in families:
+            result = runner.run(["nft", "-j", "list", "table", fam, TABLE], change=False, check=False)
+            if result.returncode != 0:
+                continue
+            for item in json.loads(result.stdout).get("nftables", []):
+                rule = item.get("rule")
+                if rule:
+                    found.add((fam, rule["chain"], rule["handle"]))
+        return found
+
+    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
+        if not old or not new:
+            return new or old
+        tables = {**old["tables"], **new["tables"]}
+        return {"backend": self.name, "tables": tables, "batch": [f"delete table {fam} {TABLE}" for fam in tables]}
