@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from virtfw.config import Config
-from virtfw.rules.backend import Backend, select_backend
 from virtfw.rules.runner import Runner
+
+if TYPE_CHECKING:
+    from virtfw.rules.backend import Backend
 
 
 @dataclass
@@ -18,6 +21,8 @@ class AppContext:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
+            from virtfw.rules.backend import select_backend
+
             self._backend = select_backend(self.config.requested_backend())
         return self._backend
 

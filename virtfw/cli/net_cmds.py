@@ -7,14 +7,28 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from virtfw.cli.context import AppContext
 from virtfw.cli.output import emit_json, fields, info, table
 from virtfw.errors import VirtfwError
-from virtfw.net.model import Network
-from virtfw.net.xml import format_network, parse_network
+
+if TYPE_CHECKING:
+    from virtfw.net.model import Network
+
+
+def parse_network(text: str | bytes, origin: str) -> Network:
+    from virtfw.net.xml import parse_network as parse  # lxml: only when a command needs it
+
+    return parse(text, origin)
+
+
+def format_network(net: Network) -> str:
+    from virtfw.net.xml import format_network as render
+
+    return render(net)
 
 pass_app = click.pass_obj
 
