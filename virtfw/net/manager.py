@@ -17,7 +17,7 @@ from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Backend, load_backend
+from virtfw.rules.backend import Backend, Installed, load_backend
 from virtfw.rules.runner import Runner
 from virtfw.rules.status import locked, read_json, remove_file, write_json
 from virtfw.rules.transaction import Transaction
@@ -128,7 +128,7 @@ class NetworkManager:
             "state": "starting",
             "bridge": {**record.to_json(), "created": may_create},
             "backend": self.backend.name if firewalled else None,
-            "firewall": self.backend.removal_intent([network_rules(net)]) if firewalled else None,
+            "firewall": None,  # filled in by the backend's preview, before it applies
         }
         self._save(status)
         tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
@@ -146,41 +146,46 @@ class NetworkManager:
             return
         backend = self.backend
         old_base = read_json(self._base_path(backend.name))
-        # Until the exact record is known, the base record says "remove everything
-        # of ours", which is right for a process killed before it was replaced.
-        self._save_base(backend, old_base or backend.base_intent())
         tx.on_rollback("base record", lambda: self._save_base(backend, old_base))
-        installed = backend.install(self.runner, rulesets)
+
+        def record(installed: Installed) -> None:
+            self._save_base(backend, backend.merge_base(old_base, installed.base))
+            for status in statuses:
+                if status["name"] in installed.removals:
+                    status["firewall"] = installed.removals[status["name"]]
+                    self._save(status)
+
+        installed = backend.install(self.runner, rulesets, before_apply=record)
         if installed.base:
             tx.on_rollback("base chains", lambda: backend.remove(self.runner, installed.base))
         for removal in installed.removals.values():
             tx.on_rollback("rules", lambda removal=removal: backend.remove(self.runner, removal))
-        self._save_base(backend, backend.merge_base(old_base, installed.base))
-        for status in statuses:
-            if status["name"] in installed.removals:
-                status["firewall"] = installed.removals[status["name"]]
+        record(installed)
 
     # ---- destroy ------------------------------------------------------------
 
     def destroy(self, name: str) -> None:
+        """Undo a start. The status file goes last: if any step fails, it is still
+        there and the next net-destroy picks up where this one stopped."""
         with locked(self.config.state_dir):
             active = self.get_active(name)
             if active is None:
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
-            rebuild = False
-            if status.get("firewall"):
+            if status.get("backend"):
                 backend = load_backend(status["backend"])
-                rebuild = not backend.remove(self.runner, status["firewall"])
+                rebuild = bool(status.get("firewall")) and not backend.remove(self.runner, status["firewall"])
+                self._after_removal(backend, rebuild, leaving=name)
             self.links.tear_down(BridgeRecord.from_json(status["bridge"]))
             self._drop_status(name)
-            if status.get("backend"):
-                self._after_removal(load_backend(status["backend"]), rebuild)
         self.links.close()
 
-    def _after_removal(self, backend: Backend, rebuild: bool) -> None:
-        """Drop the shared base once nobody uses it; rebuild when handles were unknown."""
-        users = [a for a in self.active() if a.status.get("backend") == backend.name]
+    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+        """Drop the shared base once nobody else uses it; rebuild when handles were unknown."""
+        users = [
+            a for a in self.active()
+            if a.status.get("backend") == backend.name and a.name != leaving and a.status.get("firewall")
+        ]  # fmt: skip
         base = read_json(self._base_path(backend.name))
         if users and rebuild:
             self._rebuild(backend, users)
@@ -200,7 +205,7 @@ class NetworkManager:
                     old.remove(self.runner, active.status["firewall"])
                     active.status["backend"] = self.backend.name
                     self._save(active.status)
-                    self._after_removal(old, False)
+                    self._after_removal(old, False, leaving="")
             if actives:
                 self._rebuild(self.backend, actives)
         return len(actives)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,18 +26,22 @@ class Installed:
 class Backend(Protocol):
     name: str
 
-    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
+    def install(
+        self,
+        runner: Runner,
+        rulesets: list[RuleSet],
+        *,
+        rebuild: bool = False,
+        before_apply: Callable[[Installed], None] | None = None,
+    ) -> Installed:
         """Add the rules of ``rulesets`` (and any missing base chains) as one batch per tool.
 
         ``rebuild`` first empties our own chains/tables, so the result holds exactly
-        ``rulesets``: the idempotent path ``reload`` takes.
+        ``rulesets``: the idempotent path ``reload`` takes. ``before_apply`` gets the
+        removal records as far as they are known before anything is applied, so the
+        caller can store them first and a process killed mid-way leaves enough to
+        clean up. A failure part-way takes back what was applied.
         """
-
-    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
-        """The removal record written *before* applying, for a process killed mid-way."""
-
-    def base_intent(self) -> Removal:
-        """Removal of every base piece this backend could create (kill-safety record)."""
 
     def remove(self, runner: Runner, removal: Removal) -> bool:
         """Run a removal record; rules already gone are fine. False: needs a rebuild."""

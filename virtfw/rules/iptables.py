@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtfw.errors import ToolError
@@ -53,6 +54,8 @@ HOOKS = (
     ("mangle", "POSTROUTING", "VIRTFW_PRT"),
 )
 TABLES = ("filter", "nat", "mangle")
+# What iptables says when the rule or chain to delete is not there (any more).
+GONE = ("does a matching rule exist", "does not exist", "No chain/target/match", "doesn't exist")
 NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 
 
@@ -109,7 +112,7 @@ class IptablesBackend:
     name = "iptables"
 
     def _live(self, runner: Runner, family: Family) -> _Live:
-        result = runner.run([f"{TOOLS[family]}-save"], change=False, check=False)
+        result = runner.query([f"{TOOLS[family]}-save"])
         live = _Live(set(), set(), set())
         table = ""
         ours = {chain for _, chain in CHAINS.values()}
@@ -125,35 +128,45 @@ class IptablesBackend:
                     live.hooks.add((table, words[1], words[3]))
         return live
 
-    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
-        installed = Installed(removals={rs.owner: self._empty() for rs in rulesets})
-        base: Removal = self._empty()
-        applied: list[tuple[Family, Removal]] = []
+    def install(
+        self,
+        runner: Runner,
+        rulesets: list[RuleSet],
+        *,
+        rebuild: bool = False,
+        before_apply: Callable[[Installed], None] | None = None,
+    ) -> Installed:
+        installed = Installed(removals={rs.owner: self._empty() for rs in rulesets}, base=self._empty())
+        texts: dict[Family, str] = {}
+        for family in TOOLS:
+            blocks, installed.base[family.value] = self._base_blocks(runner, family, rebuild)
+            for ruleset in rulesets:
+                removal = installed.removals[ruleset.owner][family.value]
+                for rule in reversed(ruleset.rules):
+                    if rule.family is family:
+                        table, chain = CHAINS[rule.chain]
+                        spec = render_spec(rule)
+                        blocks[table].append(f"-I {chain} {spec}")
+                        removal.setdefault(table, []).insert(0, f"-D {chain} {spec}")
+            texts[family] = restore_text(blocks)
+        if not any(installed.base[f.value] for f in TOOLS):
+            installed.base = None
+        if before_apply:
+            before_apply(installed)  # every -D line is known before anything is applied
+        applied: list[Family] = []
         try:
-            for family in (Family.IPV4, Family.IPV6):
-                blocks, base_removal = self._base_blocks(runner, family, rebuild)
-                for ruleset in rulesets:
-                    for rule in reversed(ruleset.rules):
-                        if rule.family is family:
-                            table, chain = CHAINS[rule.chain]
-                            spec = render_spec(rule)
-                            blocks[table].append(f"-I {chain} {spec}")
-                            installed.removals[ruleset.owner][family.value].setdefault(table, []).insert(
-                                0, f"-D {chain} {spec}"
-                            )
-                text = restore_text(blocks)
+            for family, text in texts.items():
                 if text:
                     runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
-                base[family.value] = base_removal
-                applied.append((family, base_removal))
+                applied.append(family)
         except ToolError:
-            # The earlier family's batch went in whole; take it out again.
-            for family, base_removal in applied:
+            # Each restore is atomic; the families that went in whole come out again.
+            for family in applied:
                 for removal in installed.removals.values():
                     self._remove_family(runner, family, removal[family.value])
-                self._remove_family(runner, family, base_removal)
+                if installed.base:
+                    self._remove_family(runner, family, installed.base[family.value])
             raise
-        installed.base = base if any(base[f.value] for f in TOOLS) else None
         return installed
 
     def _empty(self) -> Removal:
@@ -178,25 +191,6 @@ class IptablesBackend:
                 removal["appeared"] = appeared
         return blocks, removal
 
-    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
-        record = self._empty()
-        for ruleset in rulesets:
-            for rule in ruleset.rules:
-                table, chain = CHAINS[rule.chain]
-                record[rule.family.value].setdefault(table, []).append(f"-D {chain} {render_spec(rule)}")
-        return record
-
-    def base_intent(self) -> Removal:
-        record = self._empty()
-        for family in TOOLS:
-            blocks: dict[str, list[str]] = {}
-            for table, parent, chain in HOOKS:
-                blocks.setdefault(table, []).append(f"-D {parent} -j {chain}")
-            for table, chain in dict.fromkeys(CHAINS.values()):
-                blocks[table] += [f"-F {chain}", f"-X {chain}"]
-            record[family.value] = blocks
-        return record
-
     def remove(self, runner: Runner, removal: Removal) -> bool:
         for family in (Family.IPV4, Family.IPV6):
             self._remove_family(runner, family, removal.get(family.value, {}))
@@ -217,9 +211,9 @@ class IptablesBackend:
         """
         if runner.dry_run or shutil.which("nft") is None:
             return {}
-        if "nf_tables" not in runner.run([TOOLS[family], "--version"], change=False, check=False).stdout:
+        if "nf_tables" not in runner.query([TOOLS[family], "--version"]).stdout:
             return {}
-        listed = runner.run(["nft", "-j", "list", "chains", NFT_FAMILY[family]], change=False, check=False)
+        listed = runner.query(["nft", "-j", "list", "chains", NFT_FAMILY[family]])
         existing = set()
         for item in json.loads(listed.stdout or "{}").get("nftables", []):
             chain = item.get("chain")
@@ -233,18 +227,26 @@ class IptablesBackend:
     def _drop_appeared(self, runner: Runner, family: Family, appeared: dict) -> None:
         fam = NFT_FAMILY[family]
         for table, chain in appeared.get("chains", []):
-            listed = runner.run(["nft", "-j", "list", "chain", fam, table, chain], change=False, check=False)
-            items = json.loads(listed.stdout or "{}").get("nftables", [])
-            empty = not any("rule" in item for item in items)
+            items = self._nft_items(runner, ["chain", fam, table, chain])
             policy = next((i["chain"].get("policy") for i in items if "chain" in i), None)
-            if listed.returncode == 0 and empty and policy == "accept":
-                runner.run(["nft", "delete", "chain", fam, table, chain], check=False)
+            if items and not any("rule" in item for item in items) and policy == "accept":
+                runner.run(["nft", "delete", "chain", fam, table, chain])
         for table in appeared.get("tables", []):
-            listed = runner.run(["nft", "-j", "list", "table", fam, table], change=False, check=False)
-            items = json.loads(listed.stdout or "{}").get("nftables", [])
+            items = self._nft_items(runner, ["table", fam, table])
             policies = [i["chain"].get("policy") for i in items if "chain" in i]
-            if listed.returncode == 0 and not any("rule" in i for i in items) and all(p == "accept" for p in policies):
-                runner.run(["nft", "delete", "table", fam, table], check=False)
+            if items and not any("rule" in i for i in items) and all(p == "accept" for p in policies):
+                runner.run(["nft", "delete", "table", fam, table])
+
+    @staticmethod
+    def _nft_items(runner: Runner, what: list[str]) -> list[dict]:
+        """``nft -j list WHAT``; [] when it does not exist, an error on any other failure."""
+        argv = ["nft", "-j", "list", *what]
+        result = runner.run(argv, change=False, check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return []
+            raise ToolError(argv, result.returncode, result.stderr)
+        return json.loads(result.stdout or "{}").get("nftables", [])
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
         text = restore_text(blocks)
@@ -258,7 +260,7 @@ class IptablesBackend:
                 for line in lines:
                     argv = [TOOLS[family], "-w", "-t", table, *line.split()]
                     result = runner.run(argv, check=False)
-                    if result.returncode not in (0, 1):
+                    if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:

@@ -8,6 +8,7 @@ same batch (``--echo --handle`` with JSON output) and become the removal record.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed, Removal
@@ -94,7 +95,7 @@ class NftablesBackend:
 
     def _tables(self, runner: Runner) -> dict[str, int]:
         """Our tables that exist now, by family, with their kernel handles."""
-        result = runner.run(["nft", "-j", "list", "tables"], change=False, check=False)
+        result = runner.query(["nft", "-j", "list", "tables"])
         if result.returncode != 0 or not result.stdout.strip():
             return {}
         found = {}
@@ -104,7 +105,14 @@ class NftablesBackend:
                 found[table["family"]] = table["handle"]
         return found
 
-    def install(self, runner: Runner, rulesets: list[RuleSet], *, rebuild: bool = False) -> Installed:
+    def install(
+        self,
+        runner: Runner,
+        rulesets: list[RuleSet],
+        *,
+        rebuild: bool = False,
+        before_apply: Callable[[Installed], None] | None = None,
+    ) -> Installed:
         present = self._tables(runner)
         lines: list[str] = []
         created: list[str] = []
@@ -123,16 +131,19 @@ class NftablesBackend:
                 fam = FAMILIES[rule.family]
                 lines.append(f"insert rule {fam} {TABLE} {chain} {render_rule(rule)}")
                 owners.append((ruleset.owner, fam, chain))
+        if before_apply:
+            # Handles are known only once nft has run: until then a killed process is
+            # cleaned up by rebuilding our tables from what is still active.
+            before_apply(Installed(
+                removals={rs.owner: {"backend": self.name, "rebuild": True} for rs in rulesets},
+                base=self._base_record(created, {}, any_handle=True) if created else None,
+            ))  # fmt: skip
         result = runner.run_file(["nft", "-j", "-e", "-a", "-f"], "\n".join(lines) + "\n")
         handles, tables = self._echoed(result.stdout, len(owners))
         tables = {**present, **tables}
         installed = Installed()
         if created:
-            installed.base = {
-                "backend": self.name,
-                "tables": {fam: tables.get(fam) for fam in created},
-                "batch": [f"delete table {fam} {TABLE}" for fam in created],
-            }
+            installed.base = self._base_record(created, tables)
         for ruleset in rulesets:
             installed.removals[ruleset.owner] = {"backend": self.name, "tables": {}, "batch": []}
         for (owner, fam, chain), handle in zip(owners, handles):
@@ -140,6 +151,16 @@ class NftablesBackend:
             record["tables"][fam] = tables.get(fam)
             record["batch"].append(f"delete rule {fam} {TABLE} {chain} handle {handle}")
         return installed
+
+    def _base_record(self, created: list[str], tables: dict[str, int], any_handle: bool = False) -> Removal:
+        record = {
+            "backend": self.name,
+            "tables": {fam: tables.get(fam) for fam in created},
+            "batch": [f"delete table {fam} {TABLE}" for fam in created],
+        }
+        if any_handle:
+            record["any_handle"] = True
+        return record
 
     @staticmethod
     def _echoed(stdout: str, expected: int) -> tuple[list[int], dict[str, int]]:
@@ -162,21 +183,13 @@ class NftablesBackend:
             raise ToolError(["nft"], 0, f"nft echoed {len(handles)} rule handles, expected {expected}")
         return handles, tables
 
-    def removal_intent(self, rulesets: list[RuleSet]) -> Removal:
-        # Handles are only known once nft has run; a process killed before it records
-        # them is cleaned up by rebuilding our tables from the networks still active.
-        return {"backend": self.name, "rebuild": True}
-
-    def base_intent(self) -> Removal:
-        return {"backend": self.name, "tables": {}, "batch": [], "any_handle": True}
-
     def remove(self, runner: Runner, removal: Removal) -> bool:
         if removal.get("rebuild"):
             return False
         live = self._tables(runner)
         # A table re-created since (flush, reload) has new handles: what we recorded is gone.
         if removal.get("any_handle"):  # intent of a killed start: our tables, whatever handle
-            lines = [f"delete table {fam} {TABLE}" for fam in live]
+            lines = [f"delete table {fam} {TABLE}" for fam in removal["tables"] if fam in live]
         else:
             lines = [
                 line for line in removal.get("batch", [])
@@ -202,9 +215,12 @@ class NftablesBackend:
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
         found = set()
         for fam in families:
-            result = runner.run(["nft", "-j", "list", "table", fam, TABLE], change=False, check=False)
+            argv = ["nft", "-j", "list", "table", fam, TABLE]
+            result = runner.run(argv, change=False, check=False)
             if result.returncode != 0:
-                continue
+                if "No such file or directory" in result.stderr:
+                    continue  # the table is gone, and its rules with it
+                raise ToolError(argv, result.returncode, result.stderr)
             for item in json.loads(result.stdout).get("nftables", []):
                 rule = item.get("rule")
                 if rule:
@@ -215,4 +231,5 @@ class NftablesBackend:
         if not old or not new:
             return new or old
         tables = {**old["tables"], **new["tables"]}
-        return {"backend": self.name, "tables": tables, "batch": [f"delete table {fam} {TABLE}" for fam in tables]}
+        merged = self._base_record(list(tables), tables, any_handle=bool(old.get("any_handle") or new.get("any_handle")))
+        return merged

@@ -72,6 +72,12 @@ class Runner:
             raise ToolError(argv, proc.returncode, proc.stderr or proc.stdout)
         return result
 
+    def query(self, argv: list[str]) -> Result:
+        """Read live state. A failure is an error, since acting on a wrong picture of
+        the kernel would duplicate or flush rules; only a dry run (perhaps without
+        privileges) takes a failed query as "nothing there"."""
+        return self.run(argv, change=False, check=not self.dry_run)
+
     def run_file(self, argv: list[str], text: str, *, check: bool = True) -> Result:
         """Run ``argv`` with the path of a temporary file holding ``text`` appended.
 
