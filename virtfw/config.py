@@ -34,12 +34,16 @@ def default_dirs() -> tuple[Path, Path]:
     """
     if os.geteuid() == 0:
         return Path("/etc/virtfw"), Path("/run/virtfw")
+    import warnings
+
     import platformdirs
 
-    return (
-        Path(platformdirs.user_config_dir("virtfw")),
-        Path(platformdirs.user_runtime_dir("virtfw")),
-    )
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR: its fallback is fine for us
+        warnings.simplefilter("ignore")
+        return (
+            Path(platformdirs.user_config_dir("virtfw")),
+            Path(platformdirs.user_runtime_dir("virtfw")),
+        )
 
 
 def parse_network_conf(text: str, origin: str) -> dict[str, str]:

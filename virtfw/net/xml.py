@@ -61,13 +61,21 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
         net.domain = reader.require("name")
         net.domain_local_only = reader.get("localOnly")
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
-    net.extra = [
-        etree.tostring(child, encoding="unicode").strip()
-        for child in root
-        if child.tag in KEPT_ELEMENTS
-    ]
+    net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
     _check_consistency(origin, net)
     return net
+
+
+def _canonical(element: etree._Element) -> str:
+    """A kept element without layout whitespace, so formatting and parsing agree."""
+    copy = etree.fromstring(etree.tostring(element))
+    for node in copy.iter():
+        if node.text is not None and not node.text.strip():
+            node.text = None
+        if node.tail is not None and not node.tail.strip():
+            node.tail = None
+    copy.tail = None
+    return etree.tostring(copy, encoding="unicode")
 
 
 def _uuid(origin: str, text: str | None) -> str:
@@ -166,10 +174,7 @@ def _ip(origin: str, element: etree._Element) -> IPDef:
     if netmask:
         if version == 6:
             raise reader.fail("IPv6 addresses take 'prefix', not 'netmask'")
-        try:
-            prefix = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
-        except ValueError:
-            raise reader.fail(f"attribute 'netmask': '{netmask}' is not a netmask") from None
+        prefix = _netmask_prefix(reader, netmask)
     else:
         default = 24 if version == 4 else 64
         prefix = reader.integer("prefix", 1, 32 if version == 4 else 128, default)
@@ -189,6 +194,18 @@ def _ip(origin: str, element: etree._Element) -> IPDef:
     return ip
 
 
+def _netmask_prefix(reader: Reader, netmask: str) -> int:
+    """Prefix length of a dotted netmask: contiguous ones, then zeros (not a hostmask)."""
+    try:
+        mask = int(ipaddress.IPv4Address(netmask))
+    except ValueError:
+        raise reader.fail(f"attribute 'netmask': '{netmask}' is not a netmask") from None
+    inverse = ~mask & 0xFFFFFFFF
+    if inverse & (inverse + 1) or mask == 0:
+        raise reader.fail(f"attribute 'netmask': '{netmask}' is not a netmask (ones must come first)")
+    return 32 - inverse.bit_length()
+
+
 def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None:
     Reader(origin, element).check_known((), ("range", "host", "bootp"))
     for child in element:
@@ -196,9 +213,9 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
         if child.tag == "range":
             reader.check_known(("start", "end"), ("lease",))
             start, end = _address(reader, "start", version), _address(reader, "end", version)
-            for value in (start, end):
+            for attr, value in (("start", start), ("end", end)):
                 if value not in ip.network:
-                    raise reader.fail(f"{value} is outside the network {ip.network}")
+                    raise reader.fail(f"attribute '{attr}': {value} is outside the network {ip.network}")
             if end < start:
                 raise reader.fail("range end is below range start")
             ip.ranges.append(DhcpRange(start, end))
@@ -207,7 +224,7 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
             mac = reader.get("mac")
             address = _address(reader, "ip", version) if reader.get("ip") else None
             if address is not None and address not in ip.network:
-                raise reader.fail(f"{address} is outside the network {ip.network}")
+                raise reader.fail(f"attribute 'ip': {address} is outside the network {ip.network}")
             ip.hosts.append(
                 DhcpHost(mac=check_mac(mac, "<host mac>") if mac else None, ip=address, name=reader.get("name"))
             )
