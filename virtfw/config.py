@@ -24,7 +24,7 @@ def shipped_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "etc"
     if (checkout / "network.conf").is_file():
         return checkout
-    return Path(str(resources.files("virtfw.shipped")))
+    return Path(str(resources.files("virtfw") / "shipped"))
 
 
 def default_dirs() -> tuple[Path, Path]:
