@@ -37,6 +37,18 @@ class AppContext:
 
         return NetworkManager(self.config, self.runner, None)
 
+    def filter_store(self):
+        from virtfw.filter.store import FilterStore
+
+        return FilterStore(self.config)
+
+    def bindings(self, store=None, *, need_backend: bool = True):
+        """A binding manager; read-only commands pass ``need_backend=False``."""
+        from virtfw.filter.bindings import BindingManager
+
+        backend = self.backend.name if need_backend else None
+        return BindingManager(self.config, self.runner, store or self.filter_store(), backend)
+
     def store(self):
         from virtfw.net.store import NetworkStore
 

@@ -35,9 +35,9 @@ def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verb
 
 
 def _register() -> None:
-    from virtfw.cli import net_cmds
+    from virtfw.cli import filter_cmds, net_cmds
 
-    for command in net_cmds.COMMANDS:
+    for command in [*net_cmds.COMMANDS, *filter_cmds.COMMANDS]:
         cli.add_command(command)
 
 

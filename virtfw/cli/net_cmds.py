@@ -265,9 +265,10 @@ def autostart(app: AppContext) -> None:
 @click.command("reload")
 @pass_app
 def reload(app: AppContext) -> None:
-    """Re-install the rules of every active network, idempotently."""
+    """Re-install the rules of every active network and binding, idempotently."""
     count = app.networks().reload()
-    info(f"Reloaded {count} network(s)")
+    bindings = app.bindings().reload()
+    info(f"Reloaded {count} network(s) and {bindings} binding(s)")
 
 
 COMMANDS = [

@@ -68,6 +68,23 @@ def select_backend(requested: str | None) -> Backend:
     raise VirtfwError("could not find a usable firewall backend: install nftables or iptables")
 
 
+def load_filter_backend(name: str) -> Backend:
+    """The nwfilter backend paired with a network backend of the same name.
+
+    Its ``install`` takes ``PortRules`` instead of ``RuleSet``s, and an ``old`` map of
+    owner -> removal record whose rules the new ones replace atomically.
+    """
+    if name == "nftables":
+        from virtfw.rules.nwfilter_nft import NftFilterBackend
+
+        return NftFilterBackend()
+    if name == "iptables":
+        from virtfw.rules.ebiptables import EbiptablesFilterBackend
+
+        return EbiptablesFilterBackend()
+    raise VirtfwError(f"unknown firewall backend {name!r}")
+
+
 def load_backend(name: str) -> Backend:
     if name == "nftables":
         from virtfw.rules.nftables import NftablesBackend

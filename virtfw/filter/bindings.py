@@ -1,0 +1,249 @@
+"""Binding lifecycle: create, delete, re-instantiate on redefinition, reload.
+
+Like networks, a binding's status file (state dir ``bindings/PORT.json``) is written
+before anything changes, holding the removal commands the backend knows in advance,
+and completed after; it goes last on delete. Every change is one backend install:
+redefining a filter used by 500 bindings is still one batch per tool, all or none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtfw.config import Config
+from virtfw.errors import VirtfwError
+from virtfw.filter.instantiate import binding_owner, instantiate, reachable
+from virtfw.filter.model import Binding
+from virtfw.filter.store import FilterStore
+from virtfw.rules.backend import Backend, Installed, load_filter_backend
+from virtfw.rules.names import check_ifname
+from virtfw.rules.runner import Runner
+from virtfw.rules.status import locked, read_json, remove_file, write_json
+from virtfw.rules.transaction import Transaction
+
+
+@dataclass
+class ActiveBinding:
+    status: dict
+
+    @property
+    def portdev(self) -> str:
+        return self.status["portdev"]
+
+    @property
+    def owner(self) -> str:
+        return binding_owner(self.portdev)
+
+    @property
+    def binding(self) -> Binding:
+        from virtfw.filter.xml import parse_binding
+
+        return parse_binding(self.status["xml"], f"status of binding '{self.portdev}'")
+
+
+class BindingManager:
+    def __init__(self, config: Config, runner: Runner, store: FilterStore, backend_name: str | None) -> None:
+        self.config = config
+        self.runner = runner
+        self.store = store
+        self._backend_name = backend_name
+        self.status_dir = config.state_dir / "bindings"
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend_name is None:
+            raise VirtfwError("no firewall backend selected")
+        return load_filter_backend(self._backend_name)
+
+    # ---- status files -------------------------------------------------------
+
+    def _path(self, portdev: str) -> Path:
+        return self.status_dir / f"{portdev}.json"
+
+    def _base_path(self, backend: str) -> Path:
+        return self.config.state_dir / f"nwfilter-{backend}.json"
+
+    def active(self) -> list[ActiveBinding]:
+        if not self.status_dir.is_dir():
+            return []
+        found = [read_json(p) for p in sorted(self.status_dir.glob("*.json"))]
+        return [ActiveBinding(s) for s in found if s]
+
+    def get(self, portdev: str) -> ActiveBinding | None:
+        check_ifname(portdev, "port device")
+        status = read_json(self._path(portdev))
+        return ActiveBinding(status) if status else None
+
+    def _save(self, status: dict) -> None:
+        if not self.runner.dry_run:
+            write_json(self._path(status["portdev"]), status)
+
+    def _drop(self, portdev: str) -> None:
+        if not self.runner.dry_run:
+            remove_file(self._path(portdev))
+
+    def _save_base(self, backend: Backend, base: dict | None) -> None:
+        if self.runner.dry_run:
+            return
+        if base is None:
+            remove_file(self._base_path(backend.name))
+        else:
+            write_json(self._base_path(backend.name), base)
+
+    # ---- changes ------------------------------------------------------------
+
+    def create(self, binding: Binding) -> None:
+        from virtfw.filter.xml import format_binding
+
+        with locked(self.config.state_dir):
+            if self.get(binding.portdev):
+                raise VirtfwError(f"port {binding.portdev} already has a filter binding")
+            ports = instantiate(binding, self.store.load)
+            backend = self.backend
+            status = {
+                "portdev": binding.portdev,
+                "xml": format_binding(binding),
+                "backend": backend.name,
+                "created": time.time(),
+                "state": "starting",
+                "firewall": None,
+            }
+            with Transaction() as tx:
+                self._save(status)
+                tx.on_rollback(f"status of {binding.portdev}", lambda: self._drop(binding.portdev))
+                self._install(tx, backend, [ports], {ports.owner: status}, old={})
+                status["state"] = "active"
+                self._save(status)
+
+    def delete(self, portdev: str) -> None:
+        with locked(self.config.state_dir):
+            active = self.get(portdev)
+            if active is None:
+                raise VirtfwError(f"port {portdev} has no filter binding")
+            backend = load_filter_backend(active.status["backend"])
+            firewall = active.status.get("firewall")
+            rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
+            self._after_removal(backend, rebuild, leaving=portdev)
+            self._drop(portdev)
+
+    def users_of(self, filter_name: str) -> list[ActiveBinding]:
+        """Active bindings whose filter tree uses ``filter_name``, directly or not."""
+        found = []
+        for active in self.active():
+            try:
+                names = reachable(active.binding.filter, self.store.load)
+            except VirtfwError:
+                names = {active.binding.filter}
+            if filter_name in names:
+                found.append(active)
+        return found
+
+    def reinstantiate(self, actives: list[ActiveBinding]) -> int:
+        """Replace the rules of ``actives`` with what the current filters give, atomically.
+
+        The caller holds the lock (it also saves the filter definition inside it).
+        """
+        if not actives:
+            return 0
+        by_backend: dict[str, list[ActiveBinding]] = {}
+        for active in actives:
+            by_backend.setdefault(active.status["backend"], []).append(active)
+        for name, group in by_backend.items():
+            backend = load_filter_backend(name)
+            ports = [instantiate(a.binding, self.store.load) for a in group]
+            statuses = {a.owner: a.status for a in group}
+            old = {a.owner: a.status["firewall"] for a in group if a.status.get("firewall")}
+            with Transaction() as tx:
+                self._install(tx, backend, ports, statuses, old=old)
+        return len(actives)
+
+    def reload(self) -> int:
+        """Re-install every binding from scratch: after a flush it restores, twice it changes nothing."""
+        with locked(self.config.state_dir):
+            actives = self.active()
+            if not actives:
+                return 0
+            target = self.backend if self._backend_name else None
+            for active in actives:
+                if target and active.status["backend"] != target.name:
+                    old = load_filter_backend(active.status["backend"])
+                    if active.status.get("firewall"):
+                        old.remove(self.runner, active.status["firewall"])
+                    active.status["backend"] = target.name
+                    active.status["firewall"] = None
+                    self._save(active.status)
+                    self._after_removal(old, False, leaving="")
+            self._rebuild(actives)
+        return len(actives)
+
+    # ---- internals ----------------------------------------------------------
+
+    def _install(
+        self, tx: Transaction, backend: Backend, ports: list, statuses: dict[str, dict], *, old: dict
+    ) -> None:
+        old_base = read_json(self._base_path(backend.name))
+        tx.on_rollback("nwfilter base record", lambda: self._save_base(backend, old_base))
+        previous = {owner: dict(status) for owner, status in statuses.items()}
+
+        def record(installed: Installed) -> None:
+            self._save_base(backend, backend.merge_base(old_base, installed.base))
+            for owner, removal in installed.removals.items():
+                status = statuses[owner]
+                status["firewall"] = removal
+                self._save(status)
+
+        def restore_statuses() -> None:
+            for owner, status in previous.items():
+                if status.get("state") == "starting":
+                    continue  # a new binding: its status file goes with its own rollback
+                statuses[owner].clear()
+                statuses[owner].update(status)
+                self._save(status)
+
+        tx.on_rollback("binding status", restore_statuses)
+        installed = backend.install(self.runner, ports, old=old, before_apply=record)
+        if not old:
+            if installed.base:
+                tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))
+            for removal in installed.removals.values():
+                tx.on_rollback("binding rules", lambda removal=removal: backend.remove(self.runner, removal))
+        record(installed)
+        for status in statuses.values():
+            status["state"] = "active"
+            self._save(status)
+
+    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+        users = [
+            a for a in self.active()
+            if a.status.get("backend") == backend.name and a.portdev != leaving and a.status.get("firewall")
+        ]  # fmt: skip
+        base = read_json(self._base_path(backend.name))
+        if users and rebuild:
+            self._rebuild(users)
+        elif not users and base:
+            backend.remove(self.runner, base)
+            self._save_base(backend, None)
+
+    def _rebuild(self, actives: list[ActiveBinding]) -> None:
+        backend = load_filter_backend(actives[0].status["backend"])
+        ports = [instantiate(a.binding, self.store.load) for a in actives]
+        installed = backend.install(self.runner, ports, rebuild=True)
+        base = read_json(self._base_path(backend.name))
+        self._save_base(backend, backend.merge_base(base, installed.base))
+        for active in actives:
+            active.status["firewall"] = installed.removals[active.owner]
+            active.status["state"] = "active"
+            self._save(active.status)
+
+
+def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:
+    """Try a new definition on every binding that uses it, then save it: all or nothing."""
+    with locked(manager.config.state_dir):
+        manager.store.overrides[filt.name] = filt
+        users = manager.users_of(filt.name)
+        count = manager.reinstantiate(users)
+        save()
+    return count

@@ -1,0 +1,82 @@
+"""Persistent filter definitions: the config dir's nwfilter/ over the shipped filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from virtfw.config import Config
+from virtfw.errors import VirtfwError
+from virtfw.filter.model import Filter
+from virtfw.rules.names import check_object_name
+from virtfw.rules.status import ensure_dir, write_atomic
+
+
+class FilterStore:
+    """Loads filters by name, each file parsed at most once per command."""
+
+    def __init__(self, config: Config) -> None:
+        self.own_dir = config.config_dir / "nwfilter"
+        self.dirs = [folder / "nwfilter" for folder in config.search_path]
+        self._cache: dict[str, Filter] = {}
+        self.overrides: dict[str, Filter] = {}  # definitions being tried before they are saved
+
+    def path(self, name: str) -> Path | None:
+        check_object_name(name, "filter name")
+        for folder in self.dirs:
+            candidate = folder / f"{name}.xml"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def names(self) -> list[str]:
+        found = {p.stem for folder in self.dirs if folder.is_dir() for p in folder.glob("*.xml")}
+        return sorted(found | set(self.overrides))
+
+    def load(self, name: str) -> Filter:
+        if name in self.overrides:
+            return self.overrides[name]
+        if name in self._cache:
+            return self._cache[name]
+        path = self.path(name)
+        if path is None:
+            raise VirtfwError(f"filter '{name}' is not defined")
+        from virtfw.filter.xml import parse_filter
+
+        filt = parse_filter(path.read_bytes(), str(path))
+        if filt.name != name:
+            raise VirtfwError(f"{path}: holds filter '{filt.name}', expected '{name}'")
+        self._cache[name] = filt
+        return filt
+
+    def is_own(self, name: str) -> bool:
+        return (self.own_dir / f"{name}.xml").is_file()
+
+    def prepare(self, filt: Filter) -> Filter:
+        """Keep the uuid of an earlier definition; refuse a uuid another filter holds."""
+        if filt.uuid_generated and self.path(filt.name):
+            filt.uuid = self.load(filt.name).uuid
+        for other in self.names():
+            if other != filt.name and self.load(other).uuid == filt.uuid:
+                raise VirtfwError(f"filter '{other}' already has uuid {filt.uuid}")
+        return filt
+
+    def users(self, name: str) -> list[str]:
+        """Filters that reference ``name`` directly."""
+        return [other for other in self.names() if other != name and name in self.load(other).references()]
+
+    def define(self, filt: Filter) -> Path:
+        from virtfw.filter.xml import format_filter
+
+        path = ensure_dir(self.own_dir) / f"{filt.name}.xml"
+        write_atomic(path, format_filter(filt), mode=0o644)
+        self._cache[filt.name] = filt
+        return path
+
+    def undefine(self, name: str) -> None:
+        own = self.own_dir / f"{name}.xml"
+        if not own.is_file():
+            if self.path(name):
+                raise VirtfwError(f"filter '{name}' is shipped with virtfw and cannot be undefined")
+            raise VirtfwError(f"filter '{name}' is not defined")
+        own.unlink()
+        self._cache.pop(name, None)

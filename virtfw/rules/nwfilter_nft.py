@@ -1,0 +1,437 @@
+"""nftables backend for filter bindings: verdict-map dispatch, one batch per change.
+
+Two ``bridge`` tables of our own, named after libvirt's newer nftables layout:
+``virtfw_nwfilter_ethernet`` (layer-2 rules) and ``virtfw_nwfilter_inet`` (layer-3).
+Each has maps ``vmap-iif`` / ``vmap-oif`` from port name to the port's chains
+``n-PORT-out`` (from the guest) and ``n-PORT-in`` (to the guest), consulted once by
+the hook chains, so a packet's cost does not grow with the number of bindings.
+
+Connection tracking: the bridge family can only match ``ct`` where the kernel has
+nf_conntrack_bridge. Without it, rules are stateless, as libvirt's own rules are
+with ``statematch='false'``: an accept in one direction is mirrored (addresses and
+ports swapped) into the other. An explicit ``state=`` match is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+
+from virtfw.errors import ToolError, VirtfwError
+from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.nwfilter_layout import (
+    CHAIN_ETHERTYPE,
+    STP_ADDRESS,
+    Jump,
+    chain_type,
+    is_layer2,
+    layer2_layout,
+    layer3_rules,
+)
+from virtfw.rules.portrules import PortRule, PortRules
+from virtfw.rules.runner import Runner
+
+ETHERNET = "virtfw_nwfilter_ethernet"
+INET = "virtfw_nwfilter_inet"
+TABLES = {ETHERNET: -300, INET: -250}  # hook priority: layer 2 first, as ebtables before iptables
+
+# For the mirrored (reply) direction: each attribute and its counterpart.
+SWAP = {}
+for _a, _b in (("srcipaddr", "dstipaddr"), ("srcipmask", "dstipmask"), ("srcipfrom", "dstipfrom"),
+               ("srcipto", "dstipto"), ("srcportstart", "dstportstart"), ("srcportend", "dstportend")):  # fmt: skip
+    SWAP[_a], SWAP[_b] = _b, _a
+
+L3_PROTOCOLS = {
+    "tcp": ("ip", "tcp"), "udp": ("ip", "udp"), "udplite": ("ip", "udplite"), "sctp": ("ip", "sctp"),
+    "icmp": ("ip", "icmp"), "igmp": ("ip", "igmp"), "esp": ("ip", "esp"), "ah": ("ip", "ah"),
+    "all": ("ip", None),
+    "tcp-ipv6": ("ip6", "tcp"), "udp-ipv6": ("ip6", "udp"), "udplite-ipv6": ("ip6", "udplite"),
+    "sctp-ipv6": ("ip6", "sctp"), "icmpv6": ("ip6", "ipv6-icmp"), "esp-ipv6": ("ip6", "esp"),
+    "ah-ipv6": ("ip6", "ah"), "all-ipv6": ("ip6", None),
+}  # fmt: skip
+
+_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]-]")
+
+
+def chain_names(port: str, direction: str) -> str:
+    return f"n-{port}-{direction}"
+
+
+class Unsupported(VirtfwError):
+    pass
+
+
+def _hex(value: int, width: int) -> str:
+    return f"0x{value:0{width}x}"
+
+
+def _mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _ip_int(addr: IPv4Address | str) -> int:
+    return int(IPv4Address(str(addr)))
+
+
+def _prefix_mask(length: int, bits: int) -> int:
+    return ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
+
+
+class _Expr:
+    """Builds one rule's match text; ``negate`` turns each comparison into ``!=``."""
+
+    def __init__(self, negate: bool) -> None:
+        self.op = "!= " if negate else ""
+        self.parts: list[str] = []
+
+    def eq(self, left: str, right: object) -> None:
+        self.parts.append(f"{left} {self.op}{right}")
+
+    def masked(self, left: str, value: int, mask: int, width: int) -> None:
+        full = (1 << (width * 4)) - 1
+        if mask == full:
+            self.parts.append(f"{left} {self.op}{_hex(value, width)}")
+        else:
+            self.parts.append(f"{left} & {_hex(mask, width)} {'!=' if self.op else '=='} {_hex(value & mask, width)}")
+
+    def raw(self, text: str) -> None:
+        self.parts.append(text)
+
+
+def _mac_match(expr: _Expr, keyword: str, rule: PortRule, addr_attr: str, mask_attr: str) -> None:
+    mac = rule.get(addr_attr)
+    if mac is None:
+        return
+    mask = rule.get(mask_attr)
+    if mask is None or mask == "ff:ff:ff:ff:ff:ff":
+        expr.eq(keyword, mac)
+    else:
+        expr.masked(keyword, _mac_int(str(mac)), _mac_int(str(mask)), 12)
+
+
+def _addr_match(expr: _Expr, fam: str, side: str, rule: PortRule, prefix: str, bits: int) -> None:
+    addr = rule.get(f"{prefix}ipaddr")
+    if addr is not None:
+        mask = rule.get(f"{prefix}ipmask")
+        expr.eq(f"{fam} {side}", f"{addr}/{mask}" if mask is not None and mask != bits else addr)
+    start, end = rule.get(f"{prefix}ipfrom"), rule.get(f"{prefix}ipto")
+    if start is not None:
+        expr.eq(f"{fam} {side}", f"{start}-{end}" if end is not None else start)
+
+
+def _port_match(expr: _Expr, proto: str, side: str, rule: PortRule, prefix: str) -> None:
+    start, end = rule.get(f"{prefix}portstart"), rule.get(f"{prefix}portend")
+    if start is None:
+        return
+    expr.eq(f"{proto} {side}", f"{start}-{end}" if end is not None and end != start else start)
+
+
+def _swapped(rule: PortRule) -> PortRule:
+    from dataclasses import replace
+
+    from virtfw.rules.portrules import Match
+
+    matches = tuple(Match(SWAP.get(m.name, m.name), m.value) for m in rule.matches if m.name != "srcmacaddr")
+    return replace(rule, matches=matches)
+
+
+def _comment(rule: PortRule) -> str:
+    text = rule.get("comment")
+    if not text:
+        return ""
+    return f' comment "{_COMMENT_SAFE.sub("_", str(text))[:120]}"'
+
+
+def _verdict(rule: PortRule, to_guest: bool) -> str | None:
+    action = rule.action
+    if action == "continue":
+        return None
+    if action == "reject":
+        # reject is not allowed on the bridge's postrouting path; drop is what remains.
+        return "drop" if to_guest else "reject"
+    return action
+
+
+def _refuse(rule: PortRule, *names: str) -> None:
+    for name in names:
+        if rule.get(name) is not None:
+            raise Unsupported(
+                f"the nftables backend cannot match {rule.protocol} {name}= "
+                "(bridge-family nftables has no equivalent here); use --backend iptables"
+            )
+
+
+def layer2_expr(rule: PortRule, mirrored: bool) -> str:
+    """Match text of a bridge-level rule; ``mirrored``: the 'in' half of an 'inout' rule."""
+    proto = rule.protocol
+    expr = _Expr(rule.negate)
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    _mac_match(expr, "ether saddr", rule, f"{src}macaddr", f"{src}macmask")
+    _mac_match(expr, "ether daddr", rule, f"{dst}macaddr", f"{dst}macmask")
+    if proto == "mac":
+        if (pid := rule.get("protocolid")) is not None:
+            expr.eq("ether type", _hex(int(pid), 4))
+    elif proto == "vlan":
+        expr.raw("ether type 0x8100")
+        if (vid := rule.get("vlanid")) is not None:
+            expr.eq("vlan id", vid)
+        if (encap := rule.get("encap-protocol")) is not None:
+            expr.eq("vlan type", _hex(int(encap), 4))
+    elif proto == "stp":
+        expr.raw(f"ether daddr {STP_ADDRESS}")
+        extra = [m.name for m in rule.matches if m.name not in ("srcmacaddr", "srcmacmask", "comment")]
+        _refuse(rule, *extra)
+    elif proto in ("arp", "rarp"):
+        _arp_expr(expr, rule, proto, mirrored)
+    elif proto in ("ip", "ipv6"):
+        _ip_expr(expr, rule, proto, mirrored)
+    return " ".join(expr.parts)
+
+
+def _arp_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
+    """ARP/RARP fields as raw payload: nft's arp keywords imply ethertype ARP only."""
+    expr.raw("ether type " + ("0x0806" if proto == "arp" else "0x8035"))
+    for attr, offset, width in (("hwtype", 0, 4), ("protocoltype", 16, 4), ("opcode", 48, 4)):
+        if (value := rule.get(attr)) is not None:
+            expr.eq(f"@nh,{offset},{width * 4}", _hex(int(value), width))
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    for side, mac_off, ip_off in ((src, 64, 112), (dst, 144, 192)):
+        if (mac := rule.get(f"arp{side}macaddr")) is not None:
+            expr.eq(f"@nh,{mac_off},48", _hex(_mac_int(str(mac)), 12))
+        if (ip := rule.get(f"arp{side}ipaddr")) is not None:
+            mask = rule.get(f"arp{side}ipmask")
+            expr.masked(f"@nh,{ip_off},32", _ip_int(ip), _prefix_mask(int(mask if mask is not None else 32), 32), 8)
+    _refuse(rule, "gratuitous")
+
+
+def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
+    fam, bits = ("ip", 32) if proto == "ip" else ("ip6", 128)
+    expr.raw("ether type " + ("ip" if proto == "ip" else "ip6"))
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    _addr_match(expr, fam, "saddr", rule, src, bits)
+    _addr_match(expr, fam, "daddr", rule, dst, bits)
+    protocol = rule.get("protocol")
+    if protocol is not None:
+        expr.eq("meta l4proto", protocol)
+        _port_match(expr, "th", "sport", rule, src)
+        _port_match(expr, "th", "dport", rule, dst)
+    if (dscp := rule.get("dscp")) is not None:
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
+    _refuse(rule, "type", "typeend", "code", "codeend")
+
+
+def layer3_expr(rule: PortRule, mirrored: bool) -> str:
+    """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
+    if rule.get("state") is not None or rule.get("connlimit-above") is not None:
+        raise Unsupported(
+            f"the nftables backend cannot match state= or connlimit-above= on a bridge port "
+            f"(no connection tracking in the bridge family here); use --backend iptables"
+        )
+    _refuse(rule, "ipset", "ipsetflags", "option")
+    if mirrored:
+        rule = _swapped(rule)
+    fam, l4 = L3_PROTOCOLS[rule.protocol]
+    bits = 32 if fam == "ip" else 128
+    expr = _Expr(rule.negate)
+    expr.raw("ether type " + fam)
+    _mac_match(expr, "ether saddr", rule, "srcmacaddr", "srcmacmask")
+    _addr_match(expr, fam, "saddr", rule, "src", bits)
+    _addr_match(expr, fam, "daddr", rule, "dst", bits)
+    if l4:
+        expr.raw(f"meta l4proto {l4}")
+    if l4 in ("tcp", "udp", "udplite", "sctp"):
+        keyword = "th" if l4 == "udplite" else l4
+        _port_match(expr, keyword, "sport", rule, "src")
+        _port_match(expr, keyword, "dport", rule, "dst")
+    if (dscp := rule.get("dscp")) is not None:
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
+    if l4 == "tcp" and (flags := rule.get("flags")) is not None:
+        mask, _, wanted = str(flags).partition("/")
+        expr.raw(f"tcp flags & ({_tcp_flags(wanted)}) == {_tcp_flags(mask)}")
+    if l4 in ("icmp", "ipv6-icmp"):
+        keyword = "icmp" if l4 == "icmp" else "icmpv6"
+        if (kind := rule.get("type")) is not None:
+            expr.eq(f"{keyword} type", kind)
+        if (code := rule.get("code")) is not None:
+            expr.eq(f"{keyword} code", code)
+    return " ".join(expr.parts)
+
+
+def _tcp_flags(text: str) -> str:
+    names = [f.lower() for f in text.split(",") if f]
+    if names == ["all"]:
+        names = ["fin", "syn", "rst", "psh", "ack", "urg"]
+    if names in ([], ["none"]):
+        return "0x0"
+    return " | ".join(names)
+
+
+class NftFilterBackend:
+    name = "nftables"
+
+    # ---- rendering ----------------------------------------------------------
+
+    def _port_lines(self, ports: PortRules) -> tuple[list[str], dict]:
+        """Chains and rules of one port, and the record of what they are."""
+        lines: list[str] = []
+        chains: list[list[str]] = []
+        rules = list(ports.rules)
+        port = ports.port
+        for direction, to_guest in (("out", False), ("in", True)):
+            root = chain_names(port, direction)
+            layout = layer2_layout(rules, direction)
+            body: list[str] = []
+            for entry in layout.root:
+                if isinstance(entry, Jump):
+                    sub = f"{root}-{entry.chain}"
+                    body.append(f"{_jump_match(entry.chain)} jump {sub}".strip())
+                else:
+                    body.extend(self._rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest))
+            lines += self._chain(ETHERNET, root, body)
+            chains.append([ETHERNET, root])
+            for sub_name, sub_rules in layout.subchains.items():
+                sub = f"{root}-{sub_name}"
+                sub_body = [
+                    text for rule in sub_rules
+                    for text in self._rule_text(rule, layer2_expr(rule, rule.direction == "inout" and to_guest), to_guest)
+                ]  # fmt: skip
+                lines += self._chain(ETHERNET, sub, sub_body)
+                chains.append([ETHERNET, sub])
+            l3_body: list[str] = []
+            for rule in layer3_rules(rules):
+                mirrored = (rule.direction == "out") == to_guest
+                if rule.direction == "inout":
+                    mirrored = to_guest
+                l3_body.extend(self._rule_text(rule, layer3_expr(rule, mirrored), to_guest))
+            lines += self._chain(INET, root, l3_body)
+            chains.append([INET, root])
+        return lines, {"port": port, "chains": chains}
+
+    @staticmethod
+    def _rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
+        verdict = _verdict(rule, to_guest)
+        if verdict is None:
+            return []
+        return [f"{match} {verdict}{_comment(rule)}".strip()]
+
+    @staticmethod
+    def _chain(table: str, chain: str, body: list[str]) -> list[str]:
+        t = f"bridge {table}"
+        return [f"add chain {t} {chain}", f"flush chain {t} {chain}", *(f"add rule {t} {chain} {b}" for b in body)]
+
+    @staticmethod
+    def _base_lines(rebuild: bool) -> list[str]:
+        lines = []
+        for table, priority in TABLES.items():
+            t = f"bridge {table}"
+            if rebuild:
+                lines += [f"add table {t}", f"delete table {t}"]
+            lines += [
+                f"add table {t}",
+                f"add map {t} vmap-iif {{ type ifname : verdict; }}",
+                f"add map {t} vmap-oif {{ type ifname : verdict; }}",
+                f"add chain {t} prerouting {{ type filter hook prerouting priority {priority}; policy accept; }}",
+                f"add chain {t} postrouting {{ type filter hook postrouting priority {priority}; policy accept; }}",
+                f"flush chain {t} prerouting",
+                f"flush chain {t} postrouting",
+                f"add rule {t} prerouting iifname vmap @vmap-iif",
+                f"add rule {t} postrouting oifname vmap @vmap-oif",
+            ]
+        return lines
+
+    @staticmethod
+    def _elements(port: str) -> list[list[str]]:
+        return [[table, vmap, port, chain_names(port, direction)]
+                for table in TABLES for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
+
+    # ---- the interface ------------------------------------------------------
+
+    def install(
+        self,
+        runner: Runner,
+        ports: list[PortRules],
+        *,
+        old: dict[str, Removal] | None = None,
+        rebuild: bool = False,
+        before_apply: Callable[[Installed], None] | None = None,
+    ) -> Installed:
+        old = old or {}
+        lines = self._base_lines(rebuild)
+        installed = Installed(base={"tables": list(TABLES)})
+        dropped: list[str] = []
+        for port_rules in ports:
+            port_lines, record = self._port_lines(port_rules)
+            previous = old.get(port_rules.owner)
+            lines += port_lines
+            if previous is None or rebuild:
+                lines += [f"add element bridge {t} {m} {{ {p} : jump {c} }}" for t, m, p, c in self._elements(port_rules.port)]
+            else:  # chains the old rules had and the new ones do not: gone, after the swap
+                kept = {tuple(c) for c in record["chains"]}
+                dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
+            installed.removals[port_rules.owner] = record
+        lines += dropped
+        if before_apply:
+            before_apply(installed)
+        try:
+            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+        except ToolError as exc:
+            raise VirtfwError(f"nft refused the filter batch: {exc}") from None
+        return installed
+
+    def remove(self, runner: Runner, removal: Removal) -> bool:
+        if "tables" in removal:  # the base
+            lines = [f"add table bridge {t}\ndelete table bridge {t}" for t in removal["tables"]]
+            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            return True
+        lines = self._removal_lines(removal, present=None)
+        result = runner.run(["nft", "-f", "-"], stdin=lines, check=False)
+        if result.returncode == 0:
+            return True
+        present = self._present(runner)
+        if not present:
+            return False  # our tables are gone (flushed): the others need a rebuild
+        runner.run(["nft", "-f", "-"], stdin=self._removal_lines(removal, present))
+        return True
+
+    def _removal_lines(self, removal: Removal, present: set[tuple[str, str]] | None) -> str:
+        port = removal["port"]
+        lines = []
+        for table, vmap, key, chain in self._elements(port):
+            if present is None or (table, f"@{vmap}:{key}") in present:
+                lines.append(f"delete element bridge {table} {vmap} {{ {key} }}")
+        roots = {chain_names(port, d) for d in ("in", "out")}
+        ordered = sorted(removal["chains"], key=lambda tc: tc[1] not in roots)  # roots hold the jumps: first
+        for table, chain in ordered:
+            if present is None or (table, chain) in present:
+                lines.append(f"delete chain bridge {table} {chain}")
+        return "\n".join(lines) + "\n"
+
+    def _present(self, runner: Runner) -> set[tuple[str, str]]:
+        """Our chains and map keys as the kernel has them (only on the repair path)."""
+        found: set[tuple[str, str]] = set()
+        for table in TABLES:
+            result = runner.run(["nft", "-j", "list", "table", "bridge", table], change=False, check=False)
+            if result.returncode != 0:
+                continue
+            for item in json.loads(result.stdout).get("nftables", []):
+                if "chain" in item:
+                    found.add((table, item["chain"]["name"]))
+                elif "map" in item:
+                    for element in item["map"].get("elem", []):
+                        key = element[0] if isinstance(element, list) else element
+                        found.add((table, f"@{item['map']['name']}:{key}"))
+        return found
+
+    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
+        return new or old
+
+
+def _jump_match(chain: str) -> str:
+    kind = chain_type(chain)
+    if kind == "stp":
+        return f"ether daddr {STP_ADDRESS}"
+    if kind in CHAIN_ETHERTYPE:
+        return f"ether type {_hex(CHAIN_ETHERTYPE[kind], 4)}"
+    return ""
