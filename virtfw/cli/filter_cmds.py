@@ -34,11 +34,9 @@ def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | 
     store.prepare(filt)
     store.overrides[filt.name] = filt
     check_acyclic(filt, store.load)
+    manager = app.bindings(store, need_backend=False)  # bindings keep the backend they were made with
     if app.runner.dry_run:
-        manager = app.bindings(store)
         return filt.name, manager.reinstantiate(manager.users_of(filt.name))
-    users = app.bindings(store, need_backend=False).users_of(filt.name)
-    manager = app.bindings(store, need_backend=bool(users))
     return filt.name, define_filter(manager, filt, lambda: store.define(filt))
 
 

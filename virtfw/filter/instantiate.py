@@ -118,6 +118,7 @@ def _rule_instances(filt: Filter, rule: FilterRule, variables: Variables) -> Ite
             protocol=match.protocol if match else None,
             negate=match.negate if match else False,
             matches=tuple(matches),
+            negated=frozenset(match.negated_attrs) if match and match.negated_attrs else None,
         )
 
 
@@ -132,7 +133,7 @@ def _typed(filter_name: str, protocol: str, attr: str, text: str):
     try:
         return _typed_cached(protocol, attr, text)
     except VirtfwError as exc:
-        raise VirtfwError(f"filter '{filter_name}': <{protocol} {attr}='{text}'>: {exc}") from None
+        raise VirtfwError(f"filter '{filter_name}': {exc}") from None
 
 
 @dataclass

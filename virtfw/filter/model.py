@@ -36,6 +36,14 @@ class ProtocolMatch:
     protocol: str  # element name: "mac", "tcp", "tcp-ipv6", "all", ...
     attrs: dict[str, AttrValue] = field(default_factory=dict)  # in libvirt's table order
     negate: bool = False  # match='no'
+    # match='no' on only some attributes: libvirt merges several same-named elements of
+    # one rule attribute by attribute, each keeping its own negation. When that leaves
+    # a mix, ``negate`` is False and these are the negated ones (empty otherwise).
+    negated_attrs: frozenset[str] = frozenset()
+
+    def is_negated(self, attr: str) -> bool:
+        """Whether ``attr`` is matched with '!': ``negate`` covers all, else the mix."""
+        return attr in self.attrs and (self.negate or attr in self.negated_attrs)
 
 
 @dataclass

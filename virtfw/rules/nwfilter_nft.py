@@ -248,8 +248,8 @@ def layer3_expr(rule: PortRule, mirrored: bool) -> str:
     if (dscp := rule.get("dscp")) is not None:
         expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
     if l4 == "tcp" and (flags := rule.get("flags")) is not None:
-        mask, _, wanted = str(flags).partition("/")
-        expr.raw(f"tcp flags & ({_tcp_flags(wanted)}) == {_tcp_flags(mask)}")
+        mask, _, wanted = str(flags).partition("/")  # libvirt: MASK/SET, as iptables --tcp-flags
+        expr.raw(f"tcp flags & ({_tcp_flags(mask)}) == {_tcp_flags(wanted)}")
     if l4 in ("icmp", "ipv6-icmp"):
         keyword = "icmp" if l4 == "icmp" else "icmpv6"
         if (kind := rule.get("type")) is not None:
@@ -361,17 +361,21 @@ class NftFilterBackend:
         lines = self._base_lines(rebuild)
         installed = Installed(base={"tables": list(TABLES)})
         dropped: list[str] = []
+        declared: list[str] = []
+        body: list[str] = []
         for port_rules in ports:
             port_lines, record = self._port_lines(port_rules)
             previous = old.get(port_rules.owner)
-            lines += port_lines
+            # declare every chain before any rule jumps to it
+            declared += [line for line in port_lines if line.startswith("add chain")]
+            body += [line for line in port_lines if not line.startswith("add chain")]
             if previous is None or rebuild:
-                lines += [f"add element bridge {t} {m} {{ {p} : jump {c} }}" for t, m, p, c in self._elements(port_rules.port)]
+                body += [f"add element bridge {t} {m} {{ {p} : jump {c} }}" for t, m, p, c in self._elements(port_rules.port)]
             else:  # chains the old rules had and the new ones do not: gone, after the swap
                 kept = {tuple(c) for c in record["chains"]}
                 dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
             installed.removals[port_rules.owner] = record
-        lines += dropped
+        lines += declared + body + dropped
         if before_apply:
             before_apply(installed)
         try:

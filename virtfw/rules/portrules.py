@@ -46,6 +46,12 @@ class PortRule:
     protocol: str | None  # element name: "mac", "tcp", "tcp-ipv6", "all", ...; None: no element
     negate: bool  # match='no' on the protocol element
     matches: tuple[Match, ...]  # in the order libvirt's attribute table lists them
+    # Per-attribute negation, only where a rule mixes negated and plain attributes
+    # (libvirt's merge of repeated protocol elements); None: ``negate`` holds for all.
+    negated: frozenset[str] | None = None
+
+    def is_negated(self, name: str) -> bool:
+        return name in self.negated if self.negated is not None else self.negate
 
     def get(self, name: str) -> Value | None:
         for match in self.matches:
