@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -67,7 +68,16 @@ def netns(prefix: str = "vfw") -> Iterator[Netns]:
         ns.run(["ip", "link", "set", "lo", "up"])
         yield ns
     finally:
+        kill_namespace_processes(name)
         run(["ip", "netns", "del", name], check=False)
+
+
+def kill_namespace_processes(name: str) -> None:
+    """Daemons started inside (dnsmasq of a network never destroyed) die with the namespace."""
+    listed = run(["ip", "netns", "pids", name], check=False).stdout.split()
+    for pid in listed:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
 
 
 def virtfw_argv(*args: str, config_dir: Path, state_dir: Path, backend: str | None = None) -> list[str]:
@@ -225,3 +235,56 @@ def normalize_iptables_save(text: str) -> str:
             out.extend(rules[chain])
         out.append("COMMIT")
     return "\n".join(out)
+
+
+# --- guest ports and whole-firewall snapshots (nwfilter lifecycle tests) -------------------
+
+_PORT_KINDS: list[str] = []  # the first kind that worked, remembered for later ports
+
+
+def add_port(ns: Netns, name: str) -> None:
+    """A stand-in guest port device named ``name`` inside ``ns``.
+
+    A ``dummy`` link where the kernel has the module, else ``ifb``, else one end of a
+    veth pair (the peer is ``p<name>``, cut to 15 characters). Filters do not need the
+    port to exist; these make the rules realistic (an interface of that name is there).
+    """
+    kinds = _PORT_KINDS or ["dummy", "ifb", "veth"]
+    problems = []
+    for kind in kinds:
+        argv = ["ip", "link", "add", name, "type", kind]
+        if kind == "veth":
+            argv += ["peer", "name", ("p" + name)[:15]]
+        proc = ns.run(argv, check=False)
+        if proc.returncode == 0:
+            if not _PORT_KINDS:
+                _PORT_KINDS.append(kind)
+            return
+        problems.append(f"{kind}: {proc.stderr.strip()}")
+    raise AssertionError(f"cannot create port {name} in {ns.name}: {'; '.join(problems)}")
+
+
+SAVE_TOOLS = ("iptables-save", "ip6tables-save", "ebtables-save")
+
+
+def firewall_snapshot(ns: Netns) -> dict[str, str]:
+    """Every firewall view of a namespace, normalized: ``nft list ruleset`` and the
+    ``*-save`` output of iptables, ip6tables and ebtables (those installed).
+
+    None of these reads creates a table, so taking a snapshot changes nothing.
+    """
+    out = {"nft list ruleset": normalize_nft(ns.sh("nft", "list", "ruleset"))}
+    for tool in SAVE_TOOLS:
+        if shutil.which(tool):
+            out[tool] = normalize_iptables_save(ns.sh(tool))
+    return out
+
+
+def dir_files(root: Path, skip: Sequence[str] = ("lock",)) -> dict[str, str]:
+    """Relative path -> content of every regular file under ``root`` (empty if absent)."""
+    files: dict[str, str] = {}
+    if root.exists():
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.name not in skip:
+                files[str(path.relative_to(root))] = path.read_text(errors="replace")
+    return files

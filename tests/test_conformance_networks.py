@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -233,6 +234,21 @@ def test_dry_run_prints_batch(name: str, backend: str, tmp_path: Path) -> None:
     assert DRY_RUN_MARKER[backend] in proc.stdout, proc.stdout + proc.stderr
 
 
+def runnable_copy(xml: Path, tmp_path: Path) -> Path:
+    """The case as given, except a TFTP root that exists (dnsmasq refuses a missing or unreadable one).
+
+    The firewall rules do not depend on the directory, only on TFTP being served.
+    """
+    text = xml.read_text()
+    if "<tftp root=" not in text:
+        return xml
+    root = Path("/tmp/virtfw-test-tftp")  # dnsmasq checks it after dropping to 'nobody'
+    root.mkdir(mode=0o755, exist_ok=True)
+    copy = tmp_path / xml.name
+    copy.write_text(re.sub(r"<tftp root='[^']*'", f"<tftp root='{root}'", text))
+    return copy
+
+
 @pytest.mark.netns
 @pytest.mark.parametrize(("name", "backend"), case_params())
 def test_ruleset_matches_libvirt(name: str, backend: str, tmp_path: Path) -> None:
@@ -242,7 +258,7 @@ def test_ruleset_matches_libvirt(name: str, backend: str, tmp_path: Path) -> Non
     commands = libvirt_commands(name, backend)
 
     with netns("vfwA") as ns_a:
-        Virtfw(ns_a, tmp_path, backend)("net-create", str(xml))
+        Virtfw(ns_a, tmp_path, backend)("net-create", str(runnable_copy(xml, tmp_path)))
         ns_a.run(["ip", "link", "show", "dev", bridge])  # virtfw made the bridge
         if backend == "nftables":
             tc_filters = ns_a.sh("tc", "filter", "show", "dev", bridge)

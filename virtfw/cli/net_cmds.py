@@ -253,13 +253,17 @@ def edit_text(text: str, suffix: str) -> str:
 @click.command("autostart")
 @pass_app
 def autostart(app: AppContext) -> None:
-    """Start every network marked autostart that is not active (for boot units)."""
+    """Start every autostart network that is not active, and re-create recorded bindings (boot)."""
     store = app.store()
     active = {a.name for a in app.network_status().active()}
     nets = [store.load(n) for n in store.names() if store.is_autostart(n) and n not in active]
     if nets:
         app.networks().start(nets)
     info(f"Started {len(nets)} network(s)" + (f": {', '.join(n.name for n in nets)}" if nets else ""))
+    manager = app.bindings(need_backend=False)
+    if any(manager.get(b.portdev) is None for b in manager.recorded()):
+        restored = app.bindings().restore_recorded()
+        info(f"Re-created {len(restored)} filter binding(s): {', '.join(restored)}")
 
 
 @click.command("reload")
@@ -271,7 +275,52 @@ def reload(app: AppContext) -> None:
     info(f"Reloaded {count} network(s) and {bindings} binding(s)")
 
 
+@click.command("net-dhcp-leases")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def net_dhcp_leases(app: AppContext, name: str, as_json: bool) -> None:
+    """DHCP leases handed out on an active network."""
+    import time
+
+    from virtfw.net import dnsmasq
+
+    app.store().path(name)  # validates the name
+    if app.network_status().get_active(name) is None:
+        raise VirtfwError(f"network '{name}' is not active")
+    leases = dnsmasq.read_leases(dnsmasq.files_for(app.config.state_dir, name))
+    rows = [{"expiry": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.expiry)) if lease.expiry else "never",
+             "mac": lease.mac, "ip": lease.ip, "hostname": "" if lease.hostname == "*" else lease.hostname,
+             "client_id": "" if lease.client_id == "*" else lease.client_id} for lease in leases]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    table(["Expiry Time", "MAC address", "IP address", "Hostname", "Client ID"],
+          [[r["expiry"], r["mac"], r["ip"], r["hostname"] or "-", r["client_id"] or "-"] for r in rows])  # fmt: skip
+
+
+@click.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def verify(app: AppContext, as_json: bool) -> None:
+    """Check that everything the status files record is still in the kernel (exit 3 if not)."""
+    networks, problems = app.network_status().verify()
+    bindings, binding_problems = app.bindings(need_backend=False).verify()
+    problems += binding_problems
+    if as_json:
+        emit_json({"networks": networks, "bindings": bindings, "ok": not problems, "problems": problems})
+    else:
+        for problem in problems:
+            click.echo(problem)
+        if not problems:
+            info(f"OK: {networks} network(s) and {bindings} binding(s) fully in place")
+        else:
+            click.echo(f"{len(problems)} problem(s); 'virtfw reload' re-installs what is missing", err=True)
+    if problems:
+        raise click.exceptions.Exit(3)
+
+
 COMMANDS = [
     net_define, net_undefine, net_create, net_start, net_destroy, net_list, net_info,
-    net_dumpxml, net_autostart, net_edit, autostart, reload,
+    net_dumpxml, net_autostart, net_edit, net_dhcp_leases, autostart, reload, verify,
 ]  # fmt: skip

@@ -96,27 +96,66 @@ class BindingManager:
     # ---- changes ------------------------------------------------------------
 
     def create(self, binding: Binding) -> None:
+        self.create_many([binding])
+
+    def create_many(self, bindings: list[Binding]) -> None:
+        """Instantiate ``bindings`` in one backend install, and record them for boot."""
         from virtfw.filter.xml import format_binding
 
         with locked(self.config.state_dir):
-            if self.get(binding.portdev):
-                raise VirtfwError(f"port {binding.portdev} already has a filter binding")
-            ports = instantiate(binding, self.store.load)
+            seen: set[str] = set()
+            for binding in bindings:
+                if self.get(binding.portdev) or binding.portdev in seen:
+                    raise VirtfwError(f"port {binding.portdev} already has a filter binding")
+                seen.add(binding.portdev)
+            ports = [instantiate(binding, self.store.load) for binding in bindings]
             backend = self.backend
-            status = {
-                "portdev": binding.portdev,
-                "xml": format_binding(binding),
-                "backend": backend.name,
-                "created": time.time(),
-                "state": "starting",
-                "firewall": None,
-            }
+            statuses = {}
             with Transaction() as tx:
-                self._save(status)
-                tx.on_rollback(f"status of {binding.portdev}", lambda: self._drop(binding.portdev))
-                self._install(tx, backend, [ports], {ports.owner: status}, old={})
-                status["state"] = "active"
-                self._save(status)
+                for binding, port_rules in zip(bindings, ports):
+                    status = {
+                        "portdev": binding.portdev,
+                        "xml": format_binding(binding),
+                        "backend": backend.name,
+                        "created": time.time(),
+                        "state": "starting",
+                        "firewall": None,
+                    }
+                    self._save(status)
+                    tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
+                    statuses[port_rules.owner] = status
+                    self._record(tx, binding.portdev, status["xml"])
+                self._install(tx, backend, ports, statuses, old={})
+
+    # ---- records that outlive a reboot (the state dir does not) --------------
+
+    @property
+    def records_dir(self) -> Path:
+        return self.config.config_dir / "bindings"
+
+    def _record(self, tx: Transaction, portdev: str, xml: str) -> None:
+        if self.runner.dry_run:
+            return
+        from virtfw.rules.status import ensure_dir, write_atomic
+
+        path = ensure_dir(self.records_dir) / f"{portdev}.xml"
+        previous = path.read_text() if path.exists() else None
+        write_atomic(path, xml, mode=0o644)
+        tx.on_rollback(f"record of {portdev}", lambda: write_atomic(path, previous, 0o644) if previous else remove_file(path))
+
+    def recorded(self) -> list[Binding]:
+        from virtfw.filter.xml import parse_binding
+
+        if not self.records_dir.is_dir():
+            return []
+        return [parse_binding(p.read_bytes(), str(p)) for p in sorted(self.records_dir.glob("*.xml"))]
+
+    def restore_recorded(self) -> list[str]:
+        """Re-create every recorded binding that is not active (boot): one batch."""
+        missing = [b for b in self.recorded() if self.get(b.portdev) is None]
+        if missing:
+            self.create_many(missing)
+        return [b.portdev for b in missing]
 
     def delete(self, portdev: str) -> None:
         with locked(self.config.state_dir):
@@ -127,6 +166,8 @@ class BindingManager:
             firewall = active.status.get("firewall")
             rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
             self._after_removal(backend, rebuild, leaving=portdev)
+            if not self.runner.dry_run:
+                remove_file(self.records_dir / f"{portdev}.xml")
             self._drop(portdev)
 
     def users_of(self, filter_name: str) -> list[ActiveBinding]:
@@ -178,6 +219,24 @@ class BindingManager:
                     self._after_removal(old, False, leaving="")
             self._rebuild(actives)
         return len(actives)
+
+    def verify(self) -> tuple[int, list[str]]:
+        problems: list[str] = []
+        actives = self.active()
+        backends: set[str] = set()
+        for active in actives:
+            where = f"binding {active.portdev}"
+            if active.status.get("state") != "active" or not active.status.get("firewall"):
+                problems.append(f"{where}: creation was interrupted (run nwfilter-binding-delete {active.portdev})")
+                continue
+            backend = load_filter_backend(active.status["backend"])
+            backends.add(backend.name)
+            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.status["firewall"])]
+        for name in sorted(backends):
+            base = read_json(self._base_path(name))
+            if base:
+                problems += [f"filter base ({name}): {p}" for p in load_filter_backend(name).verify(self.runner, base)]
+        return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
 

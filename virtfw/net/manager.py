@@ -13,6 +13,7 @@ from pathlib import Path
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
+from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
@@ -100,6 +101,8 @@ class NetworkManager:
             with Transaction() as tx:
                 statuses = [self._begin(tx, net, transient) for net in nets]
                 self._install(tx, nets, statuses)
+                for net, status in zip(nets, statuses):
+                    self._start_dnsmasq(tx, net, status)
                 for status in statuses:
                     status["state"] = "active"
                     self._save(status)
@@ -162,6 +165,23 @@ class NetworkManager:
             tx.on_rollback("rules", lambda removal=removal: backend.remove(self.runner, removal))
         record(installed)
 
+    def _start_dnsmasq(self, tx: Transaction, net: Network, status: dict) -> None:
+        if not dnsmasq.needs_dnsmasq(net):
+            return
+        files = dnsmasq.files_for(self.config.state_dir, net.name)
+        status["dnsmasq"] = {"pid": None}
+        self._save(status)  # a kill from here on leaves the name to look for
+        tx.on_rollback(f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, status["dnsmasq"]["pid"], self.runner.dry_run))
+        status["dnsmasq"]["pid"] = dnsmasq.start(net, files, self.runner.dry_run)
+        self._save(status)
+
+    def _stop_dnsmasq(self, status: dict) -> None:
+        if "dnsmasq" not in status:
+            return
+        files = dnsmasq.files_for(self.config.state_dir, status["name"])
+        pid = status["dnsmasq"].get("pid") or dnsmasq.read_pid(files, wait=False)
+        dnsmasq.stop(files, pid, self.runner.dry_run)
+
     # ---- destroy ------------------------------------------------------------
 
     def destroy(self, name: str) -> None:
@@ -172,6 +192,7 @@ class NetworkManager:
             if active is None:
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
+            self._stop_dnsmasq(status)
             if status.get("backend"):
                 backend = load_backend(status["backend"])
                 rebuild = bool(status.get("firewall")) and not backend.remove(self.runner, status["firewall"])
@@ -192,6 +213,38 @@ class NetworkManager:
         elif not users and base:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
+
+    # ---- verify -------------------------------------------------------------
+
+    def verify(self) -> tuple[int, list[str]]:
+        """What the status files say is installed and the kernel no longer holds."""
+        problems: list[str] = []
+        actives = self.active()
+        backends: set[str] = set()
+        for active in actives:
+            status = active.status
+            where = f"network {active.name}"
+            if not active.complete:
+                problems.append(f"{where}: start was interrupted (run net-destroy {active.name})")
+            if status.get("backend") and status.get("firewall"):
+                backend = load_backend(status["backend"])
+                backends.add(backend.name)
+                problems += [f"{where}: {p}" for p in backend.verify(self.runner, status["firewall"])]
+            if self.links.index(status["bridge"]["name"]) is None:
+                problems.append(f"{where}: bridge {status['bridge']['name']} is missing")
+            if "dnsmasq" in status:
+                files = dnsmasq.files_for(self.config.state_dir, active.name)
+                pid = status["dnsmasq"].get("pid")
+                if pid is None or not dnsmasq.is_ours(pid, files):
+                    problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
+        for name in sorted(backends):
+            base = read_json(self._base_path(name))
+            if base:
+                problems += [f"base chains ({name}): {p}" for p in load_backend(name).verify(self.runner, base)]
+        if "nftables" in backends:
+            problems += foreign_forward_drops(self.runner)
+        self.links.close()
+        return len(actives), problems
 
     # ---- reload -------------------------------------------------------------
 
@@ -219,3 +272,29 @@ class NetworkManager:
             active.status["firewall"] = installed.removals[active.name]
             active.status["state"] = "active"
             self._save(active.status)
+
+
+def foreign_forward_drops(runner: Runner) -> list[str]:
+    """Another manager's forward chain with policy drop also sees guest traffic and drops it.
+
+    nftables evaluates every table's base chains: an accept in ours does not stop a drop
+    in Docker's or firewalld's, so say where it is and how to let guests through.
+    """
+    import json
+
+    result = runner.run(["nft", "-j", "list", "chains"], change=False, check=False)
+    if result.returncode != 0:
+        return []
+    problems = []
+    for item in json.loads(result.stdout or "{}").get("nftables", []):
+        chain = item.get("chain")
+        if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
+            continue
+        if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
+            continue
+        problems.append(
+            f"{chain['family']} {chain['table']} {chain['name']} has policy drop and drops guest traffic "
+            f"virtfw accepts: add an accept for the bridges there (iptables: "
+            f"'iptables -I DOCKER-USER -i virbr0 -j ACCEPT' and -o, or the same in FORWARD)"
+        )
+    return problems

@@ -18,7 +18,7 @@ from virtfw.net.model import (
     Nat,
     Network,
 )
-from virtfw.rules.names import check_ifname, check_mac, check_object_name
+from virtfw.rules.names import check_hostname, check_ifname, check_mac, check_object_name
 from virtfw.xmlsafe import Reader
 
 # libvirt elements virtfw does not act on but keeps, so libvirt files load unchanged
@@ -58,12 +58,32 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
     if domain is not None:
         reader = Reader(origin, domain)
         reader.check_known(("name", "localOnly", "register"))
-        net.domain = reader.require("name")
+        net.domain = check_hostname(reader.require("name"), "<domain name>")
         net.domain_local_only = reader.get("localOnly")
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
     net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
+    dns_settings(net, origin)  # validate what dnsmasq will be given
     _check_consistency(origin, net)
     return net
+
+
+def _hostname(name: str | None, what: str) -> str | None:
+    return check_hostname(name, what) if name else None
+
+
+def dns_settings(net: Network, origin: str = "network") -> tuple[bool, list[tuple[str, list[str]]]]:
+    """The kept <dns> element's enable flag and static host entries, validated."""
+    enabled, hosts = True, []
+    for text in net.extra:
+        if not text.startswith("<dns"):
+            continue
+        element = etree.fromstring(text)
+        enabled = element.get("enable", "yes") != "no"
+        for host in element.findall("host"):
+            address = _address(Reader(origin, host), "ip")
+            names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]
+            hosts.append((str(address), names))
+    return enabled, hosts
 
 
 def _canonical(element: etree._Element) -> str:
@@ -226,7 +246,7 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
             if address is not None and address not in ip.network:
                 raise reader.fail(f"attribute 'ip': {address} is outside the network {ip.network}")
             ip.hosts.append(
-                DhcpHost(mac=check_mac(mac, "<host mac>") if mac else None, ip=address, name=reader.get("name"))
+                DhcpHost(mac=check_mac(mac, "<host mac>") if mac else None, ip=address, name=_hostname(reader.get("name"), "<host name>"))
             )
         elif child.tag == "bootp":
             reader.check_known(("file", "server"))

@@ -46,6 +46,9 @@ class Backend(Protocol):
     def remove(self, runner: Runner, removal: Removal) -> bool:
         """Run a removal record; rules already gone are fine. False: needs a rebuild."""
 
+    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+        """What of a removal record's rules the kernel no longer holds, one line each."""
+
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
         """Combine two base removal records (pieces created at different times)."""
 

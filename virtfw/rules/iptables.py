@@ -263,6 +263,21 @@ class IptablesBackend:
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
 
+    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+        """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
+        problems = []
+        for family in TOOLS:
+            record = removal.get(family.value, {})
+            for table in TABLES:
+                for line in record.get(table, []):
+                    words = line.split()
+                    if words[0] != "-D":
+                        continue
+                    argv = [TOOLS[family], "-w", "-t", table, "-C", *words[1:]]
+                    if runner.run(argv, change=False, check=False).returncode != 0:
+                        problems.append(f"{TOOLS[family]} -t {table} -A {' '.join(words[1:])} is missing")
+        return problems
+
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
         if not old or not new:
             return new or old

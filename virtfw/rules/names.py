@@ -10,6 +10,7 @@ from virtfw.errors import VirtfwError
 # in nft and iptables syntax, shell-free argv, and file names alike.
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 _OBJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
@@ -35,3 +36,10 @@ def check_mac(mac: str, what: str = "MAC address") -> str:
     if not _MAC.match(mac):
         raise VirtfwError(f"{what} {mac!r} is not of the form aa:bb:cc:dd:ee:ff")
     return mac.lower()
+
+
+def check_hostname(name: str, what: str = "host name") -> str:
+    """DNS names end up in dnsmasq's files: letters, digits, '-' and dots only."""
+    if not _HOSTNAME.match(name):
+        raise VirtfwError(f"{what} {name!r} is not a valid DNS name (letters, digits, '-', dot-separated labels)")
+    return name

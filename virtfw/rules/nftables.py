@@ -122,15 +122,16 @@ class NftablesBackend:
             if fam not in present or rebuild:
                 lines += base_commands(fam)
                 created.append(fam)
-        owners: list[tuple[str, str, str]] = []  # (owner, family, chain) per rule line
+        owners: list[tuple[str, str, str, str]] = []  # (owner, family, chain, rule) per rule line
         for ruleset in rulesets:
             for rule in reversed(ruleset.rules):
                 chain = CHAINS.get(rule.chain)
                 if chain is None:
                     continue
                 fam = FAMILIES[rule.family]
-                lines.append(f"insert rule {fam} {TABLE} {chain} {render_rule(rule)}")
-                owners.append((ruleset.owner, fam, chain))
+                text = render_rule(rule)
+                lines.append(f"insert rule {fam} {TABLE} {chain} {text}")
+                owners.append((ruleset.owner, fam, chain, text))
         if before_apply:
             # Handles are known only once nft has run: until then a killed process is
             # cleaned up by rebuilding our tables from what is still active.
@@ -146,10 +147,11 @@ class NftablesBackend:
             installed.base = self._base_record(created, tables)
         for ruleset in rulesets:
             installed.removals[ruleset.owner] = {"backend": self.name, "tables": {}, "batch": []}
-        for (owner, fam, chain), handle in zip(owners, handles):
+        for (owner, fam, chain, text), handle in zip(owners, handles):
             record = installed.removals[owner]
             record["tables"][fam] = tables.get(fam)
             record["batch"].append(f"delete rule {fam} {TABLE} {chain} handle {handle}")
+            record.setdefault("rules", {})[str(handle)] = text  # for verify's messages
         return installed
 
     def _base_record(self, created: list[str], tables: dict[str, int], any_handle: bool = False) -> Removal:
@@ -226,6 +228,39 @@ class NftablesBackend:
                 if rule:
                     found.add((fam, rule["chain"], rule["handle"]))
         return found
+
+    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+        """What of ``removal``'s rules the kernel no longer holds (handles are never reused)."""
+        if removal.get("rebuild"):
+            return ["the start was interrupted before its rules were recorded"]
+        live = self._tables(runner)
+        problems = [
+            f"table {fam} {TABLE} is missing" if fam not in live else f"table {fam} {TABLE} was re-created"
+            for fam, handle in removal.get("tables", {}).items()
+            if live.get(fam) != handle and not removal.get("any_handle")
+        ]  # fmt: skip
+        if problems:
+            return problems
+        existing = self._rule_handles(runner, set(removal.get("tables", {})))
+        for line in removal.get("batch", []):
+            if line.startswith("delete rule") and self._key(line) not in existing:
+                fam, chain, handle = self._key(line)
+                text = removal.get("rules", {}).get(str(handle), f"handle {handle}")
+                problems.append(f"rule missing from {fam} {TABLE} {chain}: {text}")
+        if "delete table" in " ".join(removal.get("batch", [])):  # the base: its hook jumps
+            problems += self._verify_jumps(runner, list(removal.get("tables", {})))
+        return problems
+
+    @staticmethod
+    def _verify_jumps(runner: Runner, families: list[str]) -> list[str]:
+        problems = []
+        for fam in families:
+            result = runner.run(["nft", "-j", "list", "chain", fam, TABLE, "forward"], change=False, check=False)
+            text = result.stdout if result.returncode == 0 else ""
+            for chain in ("guest_cross", "guest_input", "guest_output"):
+                if f'"target": "{chain}"' not in text:
+                    problems.append(f"{fam} {TABLE} forward no longer jumps to {chain}")
+        return problems
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
         if not old or not new:

@@ -307,7 +307,8 @@ class NftFilterBackend:
                 l3_body.extend(self._rule_text(rule, layer3_expr(rule, mirrored), to_guest))
             lines += self._chain(INET, root, l3_body)
             chains.append([INET, root])
-        return lines, {"port": port, "chains": chains}
+        counts = {f"{t} {c}": sum(line.startswith(f"add rule bridge {t} {c} ") for line in lines) for t, c in chains}
+        return lines, {"port": port, "chains": chains, "rules": counts}
 
     @staticmethod
     def _rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
@@ -426,6 +427,56 @@ class NftFilterBackend:
                     for element in item["map"].get("elem", []):
                         key = element[0] if isinstance(element, list) else element
                         found.add((table, f"@{item['map']['name']}:{key}"))
+        return found
+
+    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+        """Our chains, map entries and rule counts against the kernel's."""
+        listed = {table: self._list(runner, table) for table in TABLES}
+        if "tables" in removal:  # the base
+            problems = [f"table bridge {t} is missing" for t in removal["tables"] if listed.get(t) is None]
+            for table, items in listed.items():
+                for hook in ("prerouting", "postrouting"):
+                    if items is not None and not any(r.get("chain") == hook for r in items["rules"]):
+                        problems.append(f"bridge {table} {hook} no longer dispatches through its verdict map")
+            return problems
+        problems = []
+        port = removal["port"]
+        for table, vmap, key, chain in self._elements(port):
+            items = listed.get(table)
+            if items is None:
+                problems.append(f"table bridge {table} is missing")
+                continue
+            if items["maps"].get(vmap, {}).get(key) != chain:
+                problems.append(f"bridge {table} {vmap} has no entry for {key}")
+        for table, chain in removal["chains"]:
+            items = listed.get(table)
+            if items is None:
+                continue
+            expected = removal.get("rules", {}).get(f"{table} {chain}")
+            found = sum(1 for r in items["rules"] if r.get("chain") == chain)
+            if chain not in items["chains"]:
+                problems.append(f"chain bridge {table} {chain} is missing")
+            elif expected is not None and found != expected:
+                problems.append(f"chain bridge {table} {chain} holds {found} rules, {expected} were installed")
+        return list(dict.fromkeys(problems))
+
+    @staticmethod
+    def _list(runner: Runner, table: str) -> dict | None:
+        result = runner.run(["nft", "-j", "list", "table", "bridge", table], change=False, check=False)
+        if result.returncode != 0:
+            return None
+        found: dict = {"chains": set(), "rules": [], "maps": {}}
+        for item in json.loads(result.stdout).get("nftables", []):
+            if "chain" in item:
+                found["chains"].add(item["chain"]["name"])
+            elif "rule" in item:
+                found["rules"].append(item["rule"])
+            elif "map" in item:
+                entries = found["maps"].setdefault(item["map"]["name"], {})
+                for element in item["map"].get("elem", []):
+                    key, verdict = element if isinstance(element, list) else (element, None)
+                    target = verdict.get("jump", {}).get("target") if isinstance(verdict, dict) else None
+                    entries[key] = target
         return found
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:

@@ -1,0 +1,422 @@
+"""iptables-mode nwfilter backend: ebtables (layer 2) + iptables/ip6tables (layer 3).
+
+Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
+``tearOldRules`` (see ``ebiptables_render`` for the rule facts), but as one
+``*-restore --noflush`` batch per tool for any number of ports, instead of one
+process per rule:
+
+* each tool's live table is read once (``*-save``), and the batch is computed against
+  it: whatever exists for the ports (hooks, root and sub-chains, the virtfw-in-post
+  accept) is deleted and the new chains are built, under their final names, in the
+  same batch;
+* each batch is one nf_tables transaction (one table commit with legacy), so a guest
+  port is never unfiltered: it sees the old rules, then the new ones. libvirt needs
+  temporary ``J``/``P``/``FJ``/``FP``/``HJ`` chains and renames (``-E``) because it
+  runs one command at a time; inside a batch a chain created by the batch cannot be
+  renamed (ebtables-nft: ``CHAIN_RENAME failed (No such file or directory)``), and
+  does not need to be, since nothing is visible before the commit;
+* a batch that fails changes nothing; the batches of earlier tools are then taken back
+  exactly (each batch records the inverse of every operation at the position it
+  applied to), which restores the old rules;
+* removal records are written before anything is applied (``before_apply``): they
+  name the hooks and chains by their final names, which are the same for the old and
+  the new rules, so a process killed between two tools' batches still leaves enough
+  to clean up.
+
+Per port: ebtables ``nat`` chains ``virtfw-I-PORT`` (hooked ``PREROUTING -i PORT``),
+``virtfw-O-PORT`` (``POSTROUTING -o PORT``) and sub-chains ``I-PORT-ipv4``...;
+iptables/ip6tables ``filter`` chains FI-/FO-/HI-PORT reached from the shared
+``virtfw-in``/``-out``/``-host-in`` by physdev gotos, plus a ``virtfw-in-post`` accept.
+The shared chains and their ``FORWARD``/``INPUT`` hooks are the base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from virtfw.errors import ToolError, VirtfwError
+from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.ebiptables_render import (
+    BASE_CHAINS,
+    BASE_HOOKS,
+    IN_POST_CHAIN,
+    PortPlan,
+    eb_hook,
+    eb_root,
+    ipt_chain,
+    ipt_links,
+    plan_port,
+    restore_line,
+)
+from virtfw.rules.ebiptables_state import Batch, Table, parse_save, restore_text, target_of, tokens
+from virtfw.rules.iptables import GONE
+from virtfw.rules.names import check_ifname
+from virtfw.rules.portrules import PortRules
+from virtfw.rules.runner import Runner
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One firewall tool as this backend drives it."""
+
+    key: str  # removal-record key: ebtables | ipv4 | ipv6
+    cli: str
+    table: str
+    nft_family: str
+    builtins: tuple[str, ...]  # builtin chains we hook into
+
+    @property
+    def save(self) -> list[str]:
+        return [f"{self.cli}-save"]
+
+    @property
+    def restore(self) -> list[str]:
+        return [f"{self.cli}-restore", "--noflush"] if self.key == "ebtables" else [f"{self.cli}-restore", "-w", "--noflush"]
+
+    def single(self, line: str) -> list[str]:
+        """One removal line as its own command (the GONE-tolerant fallback)."""
+        if self.key == "ebtables":
+            return [self.cli, "-t", self.table, *tokens(line)]
+        return [self.cli, "-w", "-t", self.table, *tokens(line)]
+
+
+EBTABLES = Tool("ebtables", "ebtables", "nat", "bridge", ("PREROUTING", "POSTROUTING"))
+IPV4 = Tool("ipv4", "iptables", "filter", "ip", ("FORWARD", "INPUT"))
+IPV6 = Tool("ipv6", "ip6tables", "filter", "ip6", ("FORWARD", "INPUT"))
+TOOLS = (EBTABLES, IPV4, IPV6)  # libvirt's order: ebtables, then iptables, then ip6tables
+
+EB_PREFIXES = ("I", "O", "J", "P")  # final and libvirt's temporary root prefixes
+IPT_PREFIXES = ("FO", "FI", "HI", "FP", "FJ", "HJ")
+LINK_CHAINS = ("virtfw-out", "virtfw-in", "virtfw-host-in")
+
+
+@dataclass
+class _Work:
+    """One tool's batch for this install, and what it adds to the records."""
+
+    tool: Tool
+    batch: Batch
+    removals: dict[str, list[str]]  # owner -> removal lines
+    base: dict  # this tool's part of the base record
+    fresh: list[str]  # builtin chains hooked by us for the first time (they may appear)
+
+
+class EbiptablesFilterBackend:
+    name = "iptables"
+
+    # --- install ---------------------------------------------------------------------
+
+    def install(
+        self,
+        runner: Runner,
+        ports: list[PortRules],
+        *,
+        old: dict[str, Removal] | None = None,
+        rebuild: bool = False,
+        before_apply: Callable[[Installed], None] | None = None,
+    ) -> Installed:
+        """Install (or replace) the filters of ``ports``: one batch per tool with work.
+
+        ``old``: owner -> the current removal record of ports being replaced (their
+        port's hooks and chains are replaced in the same batch). ``rebuild``: the result
+        holds exactly ``ports``: every virtfw nwfilter hook and chain is rebuilt.
+        """
+        seen: set[str] = set()
+        for port_rules in ports:
+            check_ifname(port_rules.port, "port device")
+            if port_rules.port in seen:
+                raise VirtfwError(f"port device {port_rules.port} is given twice")
+            seen.add(port_rules.port)
+        plans = [(pr.owner, plan_port(pr)) for pr in ports]
+        old = old or {}
+        teardown = set(seen) | {rec["port"] for rec in old.values() if isinstance(rec.get("port"), str)}
+        works: list[_Work] = []
+        for tool in TOOLS:
+            wanted = any(self._uses(plan, tool) for _, plan in plans)
+            if not (wanted or rebuild or any(tool.key in rec for rec in old.values())):
+                continue
+            text = runner.query(tool.save)
+            live = parse_save(text.stdout, tool.table) if text.returncode == 0 else None
+            work = (self._eb_work if tool is EBTABLES else self._ipt_work)(tool, live, plans, teardown, rebuild)
+            if work.batch.lines:
+                work.base.update(self._appeared(runner, tool, work, text.stdout))
+                works.append(work)
+        installed = self._records(plans, works)
+        if before_apply:
+            before_apply(installed)
+        self._apply(runner, works, installed)
+        return installed
+
+    @staticmethod
+    def _uses(plan: PortPlan, tool: Tool) -> bool:
+        return plan.ebtables is not None if tool is EBTABLES else tool.key in plan.families
+
+    def _eb_work(self, tool: Tool, live: Table | None, plans, teardown: set[str], rebuild: bool) -> _Work:
+        model = live or Table({name: [] for name in ("PREROUTING", "OUTPUT", "POSTROUTING")})
+        batch = Batch(tool.table, model)
+        roots = {eb_root(x, port) for port in teardown for x in EB_PREFIXES}
+        if rebuild:
+            roots |= {c for c in model.chains if c.startswith("virtfw-") and c[7:8] in EB_PREFIXES and c[8:9] == "-"}
+        planned = {c for _, plan in plans if plan.ebtables for c in plan.ebtables.chains}
+        hooked_before = {b for b in tool.builtins if any(str(target_of(s)).startswith("virtfw-") for s in model.rules(b))}
+        for builtin in tool.builtins:
+            batch.delete_rules(builtin, lambda spec: target_of(spec) in roots)
+        doomed = self._descendants(model, [r for r in sorted(roots) if model.has(r)])
+        doomed += [c for c in sorted(planned) if model.has(c) and c not in doomed]
+        for chain in doomed:
+            batch.flush(chain)
+        for chain in doomed:
+            batch.delete_chain(chain)
+        removals: dict[str, list[str]] = {}
+        for owner, plan in plans:
+            eb = plan.ebtables
+            if eb is None:
+                continue
+            for chain in eb.chains:
+                batch.new_chain(chain)
+            for rule in eb.rules:
+                batch.append(rule[1], rule[2:])
+            for builtin, args in eb.hooks:
+                batch.append(builtin, args)
+            removals[owner] = (
+                [f"-D {builtin} {restore_line(args)}" for builtin, args in eb.hooks]
+                + [f"-F {c}" for c in eb.chains]
+                + [f"-X {c}" for c in eb.chains]
+            )
+        fresh = sorted({b for _, plan in plans if plan.ebtables for b, _ in plan.ebtables.hooks} - hooked_before)
+        return _Work(tool, batch, removals, {}, fresh)
+
+    @staticmethod
+    def _descendants(model: Table, roots: list[str]) -> list[str]:
+        """ROOTS and the chains they jump to, as libvirt finds sub-chains: a jump target
+        whose name is a prefix letter and a dash (``I-vnet0-ipv4``)."""
+        found: list[str] = []
+        todo = list(roots)
+        while todo:
+            chain = todo.pop(0)
+            if chain in found or not model.has(chain):
+                continue
+            found.append(chain)
+            for spec in model.rules(chain):
+                target = target_of(spec)
+                if target and target[0] in EB_PREFIXES and target[1:2] == "-":
+                    todo.append(target)
+        return found
+
+    def _ipt_work(self, tool: Tool, live: Table | None, plans, teardown: set[str], rebuild: bool) -> _Work:
+        model = live or Table({name: [] for name in ("INPUT", "FORWARD", "OUTPUT")})
+        batch = Batch(tool.table, model)
+        wanted = [(owner, plan) for owner, plan in plans if tool.key in plan.families]
+        base_lines: list[str] = []
+        if wanted:
+            for chain in BASE_CHAINS:
+                if not model.has(chain):
+                    batch.new_chain(chain)
+                    base_lines += [f"-F {chain}", f"-X {chain}"]
+        doomed = {ipt_chain(prefix, port) for port in teardown for prefix in IPT_PREFIXES}
+        if rebuild:
+            for chain in LINK_CHAINS:
+                doomed |= {t for t in map(target_of, model.rules(chain)) if t}
+            for chain in BASE_CHAINS:
+                batch.flush(chain)
+        else:
+            for chain in LINK_CHAINS:
+                batch.delete_rules(chain, lambda spec: target_of(spec) in doomed)
+            batch.delete_rules(IN_POST_CHAIN, lambda spec: self._physdev_in(spec) in teardown)
+        for chain in sorted(c for c in doomed if model.has(c) and c not in BASE_CHAINS):
+            batch.delete_chain(chain)
+        fresh: set[str] = set()
+        if wanted:
+            hooked = {(builtin, chain) for builtin, _, chain in BASE_HOOKS}
+            present = set()
+            for builtin, chain in sorted(hooked):
+                before = len(batch.lines)
+                batch.delete_rules(builtin, lambda spec, c=chain: tokens(spec) == ["-j", c])
+                if len(batch.lines) > before:
+                    present.add((builtin, chain))
+            for builtin, position, chain in BASE_HOOKS:
+                batch.insert(builtin, position, ["-j", chain])
+                if (builtin, chain) not in present:
+                    base_lines.insert(0, f"-D {builtin} -j {chain}")
+                    fresh.add(builtin)
+        removals: dict[str, list[str]] = {}
+        for owner, plan in wanted:
+            port = plan.port
+            chains = [ipt_chain(prefix, port) for prefix in ("FO", "FI", "HI")]
+            for chain in chains:
+                batch.new_chain(chain)
+            links = ipt_links(port)
+            for chain, args in links:
+                batch.append(chain, args)
+            for rule in plan.families[tool.key].rules:
+                batch.append(rule[1], rule[2:])
+            removals[owner] = (
+                [f"-D {chain} {restore_line(args)}" for chain, args in links]
+                + [line for chain in chains for line in (f"-F {chain}", f"-X {chain}")]
+            )
+        base = {tool.table: base_lines} if base_lines else {}
+        return _Work(tool, batch, removals, base, sorted(fresh))
+
+    @staticmethod
+    def _physdev_in(spec: str) -> str | None:
+        """The port of a ``virtfw-in-post`` accept (``-m physdev --physdev-in P -j ACCEPT``)."""
+        words = tokens(spec)
+        if target_of(spec) != "ACCEPT" or "--physdev-in" not in words:
+            return None
+        index = words.index("--physdev-in")
+        return words[index + 1] if index + 1 < len(words) else None
+
+    # --- records ---------------------------------------------------------------------
+
+    def _records(self, plans, works: list[_Work]) -> Installed:
+        installed = Installed()
+        for owner, plan in plans:
+            record: Removal = {"backend": self.name, "kind": "nwfilter", "port": plan.port}
+            for work in works:
+                if owner in work.removals:
+                    record[work.tool.key] = {work.tool.table: work.removals[owner]}
+            installed.removals[owner] = record
+        base: Removal = {"backend": self.name, "kind": "nwfilter-base"}
+        for work in works:
+            if work.base:
+                base[work.tool.key] = work.base
+        installed.base = base if len(base) > 2 else None
+        return installed
+
+    def _appeared(self, runner: Runner, tool: Tool, work: _Work, saved: str) -> dict:
+        """nf_tables tables and builtin chains this batch makes appear (iptables-nft and
+        ebtables-nft create them on first use; their save output lists builtin chains
+        either way), so that removing the base leaves the ruleset as it was. Only looked
+        up when we hook a builtin chain for the first time; legacy tools have them all."""
+        if runner.dry_run or not work.fresh or shutil.which("nft") is None:
+            return {}
+        banner = saved.split("\n", 1)[0]
+        if banner.startswith("#"):
+            if "(nf_tables)" not in banner:
+                return {}
+        elif "nf_tables" not in runner.query([tool.cli, "--version"]).stdout:
+            return {}
+        listed = runner.query(["nft", "-j", "list", "chains", tool.nft_family])
+        existing = set()
+        for item in json.loads(listed.stdout or "{}").get("nftables", []):
+            chain = item.get("chain")
+            if chain:
+                existing.add((chain["table"], chain["name"]))
+        if not any(table == tool.table for table, _ in existing):
+            return {"appeared": {"tables": [tool.table], "chains": []}}
+        missing = [[tool.table, chain] for chain in work.fresh if (tool.table, chain) not in existing]
+        return {"appeared": {"tables": [], "chains": missing}} if missing else {}
+
+    # --- applying --------------------------------------------------------------------
+
+    def _apply(self, runner: Runner, works: list[_Work], installed: Installed) -> None:
+        applied: list[_Work] = []
+        try:
+            for work in works:
+                runner.run(work.tool.restore, stdin=work.batch.text())
+                applied.append(work)
+        except ToolError:
+            # Each batch is atomic: the failed one changed nothing; take back the others.
+            for work in reversed(applied):
+                try:
+                    runner.run(work.tool.restore, stdin=work.batch.undo_text())
+                    if work.base.get("appeared"):
+                        self._drop_appeared(runner, work.tool, work.base["appeared"])
+                except (ToolError, VirtfwError) as error:
+                    print(f"warning: rollback of {work.tool.cli} rules failed: {error}", file=sys.stderr)
+            raise
+
+    # --- removal ---------------------------------------------------------------------
+
+    def remove(self, runner: Runner, removal: Removal) -> bool:
+        """Run a removal record (a port's or the base's). Rules and chains already gone
+        are fine; False when something else refused, so the caller rebuilds."""
+        ok = True
+        for tool in TOOLS:
+            section = removal.get(tool.key)
+            if not isinstance(section, dict):
+                continue
+            ok = self._run_removal(runner, tool, section.get(tool.table, [])) and ok
+            if section.get("appeared"):
+                self._drop_appeared(runner, tool, section["appeared"])
+        return ok
+
+    def _run_removal(self, runner: Runner, tool: Tool, lines: list[str]) -> bool:
+        if not lines:
+            return True
+        try:
+            runner.run(tool.restore, stdin=restore_text(tool.table, lines))
+            return True
+        except ToolError:
+            pass
+        # Something was already gone (flushed by hand): the rest one by one.
+        ok = True
+        for line in lines:
+            result = runner.run(tool.single(line), check=False)
+            if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
+                print(f"warning: {' '.join(tool.single(line))}: {result.stderr.strip()}", file=sys.stderr)
+                ok = False
+        return ok
+
+    def _drop_appeared(self, runner: Runner, tool: Tool, appeared: dict) -> None:
+        """Delete the nft chains/tables our first use created, if nothing else is in them."""
+        fam = tool.nft_family
+        for table, chain in appeared.get("chains", []):
+            items = self._nft_items(runner, ["chain", fam, table, chain])
+            policy = next((i["chain"].get("policy") for i in items if "chain" in i), None)
+            if items and not any("rule" in i for i in items) and policy in (None, "accept"):
+                runner.run(["nft", "delete", "chain", fam, table, chain])
+        for table in appeared.get("tables", []):
+            items = self._nft_items(runner, ["table", fam, table])
+            policies = [i["chain"].get("policy") for i in items if "chain" in i]
+            if items and not any("rule" in i for i in items) and all(p in (None, "accept") for p in policies):
+                runner.run(["nft", "delete", "table", fam, table])
+
+    @staticmethod
+    def _nft_items(runner: Runner, what: list[str]) -> list[dict]:
+        argv = ["nft", "-j", "list", *what]
+        result = runner.run(argv, change=False, check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return []
+            raise ToolError(argv, result.returncode, result.stderr)
+        return json.loads(result.stdout or "{}").get("nftables", [])
+
+    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
+        """One base record from two installs' pieces: lines united (hook deletes first,
+        then flushes, then chain deletes), appeared tables/chains united."""
+        if not old or not new:
+            return new or old
+        merged: Removal = {"backend": self.name, "kind": "nwfilter-base"}
+        for tool in TOOLS:
+            parts = [rec[tool.key] for rec in (old, new) if isinstance(rec.get(tool.key), dict)]
+            if not parts:
+                continue
+            lines: list[str] = []
+            for part in parts:
+                lines += [line for line in part.get(tool.table, []) if line not in lines]
+            lines.sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}.get(line.split()[0], 3))
+            section: dict = {tool.table: lines} if lines else {}
+            appeared = _union_appeared(part.get("appeared") for part in parts)
+            if appeared:
+                section["appeared"] = appeared
+            if section:
+                merged[tool.key] = section
+        return merged
+
+
+def _union_appeared(records: Iterable[dict | None]) -> dict | None:
+    tables: list[str] = []
+    chains: list[list[str]] = []
+    for record in records:
+        for table in (record or {}).get("tables", []):
+            if table not in tables:
+                tables.append(table)
+        for chain in (record or {}).get("chains", []):
+            if list(chain) not in chains:
+                chains.append(list(chain))
+    return {"tables": tables, "chains": chains} if tables or chains else None

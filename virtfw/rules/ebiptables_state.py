@@ -1,0 +1,173 @@
+"""The live ruleset of one table as ``*-save`` prints it, and batches computed against it.
+
+Every command of an ``*-restore --noflush`` batch must apply, or the whole batch is
+refused: a ``-D`` of a rule that is not there fails it. So the backend reads the live
+table first and only deletes what exists, using the rule text exactly as ``*-save``
+printed it (which the restore parser reads back). ``Batch`` replays each operation on
+that model as it is queued, which gives two things for free:
+
+* the inverse of every operation at the exact position it applied to, so a batch that
+  went in can be taken back exactly (the rollback when a later tool's batch fails);
+* an up-to-date picture for later operations in the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from virtfw.rules.ebiptables_render import restore_line
+
+
+def tokens(line: str) -> list[str]:
+    """Split a save/restore line the way xtables-restore does: blanks separate words,
+    double quotes group, backslash escapes inside quotes; single quotes are literal."""
+    words: list[str] = []
+    word: list[str] = []
+    quoted = escaped = started = False
+    for char in line:
+        if quoted:
+            if escaped:
+                word.append(char)
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+            else:
+                word.append(char)
+        elif char == '"':
+            quoted = started = True
+        elif char in " \t\n":
+            if started:
+                words.append("".join(word))
+                word, started = [], False
+        else:
+            word.append(char)
+            started = True
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def target_of(spec: str) -> str | None:
+    """The ``-j``/``-g`` target of a rule's text (the last one given)."""
+    words = tokens(spec)
+    target = None
+    for i, word in enumerate(words[:-1]):
+        if word in ("-j", "-g", "--jump", "--goto"):
+            target = words[i + 1]
+    return target
+
+
+@dataclass
+class Table:
+    """One table: chains (builtin and user) in order of listing, each with its rules'
+    text after ``-A CHAIN`` in order."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)
+
+    def has(self, chain: str) -> bool:
+        return chain in self.chains
+
+    def rules(self, chain: str) -> list[str]:
+        return self.chains.get(chain, [])
+
+
+def parse_save(text: str, table: str) -> Table | None:
+    """TABLE from ``iptables-save``/``ebtables-save`` output; None when it is not there."""
+    found: Table | None = None
+    current: Table | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = Table() if line[1:] == table else None
+            if current is not None:
+                found = current
+        elif current is None:
+            continue
+        elif line == "COMMIT":
+            current = None
+        elif line.startswith(":"):
+            current.chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            _, chain, *rest = line.split(" ", 2)
+            current.chains.setdefault(chain, []).append(rest[0] if rest else "")
+    return found
+
+
+@dataclass
+class Batch:
+    """An ``*-restore`` batch for one table, checked against (and applied to) a model
+    of the live table, recording the exact inverse of each operation."""
+
+    table: str
+    model: Table
+    lines: list[str] = field(default_factory=list)
+    undo: list[str] = field(default_factory=list)  # inverse lines, newest first when read reversed
+
+    # --- queueing operations ---
+
+    def new_chain(self, chain: str) -> None:
+        if self.model.has(chain):
+            raise ValueError(f"chain {chain} exists")
+        self.model.chains[chain] = []
+        self.lines.append(f"-N {chain}")
+        self.undo.append(f"-X {chain}")
+
+    def flush(self, chain: str) -> None:
+        old = self.model.chains.get(chain)
+        if old is None:
+            return
+        self.lines.append(f"-F {chain}")
+        # undo is read newest first: queue the re-adds last rule first
+        self.undo.extend(f"-A {chain} {spec}".rstrip() for spec in reversed(old))
+        self.model.chains[chain] = []
+
+    def delete_chain(self, chain: str) -> None:
+        """Flush (if needed) and delete a chain that exists."""
+        if not self.model.has(chain):
+            return
+        self.flush(chain)
+        del self.model.chains[chain]
+        self.lines.append(f"-X {chain}")
+        self.undo.append(f"-N {chain}")
+
+    def append(self, chain: str, args: Sequence[str]) -> None:
+        spec = restore_line(args)
+        self.model.chains.setdefault(chain, []).append(spec)
+        self.lines.append(f"-A {chain} {spec}")
+        self.undo.append(f"-D {chain} {spec}")
+
+    def insert(self, chain: str, position: int, args: Sequence[str]) -> None:
+        spec = restore_line(args)
+        self.model.chains.setdefault(chain, []).insert(position - 1, spec)
+        self.lines.append(f"-I {chain} {position} {spec}")
+        self.undo.append(f"-D {chain} {spec}")
+
+    def delete_rule(self, chain: str, spec: str) -> None:
+        """Delete a live rule, given as ``*-save`` printed it."""
+        rules = self.model.chains[chain]
+        index = rules.index(spec)
+        del rules[index]
+        self.lines.append(f"-D {chain} {spec}".rstrip())
+        self.undo.append(f"-I {chain} {index + 1} {spec}".rstrip())
+
+    def delete_rules(self, chain: str, predicate) -> None:
+        for spec in [s for s in self.model.rules(chain) if predicate(s)]:
+            self.delete_rule(chain, spec)
+
+    # --- output ---
+
+    def text(self) -> str:
+        return restore_text(self.table, self.lines)
+
+    def undo_text(self) -> str:
+        return restore_text(self.table, list(reversed(self.undo)))
+
+
+def restore_text(table: str, lines: Iterable[str]) -> str:
+    lines = list(lines)
+    return f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" if lines else ""
