@@ -46,8 +46,12 @@ class AppContext:
         """A binding manager; read-only commands pass ``need_backend=False``."""
         from virtfw.filter.bindings import BindingManager
 
+        from virtfw.cli.output import progress
+
         backend = self.backend.name if need_backend else None
-        return BindingManager(self.config, self.runner, store or self.filter_store(), backend)
+        manager = BindingManager(self.config, self.runner, store or self.filter_store(), backend)
+        manager.progress = progress
+        return manager
 
     def store(self):
         from virtfw.net.store import NetworkStore

@@ -37,3 +37,18 @@ def info(message: str) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is None or not ctx.find_root().params.get("quiet"):
         click.echo(message)
+
+
+def progress(items: list, label: str):
+    """A progress bar on a terminal for long operations; the items unchanged otherwise."""
+    if len(items) < 50 or not sys.stderr.isatty():
+        return items
+    from rich.progress import track
+
+    return track(items, description=label, transient=True, console=_stderr_console())
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -9,7 +9,7 @@ redefining a filter used by 500 bindings is still one batch per tool, all or non
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,8 @@ class BindingManager:
         self.store = store
         self._backend_name = backend_name
         self.status_dir = config.state_dir / "bindings"
+        # Wraps long loops; the CLI puts a progress bar here on a terminal.
+        self.progress: Callable[[list, str], Iterable] = lambda items, label: items
 
     @property
     def backend(self) -> Backend:
@@ -108,7 +110,7 @@ class BindingManager:
                 if self.get(binding.portdev) or binding.portdev in seen:
                     raise VirtfwError(f"port {binding.portdev} already has a filter binding")
                 seen.add(binding.portdev)
-            ports = [instantiate(binding, self.store.load) for binding in bindings]
+            ports = [instantiate(b, self.store.load) for b in self.progress(bindings, "Instantiating bindings")]
             backend = self.backend
             statuses = {}
             with Transaction() as tx:
@@ -194,7 +196,7 @@ class BindingManager:
             by_backend.setdefault(active.status["backend"], []).append(active)
         for name, group in by_backend.items():
             backend = load_filter_backend(name)
-            ports = [instantiate(a.binding, self.store.load) for a in group]
+            ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
             statuses = {a.owner: a.status for a in group}
             old = {a.owner: a.status["firewall"] for a in group if a.status.get("firewall")}
             with Transaction() as tx:
@@ -288,7 +290,7 @@ class BindingManager:
 
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
         backend = load_filter_backend(actives[0].status["backend"])
-        ports = [instantiate(a.binding, self.store.load) for a in actives]
+        ports = [instantiate(a.binding, self.store.load) for a in self.progress(actives, "Re-instantiating bindings")]
         installed = backend.install(self.runner, ports, rebuild=True)
         base = read_json(self._base_path(backend.name))
         self._save_base(backend, backend.merge_base(base, installed.base))

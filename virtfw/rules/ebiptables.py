@@ -45,7 +45,6 @@ from virtfw.rules.ebiptables_render import (
     BASE_HOOKS,
     IN_POST_CHAIN,
     PortPlan,
-    eb_hook,
     eb_root,
     ipt_chain,
     ipt_links,
@@ -94,6 +93,9 @@ IPT_PREFIXES = ("FO", "FI", "HI", "FP", "FJ", "HJ")
 LINK_CHAINS = ("virtfw-out", "virtfw-in", "virtfw-host-in")
 
 
+Plans = list[tuple[str, PortPlan]]  # (owner, plan) per port, in the caller's order
+
+
 @dataclass
 class _Work:
     """One tool's batch for this install, and what it adds to the records."""
@@ -131,7 +133,7 @@ class EbiptablesFilterBackend:
             if port_rules.port in seen:
                 raise VirtfwError(f"port device {port_rules.port} is given twice")
             seen.add(port_rules.port)
-        plans = [(pr.owner, plan_port(pr)) for pr in ports]
+        plans: Plans = [(pr.owner, plan_port(pr)) for pr in ports]
         old = old or {}
         teardown = set(seen) | {rec["port"] for rec in old.values() if isinstance(rec.get("port"), str)}
         works: list[_Work] = []
@@ -155,7 +157,7 @@ class EbiptablesFilterBackend:
     def _uses(plan: PortPlan, tool: Tool) -> bool:
         return plan.ebtables is not None if tool is EBTABLES else tool.key in plan.families
 
-    def _eb_work(self, tool: Tool, live: Table | None, plans, teardown: set[str], rebuild: bool) -> _Work:
+    def _eb_work(self, tool: Tool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool) -> _Work:
         model = live or Table({name: [] for name in ("PREROUTING", "OUTPUT", "POSTROUTING")})
         batch = Batch(tool.table, model)
         roots = {eb_root(x, port) for port in teardown for x in EB_PREFIXES}
@@ -207,7 +209,7 @@ class EbiptablesFilterBackend:
                     todo.append(target)
         return found
 
-    def _ipt_work(self, tool: Tool, live: Table | None, plans, teardown: set[str], rebuild: bool) -> _Work:
+    def _ipt_work(self, tool: Tool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool) -> _Work:
         model = live or Table({name: [] for name in ("INPUT", "FORWARD", "OUTPUT")})
         batch = Batch(tool.table, model)
         wanted = [(owner, plan) for owner, plan in plans if tool.key in plan.families]
@@ -272,13 +274,54 @@ class EbiptablesFilterBackend:
 
     # --- records ---------------------------------------------------------------------
 
-    def _records(self, plans, works: list[_Work]) -> Installed:
+    @staticmethod
+    def _counts(plan: PortPlan) -> dict[str, dict[str, int]]:
+        """Rules per chain as installed, per tool: what ``verify`` compares against."""
+        counts: dict[str, dict[str, int]] = {}
+        if plan.ebtables:
+            eb = counts.setdefault(EBTABLES.key, {c: 0 for c in plan.ebtables.chains})
+            for rule in plan.ebtables.rules:
+                eb[rule[1]] = eb.get(rule[1], 0) + 1
+        for key, family in plan.families.items():
+            chains = counts.setdefault(key, {ipt_chain(p, plan.port): 0 for p in ("FO", "FI", "HI")})
+            for rule in family.rules:
+                chains[rule[1]] = chains.get(rule[1], 0) + 1
+        return counts
+
+    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+        """Hooks, chains and rule counts of a record against each tool's live table."""
+        problems: list[str] = []
+        for tool in TOOLS:
+            record = removal.get(tool.key)
+            if not record:
+                continue
+            result = runner.query(tool.save)
+            live = parse_save(result.stdout, tool.table) if result.returncode == 0 else None
+            if live is None:
+                problems.append(f"{tool.cli} table {tool.table} is missing")
+                continue
+            for line in record.get(tool.table, []):
+                words = tokens(line)
+                if words[0] == "-D":
+                    target = target_of(" ".join(words[2:]))
+                    if not any(target_of(spec) == target for spec in live.rules(words[1])):
+                        problems.append(f"{tool.cli} -t {tool.table} -A {' '.join(words[1:])} is missing")
+                elif words[0] == "-X" and not live.has(words[1]):
+                    problems.append(f"{tool.cli} -t {tool.table} chain {words[1]} is missing")
+            for chain, expected in removal.get("counts", {}).get(tool.key, {}).items():
+                found = len(live.rules(chain))
+                if live.has(chain) and found != expected:
+                    problems.append(f"{tool.cli} -t {tool.table} chain {chain} holds {found} rules, {expected} were installed")
+        return problems
+
+    def _records(self, plans: Plans, works: list[_Work]) -> Installed:
         installed = Installed()
         for owner, plan in plans:
             record: Removal = {"backend": self.name, "kind": "nwfilter", "port": plan.port}
             for work in works:
                 if owner in work.removals:
                     record[work.tool.key] = {work.tool.table: work.removals[owner]}
+            record["counts"] = self._counts(plan)
             installed.removals[owner] = record
         base: Removal = {"backend": self.name, "kind": "nwfilter-base"}
         for work in works:
