@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from virtfw.cli import complete
 from virtfw.cli.context import AppContext
 from virtfw.cli.net_cmds import edit_text
 from virtfw.cli.output import emit_json, info, table
@@ -41,7 +42,7 @@ def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | 
 
 
 @click.command("nwfilter-define")
-@click.argument("file")
+@click.argument("file", shell_complete=complete.complete_files)
 @pass_app
 def nwfilter_define(app: AppContext, file: str) -> None:
     """Validate and store a filter; bindings that use it are re-instantiated at once."""
@@ -50,7 +51,7 @@ def nwfilter_define(app: AppContext, file: str) -> None:
 
 
 @click.command("nwfilter-undefine")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_filters)
 @pass_app
 def nwfilter_undefine(app: AppContext, name: str) -> None:
     """Remove a filter (refused while a binding or another filter references it)."""
@@ -81,7 +82,7 @@ def nwfilter_list(app: AppContext, as_json: bool) -> None:
 
 
 @click.command("nwfilter-dumpxml")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_filters)
 @pass_app
 def nwfilter_dumpxml(app: AppContext, name: str) -> None:
     """The filter's XML."""
@@ -91,7 +92,7 @@ def nwfilter_dumpxml(app: AppContext, name: str) -> None:
 
 
 @click.command("nwfilter-edit")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_filters)
 @pass_app
 def nwfilter_edit(app: AppContext, name: str) -> None:
     """Edit a filter in $EDITOR; it is validated (and its bindings updated) before saving."""
@@ -107,7 +108,7 @@ def nwfilter_edit(app: AppContext, name: str) -> None:
 
 
 @click.command("nwfilter-binding-create")
-@click.argument("file")
+@click.argument("file", shell_complete=complete.complete_files)
 @pass_app
 def nwfilter_binding_create(app: AppContext, file: str) -> None:
     """Attach a filter to a guest port from a <filterbinding> XML file."""
@@ -119,7 +120,7 @@ def nwfilter_binding_create(app: AppContext, file: str) -> None:
 
 
 @click.command("nwfilter-binding-delete")
-@click.argument("portdev")
+@click.argument("portdev", shell_complete=complete.complete_bindings)
 @pass_app
 def nwfilter_binding_delete(app: AppContext, portdev: str) -> None:
     """Remove exactly the rules of the binding on PORTDEV."""
@@ -144,7 +145,7 @@ def nwfilter_binding_list(app: AppContext, as_json: bool) -> None:
 
 
 @click.command("nwfilter-binding-dumpxml")
-@click.argument("portdev")
+@click.argument("portdev", shell_complete=complete.complete_bindings)
 @pass_app
 def nwfilter_binding_dumpxml(app: AppContext, portdev: str) -> None:
     """The binding's XML."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from virtfw.cli import complete
 from virtfw.cli.context import AppContext
 from virtfw.cli.output import emit_json, fields, info, table
 from virtfw.errors import VirtfwError
@@ -48,7 +49,7 @@ def _define(app: AppContext, net: Network) -> None:
 
 
 @click.command("net-define")
-@click.argument("file")
+@click.argument("file", shell_complete=complete.complete_files)
 @pass_app
 def net_define(app: AppContext, file: str) -> None:
     """Validate and store a persistent network definition."""
@@ -58,7 +59,7 @@ def net_define(app: AppContext, file: str) -> None:
 
 
 @click.command("net-undefine")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_defined_networks)
 @pass_app
 def net_undefine(app: AppContext, name: str) -> None:
     """Remove a definition (refused while the network is active)."""
@@ -72,7 +73,7 @@ def net_undefine(app: AppContext, name: str) -> None:
 
 
 @click.command("net-create")
-@click.argument("file")
+@click.argument("file", shell_complete=complete.complete_files)
 @pass_app
 def net_create(app: AppContext, file: str) -> None:
     """Start a transient network from FILE without defining it."""
@@ -91,7 +92,7 @@ def net_create(app: AppContext, file: str) -> None:
 
 
 @click.command("net-start")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_inactive_networks)
 @pass_app
 def net_start(app: AppContext, name: str) -> None:
     """Bring up the bridge and install the firewall rules of a defined network."""
@@ -101,7 +102,7 @@ def net_start(app: AppContext, name: str) -> None:
 
 
 @click.command("net-destroy")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_active_networks)
 @pass_app
 def net_destroy(app: AppContext, name: str) -> None:
     """Remove exactly what net-start added."""
@@ -156,7 +157,7 @@ def _lookup(app: AppContext, name: str) -> tuple[Network, dict | None]:
 
 
 @click.command("net-info")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_networks)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def net_info(app: AppContext, name: str, as_json: bool) -> None:
@@ -188,7 +189,7 @@ def net_info(app: AppContext, name: str, as_json: bool) -> None:
 
 
 @click.command("net-dumpxml")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_networks)
 @click.option("--inactive", is_flag=True, help="The stored definition, not the running one.")
 @pass_app
 def net_dumpxml(app: AppContext, name: str, inactive: bool) -> None:
@@ -201,7 +202,7 @@ def net_dumpxml(app: AppContext, name: str, inactive: bool) -> None:
 
 
 @click.command("net-autostart")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_defined_networks)
 @click.option("--disable", is_flag=True, help="Do not start at boot.")
 @pass_app
 def net_autostart(app: AppContext, name: str, disable: bool) -> None:
@@ -215,7 +216,7 @@ def net_autostart(app: AppContext, name: str, disable: bool) -> None:
 
 
 @click.command("net-edit")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_defined_networks)
 @pass_app
 def net_edit(app: AppContext, name: str) -> None:
     """Edit a definition in $EDITOR; it is validated before it is saved."""
@@ -276,7 +277,7 @@ def reload(app: AppContext) -> None:
 
 
 @click.command("net-dhcp-leases")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.complete_active_networks)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
 def net_dhcp_leases(app: AppContext, name: str, as_json: bool) -> None:

@@ -21,7 +21,7 @@ from virtfw.filter.store import FilterStore
 from virtfw.rules.backend import Backend, Installed, load_filter_backend
 from virtfw.rules.names import check_ifname
 from virtfw.rules.runner import Runner
-from virtfw.rules.status import locked, read_json, remove_file, write_json
+from virtfw.rules.status import locked, read_json, remove_file, write_json, write_json_many
 from virtfw.rules.transaction import Transaction
 
 
@@ -83,6 +83,10 @@ class BindingManager:
         if not self.runner.dry_run:
             write_json(self._path(status["portdev"]), status)
 
+    def _save_many(self, statuses: list[dict]) -> None:
+        if not self.runner.dry_run:
+            write_json_many([(self._path(s["portdev"]), s) for s in statuses])
+
     def _drop(self, portdev: str) -> None:
         if not self.runner.dry_run:
             remove_file(self._path(portdev))
@@ -115,7 +119,7 @@ class BindingManager:
             statuses = {}
             with Transaction() as tx:
                 for binding, port_rules in zip(bindings, ports):
-                    status = {
+                    statuses[port_rules.owner] = {
                         "portdev": binding.portdev,
                         "xml": format_binding(binding),
                         "backend": backend.name,
@@ -123,10 +127,9 @@ class BindingManager:
                         "state": "starting",
                         "firewall": None,
                     }
-                    self._save(status)
                     tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
-                    statuses[port_rules.owner] = status
-                    self._record(tx, binding.portdev, status["xml"])
+                self._save_many(list(statuses.values()))
+                self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
                 self._install(tx, backend, ports, statuses, old={})
 
     # ---- records that outlive a reboot (the state dir does not) --------------
@@ -135,15 +138,22 @@ class BindingManager:
     def records_dir(self) -> Path:
         return self.config.config_dir / "bindings"
 
-    def _record(self, tx: Transaction, portdev: str, xml: str) -> None:
+    def _record(self, tx: Transaction, entries: list[tuple[str, str]]) -> None:
         if self.runner.dry_run:
             return
-        from virtfw.rules.status import ensure_dir, write_atomic
+        from virtfw.rules.status import write_many
 
-        path = ensure_dir(self.records_dir) / f"{portdev}.xml"
-        previous = path.read_text() if path.exists() else None
-        write_atomic(path, xml, mode=0o644)
-        tx.on_rollback(f"record of {portdev}", lambda: write_atomic(path, previous, 0o644) if previous else remove_file(path))
+        paths = [(self.records_dir / f"{portdev}.xml", xml) for portdev, xml in entries]
+        previous = [(path, path.read_text()) for path, _ in paths if path.exists()]
+        fresh = [path for path, _ in paths if not path.exists()]
+
+        def undo() -> None:
+            for path in fresh:
+                remove_file(path)
+            write_many(previous, 0o644)
+
+        write_many(paths, 0o644)
+        tx.on_rollback("binding records", undo)
 
     def recorded(self) -> list[Binding]:
         from virtfw.filter.xml import parse_binding
@@ -252,9 +262,8 @@ class BindingManager:
         def record(installed: Installed) -> None:
             self._save_base(backend, backend.merge_base(old_base, installed.base))
             for owner, removal in installed.removals.items():
-                status = statuses[owner]
-                status["firewall"] = removal
-                self._save(status)
+                statuses[owner]["firewall"] = removal
+            self._save_many([statuses[owner] for owner in installed.removals])
 
         def restore_statuses() -> None:
             for owner, status in previous.items():
@@ -271,10 +280,9 @@ class BindingManager:
                 tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))
             for removal in installed.removals.values():
                 tx.on_rollback("binding rules", lambda removal=removal: backend.remove(self.runner, removal))
-        record(installed)
         for status in statuses.values():
             status["state"] = "active"
-            self._save(status)
+        record(installed)
 
     def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
         users = [
@@ -294,10 +302,14 @@ class BindingManager:
         installed = backend.install(self.runner, ports, rebuild=True)
         base = read_json(self._base_path(backend.name))
         self._save_base(backend, backend.merge_base(base, installed.base))
+        changed = []
         for active in actives:
+            before = (active.status.get("firewall"), active.status.get("state"))
             active.status["firewall"] = installed.removals[active.owner]
             active.status["state"] = "active"
-            self._save(active.status)
+            if before != (active.status["firewall"], "active"):
+                changed.append(active.status)
+        self._save_many(changed)  # a reload that changes no record writes no file
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:

@@ -44,6 +44,45 @@ def write_json(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def write_json_many(items: list[tuple[Path, dict]]) -> None:
+    write_many([(path, json.dumps(data, indent=1, sort_keys=True) + "\n") for path, data in items])
+
+
+def write_many(items: list[tuple[Path, str]], mode: int = 0o600) -> None:
+    """Many files at once: each still atomic, but one sync for all of them.
+
+    A thousand bindings saved one fsync at a time cost seconds; here every file is
+    written to its temp name, one ``sync`` makes them durable, then each is renamed.
+    """
+    if len(items) < 8:
+        for path, text in items:
+            write_atomic(path, text, mode)
+        return
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in items:
+            ensure_dir(path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.chmod(tmp, mode)
+        os.sync()
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    for folder in {path.parent for path, _ in items}:
+        dir_fd = os.open(folder, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
