@@ -71,7 +71,7 @@ def files_for(state_dir: Path, name: str) -> DnsmasqFiles:
 
 def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
     """The config file and its companions, libvirt's choices where they apply."""
-    from virtfw.net.xml import dns_settings
+    from virtfw.net.xml import dns_settings, dnsmasq_options
 
     enabled, dns_hosts = dns_settings(net)
     lines = [
@@ -113,6 +113,7 @@ def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
             lines += ["enable-tftp", f"tftp-root={ip.tftp_root}"]
         if ip.bootp_file:
             lines.append(f"dhcp-boot={ip.bootp_file}" + (f",,{ip.bootp_server}" if ip.bootp_server else ""))
+    lines += dnsmasq_options(net)  # the admin's own, verbatim, as libvirt passes them
     if lease_max or hosts:
         lines += ["dhcp-no-override", "dhcp-authoritative", f"dhcp-lease-max={lease_max + len(hosts)}"]
         lines.append(f"dhcp-hostsfile={files.hostsfile}")

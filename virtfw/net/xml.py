@@ -23,9 +23,11 @@ from virtfw.xmlsafe import Reader
 
 # libvirt elements virtfw does not act on but keeps, so libvirt files load unchanged
 # and format back the same.
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+DNSMASQ_OPTIONS = f"{{{DNSMASQ_NS}}}options"  # <dnsmasq:options>, as lxml names it
 KEPT_ELEMENTS = (
     "title", "description", "metadata", "dns", "mtu", "route", "portgroup",
-    "bandwidth", "virtualport", "vlan", "port", "dnsmasq:options",
+    "bandwidth", "virtualport", "vlan", "port", DNSMASQ_OPTIONS,
 )  # fmt: skip
 UNSUPPORTED_MODES = ("bridge", "private", "vepa", "passthrough", "hostdev")
 
@@ -63,6 +65,7 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
     net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
     dns_settings(net, origin)  # validate what dnsmasq will be given
+    dnsmasq_options(net, origin)
     _check_consistency(origin, net)
     return net
 
@@ -84,6 +87,21 @@ def dns_settings(net: Network, origin: str = "network") -> tuple[bool, list[tupl
             names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]
             hosts.append((str(address), names))
     return enabled, hosts
+
+
+def dnsmasq_options(net: Network, origin: str = "network") -> list[str]:
+    """<dnsmasq:options><dnsmasq:option value=.../>: extra lines for dnsmasq, one each."""
+    options = []
+    for text in net.extra:
+        element = etree.fromstring(text)
+        if element.tag != DNSMASQ_OPTIONS:
+            continue
+        for option in element.findall(f"{{{DNSMASQ_NS}}}option"):
+            value = option.get("value", "")
+            if not value or any(ord(c) < 32 for c in value):
+                raise VirtfwError(f"{origin}: <dnsmasq:option value={value!r}>: one non-empty line is required")
+            options.append(value)
+    return options
 
 
 def _canonical(element: etree._Element) -> str:
