@@ -235,19 +235,19 @@ class BindingManager:
     def verify(self) -> tuple[int, list[str]]:
         problems: list[str] = []
         actives = self.active()
-        backends: set[str] = set()
+        backends: dict[str, Backend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
             if active.status.get("state") != "active" or not active.status.get("firewall"):
                 problems.append(f"{where}: creation was interrupted (run nwfilter-binding-delete {active.portdev})")
                 continue
-            backend = load_filter_backend(active.status["backend"])
-            backends.add(backend.name)
+            # one backend object per kind: it reads the live ruleset once for all bindings
+            backend = backends.setdefault(active.status["backend"], load_filter_backend(active.status["backend"]))
             problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.status["firewall"])]
-        for name in sorted(backends):
+        for name, backend in sorted(backends.items()):
             base = read_json(self._base_path(name))
             if base:
-                problems += [f"filter base ({name}): {p}" for p in load_filter_backend(name).verify(self.runner, base)]
+                problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------

@@ -84,7 +84,7 @@ def check_acyclic(root: Filter, lookup: Lookup) -> None:
 def _walk(filt: Filter, variables: Variables, lookup: Lookup, path: list[str], out: list[PortRule]) -> None:
     for entry in filt.entries:
         if isinstance(entry, FilterRule):
-            out.extend(_rule_instances(filt, entry, variables))
+            out.extend(_cached_instances(filt, entry, variables))
             continue
         assert isinstance(entry, FilterRef)
         if entry.filter in path:
@@ -97,6 +97,21 @@ def _walk(filt: Filter, variables: Variables, lookup: Lookup, path: list[str], o
         merged = {name: list(values) for name, values in entry.params.items()}
         merged.update(variables)
         _walk(child, merged, lookup, path + [entry.filter], out)
+
+
+# key -> (filter, rule, instances); holding the filter and rule keeps their ids unique
+_INSTANCES: dict[tuple, tuple[Filter, FilterRule, tuple[PortRule, ...]]] = {}
+
+
+def _cached_instances(filt: Filter, rule: FilterRule, variables: Variables) -> tuple[PortRule, ...]:
+    """A rule's instances depend only on the values of the variables it uses: bindings
+    that agree on those share the very same PortRule objects (and their renderings)."""
+    names = sorted({v.name for v in rule.match.attrs.values() if isinstance(v, VarRef)}) if rule.match else []
+    key = (id(filt), id(rule), tuple((n, tuple(variables.get(n, ()))) for n in names))
+    found = _INSTANCES.get(key)
+    if found is None:
+        found = _INSTANCES[key] = (filt, rule, tuple(_rule_instances(filt, rule, variables)))
+    return found[2]
 
 
 def _rule_instances(filt: Filter, rule: FilterRule, variables: Variables) -> Iterator[PortRule]:

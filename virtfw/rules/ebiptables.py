@@ -295,8 +295,11 @@ class EbiptablesFilterBackend:
             record = removal.get(tool.key)
             if not record:
                 continue
-            result = runner.query(tool.save)
-            live = parse_save(result.stdout, tool.table) if result.returncode == 0 else None
+            saved = self.__dict__.setdefault("_saved", {})  # one *-save per tool for all records
+            if tool.key not in saved:
+                result = runner.query(tool.save)
+                saved[tool.key] = parse_save(result.stdout, tool.table) if result.returncode == 0 else None
+            live = saved[tool.key]
             if live is None:
                 problems.append(f"{tool.cli} table {tool.table} is missing")
                 continue

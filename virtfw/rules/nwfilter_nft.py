@@ -447,7 +447,9 @@ class NftFilterBackend:
 
     def verify(self, runner: Runner, removal: Removal) -> list[str]:
         """Our chains, map entries and rule counts against the kernel's."""
-        listed = {table: self._list(runner, table) for table in TABLES}
+        if not hasattr(self, "_listed"):  # one listing serves every record this object checks
+            self._listed = {table: self._list(runner, table) for table in TABLES}
+        listed = self._listed
         if "tables" in removal:  # the base
             problems = [f"table bridge {t} is missing" for t in removal["tables"] if listed.get(t) is None]
             for table, items in listed.items():
@@ -469,7 +471,7 @@ class NftFilterBackend:
             if items is None:
                 continue
             expected = removal.get("rules", {}).get(f"{table} {chain}")
-            found = sum(1 for r in items["rules"] if r.get("chain") == chain)
+            found = items["counts"].get(chain, 0)
             if chain not in items["chains"]:
                 problems.append(f"chain bridge {table} {chain} is missing")
             elif expected is not None and found != expected:
@@ -482,11 +484,13 @@ class NftFilterBackend:
         if result.returncode != 0:
             return None
         found: dict = {"chains": set(), "rules": [], "maps": {}}
+        found["counts"] = {}
         for item in json.loads(result.stdout).get("nftables", []):
             if "chain" in item:
                 found["chains"].add(item["chain"]["name"])
             elif "rule" in item:
                 found["rules"].append(item["rule"])
+                found["counts"][item["rule"]["chain"]] = found["counts"].get(item["rule"]["chain"], 0) + 1
             elif "map" in item:
                 entries = found["maps"].setdefault(item["map"]["name"], {})
                 for element in item["map"].get("elem", []):
