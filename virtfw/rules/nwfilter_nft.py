@@ -352,6 +352,14 @@ class NftFilterBackend:
         return lines
 
     @staticmethod
+    def _base_present(runner: Runner) -> bool:
+        result = runner.run(["nft", "-j", "list", "tables", "bridge"], change=False, check=False)
+        if result.returncode != 0 or runner.dry_run:
+            return False
+        names = {item["table"]["name"] for item in json.loads(result.stdout or "{}").get("nftables", []) if "table" in item}
+        return set(TABLES) <= names
+
+    @staticmethod
     def _elements(port: str) -> list[list[str]]:
         return [[table, vmap, port, chain_names(port, direction)]
                 for table in TABLES for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
@@ -368,7 +376,9 @@ class NftFilterBackend:
         before_apply: Callable[[Installed], None] | None = None,
     ) -> Installed:
         old = old or {}
-        lines = self._base_lines(rebuild)
+        # The tables, maps and dispatching hook chains: (re)made only when missing, since
+        # re-adding the hook rules makes nft read back chains of a large ruleset.
+        lines = self._base_lines(rebuild) if rebuild or not self._base_present(runner) else []
         installed = Installed(base={"tables": list(TABLES)})
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
