@@ -288,3 +288,14 @@ def dir_files(root: Path, skip: Sequence[str] = ("lock",)) -> dict[str, str]:
             if path.is_file() and path.name not in skip:
                 files[str(path.relative_to(root))] = path.read_text(errors="replace")
     return files
+
+
+def filter_ruleset(ns: Netns, backend: str) -> str:
+    """:func:`ruleset` plus, for iptables, the ebtables nat and filter tables, where
+    nwfilter's layer-2 rules live (listed with ``ebtables -L``, which shows the
+    built-in chains whether or not the table exists)."""
+    text = ruleset(ns, backend)
+    if backend == "iptables":
+        for table in ("nat", "filter"):
+            text += f"\n# ebtables -t {table}\n" + ns.sh("ebtables", "-t", table, "-L")
+    return text

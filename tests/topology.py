@@ -243,6 +243,8 @@ class Topology:
         self.host = stack.enter_context(netns("vfwh"))
         self.lan = stack.enter_context(netns("vfwl"))
         self.guests: dict[str, Netns] = {}
+        # guest address -> its host-side veth end (the bridge port, an nwfilter portdev)
+        self.ports: dict[str, str] = {}
         self._nguest = itertools.count(1)
         self.vfw = VirtfwRunner(self.host, tmp / "virtfw", backend)
         # The stp attribute of the bridges this topology's network XML asks for
@@ -307,7 +309,33 @@ class Topology:
         guest.sh("ip", "route", "add", "default", "via", gateway)
         self._wait_port_forwarding(port)
         self.guests[address] = guest
+        self.ports[address] = port
         return guest
+
+    def plug_guest(self, bridge: str, mac: str | None = None, wait: float = 10.0) -> Netns:
+        """A guest namespace whose eth0 (no address: DHCP configures it; MAC ``mac`` if
+        given) is plugged into ``bridge`` in the host namespace; waits (at most ``wait``
+        seconds) until the bridge port forwards. The port name is in ``self.ports[guest.name]``."""
+        n = next(self._nguest)
+        guest = self._stack.enter_context(netns("vfwg"))
+        port = f"vg{n}"
+        if not self.link_exists(self.host, bridge):
+            raise AssertionError(f"bridge {bridge} does not exist in {self.host}:\n" + self.host.sh("ip", "-br", "link"))
+        self.host.sh("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", guest.name)
+        if mac:
+            guest.sh("ip", "link", "set", "eth0", "address", mac)
+        self.host.sh("ip", "link", "set", port, "master", bridge)
+        self.host.sh("ip", "link", "set", port, "up")
+        guest.sh("ip", "link", "set", "eth0", "up")
+        if wait:
+            self._wait_port_forwarding(port, limit=wait)
+        self.guests[guest.name] = guest
+        self.ports[guest.name] = port
+        return guest
+
+    def wait_forwarding(self, guest: Netns, limit: float = 10.0) -> None:
+        """Wait (bounded) until the bridge port of a guest made by ``plug_guest`` forwards."""
+        self._wait_port_forwarding(self.ports[guest.name], limit=limit)
 
     def _wait_port_forwarding(self, port: str, limit: float = 8.0) -> None:
         """A bridge port with STP on passes through listening/learning; wait (bounded)."""
@@ -355,3 +383,126 @@ def raw_rulesets(ns: Netns) -> dict[str, str]:
         "iptables-save": raw_save(ns, "iptables-save"),
         "ip6tables-save": raw_save(ns, "ip6tables-save"),
     }
+
+
+# --------------------------------------------------------------------------- link layer
+#
+# Helpers for filter tests: addresses, neighbour tables, TCP from a chosen source
+# address, and hand-made ARP frames.  All run inside the namespace given.
+
+
+def mac_of(ns: Netns, dev: str = "eth0") -> str:
+    """The link-layer address of ``dev`` in ``ns``, lower case."""
+    import json
+
+    return json.loads(ns.sh("ip", "-j", "link", "show", "dev", dev))[0]["address"].lower()
+
+
+def set_mac(ns: Netns, mac: str, dev: str = "eth0") -> None:
+    """Change ``dev``'s MAC while it stays up (veth allows it), so its routes stay."""
+    ns.sh("ip", "link", "set", "dev", dev, "address", mac)
+
+
+def neigh_lladdr(ns: Netns, addr: str, dev: str = "eth0") -> str | None:
+    """The MAC ``ns``'s neighbour table holds for ``addr`` (any usable state), or None.
+
+    INCOMPLETE and FAILED entries carry no address and count as not learnt.
+    """
+    import json
+
+    out = ns.sh("ip", "-j", "neigh", "show", "to", addr, "dev", dev)
+    for entry in json.loads(out or "[]"):
+        lladdr = entry.get("lladdr")
+        if lladdr and not set(entry.get("state", [])) & {"INCOMPLETE", "FAILED"}:
+            return lladdr.lower()
+    return None
+
+
+def neigh_flush(ns: Netns, dev: str = "eth0") -> None:
+    """Forget every learnt (non-permanent) neighbour on ``dev``."""
+    ns.run(["ip", "neigh", "flush", "dev", dev], check=False)
+
+
+def neigh_static(ns: Netns, addr: str, mac: str, dev: str = "eth0") -> None:
+    """A permanent neighbour entry, so traffic to ``addr`` needs no ARP at all."""
+    ns.sh("ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+
+
+# A TCP connect attempt from a chosen local address; otherwise like _CONNECT.
+# argv: source address, address, port, timeout seconds.
+_CONNECT_FROM = r"""
+import socket, sys
+src, addr, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+try:
+    c = socket.create_connection((addr, port), timeout=timeout, source_address=(src, 0))
+    c.settimeout(timeout)
+    data = c.recv(64)
+    c.close()
+except OSError as e:
+    print("FAIL", type(e).__name__, e, flush=True)
+    sys.exit(1)
+print("GOT", data.decode(errors="replace").strip(), flush=True)
+sys.exit(0 if data.startswith(b"%s") else 4)
+""" % BANNER.encode()
+
+
+def tcp_probe_from(
+    src: Netns, source: str, dst: Netns, addr: str, *, port: int | None = None, timeout: float = 2.0
+) -> Probe:
+    """``tcp_probe`` with the client socket bound to ``source`` (an address of ``src``)."""
+    port = port or next_port()
+    with Listener(dst, port) as listener:
+        start = time.monotonic()
+        proc = run(
+            ["ip", "netns", "exec", src.name, sys.executable, "-c", _CONNECT_FROM, source, addr, str(port), str(timeout)],
+            check=False,
+            timeout=timeout + 10,
+        )
+        ok = proc.returncode == 0
+        peer = listener.peer(wait=2.0 if ok else 0.3)
+    detail = f"from {source}: " + (proc.stdout + proc.stderr).strip() + f" ({time.monotonic() - start:.1f}s)"
+    return Probe(src.name, dst.name, addr, port, ok, peer, detail)
+
+
+# Sends ARP frames built by hand on a raw packet socket.
+# argv: dev, count, then one frame as: eth_dst eth_src op sha spa tha tpa.
+_SEND_ARP = r"""
+import socket, struct, sys, time
+dev, count = sys.argv[1], int(sys.argv[2])
+eth_dst, eth_src, op, sha, spa, tha, tpa = sys.argv[3:10]
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+frame = (mac(eth_dst) + mac(eth_src) + struct.pack("!H", 0x0806)
+         + struct.pack("!HHBBH", 1, 0x0800, 6, 4, int(op))
+         + mac(sha) + socket.inet_aton(spa) + mac(tha) + socket.inet_aton(tpa))
+frame += bytes(60 - len(frame))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((dev, 0))
+for i in range(count):
+    s.send(frame)
+    time.sleep(0.05)
+"""
+
+ARP_REQUEST = 1
+ARP_REPLY = 2
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def send_arp(
+    ns: Netns,
+    *,
+    op: int,
+    eth_src: str,
+    eth_dst: str,
+    sha: str,
+    spa: str,
+    tha: str,
+    tpa: str,
+    dev: str = "eth0",
+    count: int = 3,
+) -> None:
+    """Send ``count`` copies of one ARP frame from ``dev`` in ``ns``.
+
+    ``sha``/``spa``: sender hardware/protocol address inside the ARP payload;
+    ``tha``/``tpa``: target; ``eth_src``/``eth_dst``: the Ethernet header.
+    """
+    ns.run([sys.executable, "-c", _SEND_ARP, dev, str(count), eth_dst, eth_src, str(op), sha, spa, tha, tpa], timeout=10)

@@ -94,3 +94,16 @@ class Config:
                 )
             return self.backend_override
         return self.network_conf().get("firewall_backend")
+
+
+def find_layered(dirs: list[Path], name: str) -> Path | None:
+    """``NAME.xml`` from the first of ``dirs`` that has it: the config dir over the shipped one."""
+    for folder in dirs:
+        candidate = folder / f"{name}.xml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def layered_names(dirs: list[Path]) -> set[str]:
+    return {p.stem for folder in dirs if folder.is_dir() for p in folder.glob("*.xml")}

@@ -7,19 +7,12 @@ from pathlib import Path
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext
+from virtfw.cli.context import AppContext, read_input
 from virtfw.cli.net_cmds import edit_text
 from virtfw.cli.output import emit_json, info, table
 from virtfw.errors import VirtfwError
 
 pass_app = click.pass_obj
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | None = None) -> tuple[str, int]:
@@ -46,7 +39,7 @@ def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | 
 @pass_app
 def nwfilter_define(app: AppContext, file: str) -> None:
     """Validate and store a filter; bindings that use it are re-instantiated at once."""
-    name, count = _define(app, _read(file), file)
+    name, count = _define(app, read_input(file), file)
     info(f"Network filter {name} defined from {file}" + (f" ({count} binding(s) updated)" if count else ""))
 
 
@@ -114,7 +107,7 @@ def nwfilter_binding_create(app: AppContext, file: str) -> None:
     """Attach a filter to a guest port from a <filterbinding> XML file."""
     from virtfw.filter.xml import parse_binding
 
-    binding = parse_binding(_read(file), file)
+    binding = parse_binding(read_input(file), file)
     app.bindings().create(binding)
     info(f"Network filter binding on {binding.portdev} created from {file}")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext
+from virtfw.cli.context import AppContext, read_input
 from virtfw.cli.output import emit_json, fields, info, table
 from virtfw.errors import VirtfwError
 
@@ -34,13 +34,6 @@ def format_network(net: Network) -> str:
 pass_app = click.pass_obj
 
 
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def _define(app: AppContext, net: Network) -> None:
     store = app.store()
     store.prepare(net)
@@ -53,7 +46,7 @@ def _define(app: AppContext, net: Network) -> None:
 @pass_app
 def net_define(app: AppContext, file: str) -> None:
     """Validate and store a persistent network definition."""
-    net = parse_network(_read(file), file)
+    net = parse_network(read_input(file), file)
     _define(app, net)
     info(f"Network {net.name} defined from {file}")
 
@@ -77,7 +70,7 @@ def net_undefine(app: AppContext, name: str) -> None:
 @pass_app
 def net_create(app: AppContext, file: str) -> None:
     """Start a transient network from FILE without defining it."""
-    net = parse_network(_read(file), file)
+    net = parse_network(read_input(file), file)
     store = app.store()
     if store.path(net.name) is not None:
         defined = store.load(net.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtfw.config import Config
+from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import Filter
 from virtfw.rules.names import check_object_name
@@ -22,14 +22,10 @@ class FilterStore:
 
     def path(self, name: str) -> Path | None:
         check_object_name(name, "filter name")
-        for folder in self.dirs:
-            candidate = folder / f"{name}.xml"
-            if candidate.is_file():
-                return candidate
-        return None
+        return find_layered(self.dirs, name)
 
     def names(self) -> list[str]:
-        found = {p.stem for folder in self.dirs if folder.is_dir() for p in folder.glob("*.xml")}
+        found = layered_names(self.dirs)
         return sorted(found | set(self.overrides))
 
     def load(self, name: str) -> Filter:

@@ -136,7 +136,11 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
         print(f"+ dnsmasq --conf-file={files.conf}")
         print(rendered[files.conf], end="")
         return None
+    # dnsmasq reads its hosts files after dropping to an unprivileged user: the state dir
+    # must be traversable (not listable) and its dnsmasq folder readable, as libvirt's is.
     ensure_dir(files.folder)
+    os.chmod(files.folder.parent, 0o711)
+    os.chmod(files.folder, 0o755)
     for path, text in rendered.items():
         write_atomic(path, text, mode=0o644)
     if not files.leases.exists():

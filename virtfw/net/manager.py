@@ -242,7 +242,8 @@ class NetworkManager:
             if base:
                 problems += [f"base chains ({name}): {p}" for p in load_backend(name).verify(self.runner, base)]
         if "nftables" in backends:
-            problems += foreign_forward_drops(self.runner)
+            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == "nftables"]
+            problems += foreign_forward_drops(self.runner, bridges)
         self.links.close()
         return len(actives), problems
 
@@ -261,7 +262,22 @@ class NetworkManager:
                     self._after_removal(old, False, leaving="")
             if actives:
                 self._rebuild(self.backend, actives)
+            for active in self.active():
+                self._revive_dnsmasq(active)
         return len(actives)
+
+    def _revive_dnsmasq(self, active: ActiveNetwork) -> None:
+        """reload also restarts a network's dnsmasq that died (verify reports it)."""
+        status = active.status
+        if "dnsmasq" not in status:
+            return
+        files = dnsmasq.files_for(self.config.state_dir, active.name)
+        pid = status["dnsmasq"].get("pid")
+        if pid is not None and dnsmasq.is_ours(pid, files):
+            return
+        dnsmasq.stop(files, None, self.runner.dry_run)  # stale files of the dead one
+        status["dnsmasq"]["pid"] = dnsmasq.start(active.network, files, self.runner.dry_run)
+        self._save(status)
 
     def _rebuild(self, backend: Backend, actives: list[ActiveNetwork]) -> None:
         rulesets = [network_rules(a.network) for a in actives]
@@ -274,7 +290,7 @@ class NetworkManager:
             self._save(active.status)
 
 
-def foreign_forward_drops(runner: Runner) -> list[str]:
+def foreign_forward_drops(runner: Runner, bridges: list[str]) -> list[str]:
     """Another manager's forward chain with policy drop also sees guest traffic and drops it.
 
     nftables evaluates every table's base chains: an accept in ours does not stop a drop
@@ -292,9 +308,11 @@ def foreign_forward_drops(runner: Runner) -> list[str]:
             continue
         if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
             continue
+        names = ", ".join(f'"{b}"' for b in bridges)
+        where = f"{chain['family']} {chain['table']} {chain['name']}"
         problems.append(
-            f"{chain['family']} {chain['table']} {chain['name']} has policy drop and drops guest traffic "
-            f"virtfw accepts: add an accept for the bridges there (iptables: "
-            f"'iptables -I DOCKER-USER -i virbr0 -j ACCEPT' and -o, or the same in FORWARD)"
+            f"{where} has policy drop and drops guest traffic virtfw accepts: let the bridges through "
+            f"there, e.g. 'nft insert rule {where} iifname {{ {names} }} accept' and the same with oifname"
+            + (" (Docker: 'iptables -I DOCKER-USER -i BRIDGE -j ACCEPT' and -o)" if chain["table"] == "filter" else "")
         )
     return problems

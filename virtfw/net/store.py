@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from virtfw.config import Config
+from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
 from virtfw.net.xml import format_network, parse_network
@@ -22,14 +22,10 @@ class NetworkStore:
 
     def path(self, name: str) -> Path | None:
         check_object_name(name, "network name")
-        for folder in self.dirs:
-            candidate = folder / f"{name}.xml"
-            if candidate.is_file():
-                return candidate
-        return None
+        return find_layered(self.dirs, name)
 
     def names(self) -> list[str]:
-        found = {p.stem for folder in self.dirs if folder.is_dir() for p in folder.glob("*.xml")}
+        found = layered_names(self.dirs)
         return sorted(found)
 
     def load(self, name: str) -> Network:

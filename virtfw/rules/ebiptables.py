@@ -55,6 +55,7 @@ from virtfw.rules.ebiptables_state import Batch, Table, parse_save, restore_text
 from virtfw.rules.iptables import GONE
 from virtfw.rules.names import check_ifname
 from virtfw.rules.portrules import PortRules
+from virtfw.rules.appeared import drop_appeared
 from virtfw.rules.runner import Runner
 
 
@@ -314,7 +315,11 @@ class EbiptablesFilterBackend:
             for chain, expected in removal.get("counts", {}).get(tool.key, {}).items():
                 found = len(live.rules(chain))
                 if live.has(chain) and found != expected:
-                    problems.append(f"{tool.cli} -t {tool.table} chain {chain} holds {found} rules, {expected} were installed")
+                    texts = "; ".join(removal.get("texts", {}).get(chain, []))
+                    problems.append(
+                        f"{tool.cli} -t {tool.table} chain {chain} holds {found} rules, {expected} were installed"
+                        + (f": {texts}" if texts else "")
+                    )
         return problems
 
     def _records(self, plans: Plans, works: list[_Work]) -> Installed:
@@ -325,6 +330,10 @@ class EbiptablesFilterBackend:
                 if owner in work.removals:
                     record[work.tool.key] = {work.tool.table: work.removals[owner]}
             record["counts"] = self._counts(plan)
+            if plan.ebtables:  # the installed ebtables rules, for verify's messages
+                record["texts"] = {r[1]: [] for r in plan.ebtables.rules}
+                for rule in plan.ebtables.rules:
+                    record["texts"][rule[1]].append(restore_line(rule[2:]))
             installed.removals[owner] = record
         base: Removal = {"backend": self.name, "kind": "nwfilter-base"}
         for work in works:
@@ -371,7 +380,7 @@ class EbiptablesFilterBackend:
                 try:
                     runner.run(work.tool.restore, stdin=work.batch.undo_text())
                     if work.base.get("appeared"):
-                        self._drop_appeared(runner, work.tool, work.base["appeared"])
+                        drop_appeared(runner, work.tool.nft_family, work.base["appeared"])
                 except (ToolError, VirtfwError) as error:
                     print(f"warning: rollback of {work.tool.cli} rules failed: {error}", file=sys.stderr)
             raise
@@ -388,7 +397,7 @@ class EbiptablesFilterBackend:
                 continue
             ok = self._run_removal(runner, tool, section.get(tool.table, [])) and ok
             if section.get("appeared"):
-                self._drop_appeared(runner, tool, section["appeared"])
+                drop_appeared(runner, tool.nft_family, section["appeared"])
         return ok
 
     def _run_removal(self, runner: Runner, tool: Tool, lines: list[str]) -> bool:
@@ -407,30 +416,6 @@ class EbiptablesFilterBackend:
                 print(f"warning: {' '.join(tool.single(line))}: {result.stderr.strip()}", file=sys.stderr)
                 ok = False
         return ok
-
-    def _drop_appeared(self, runner: Runner, tool: Tool, appeared: dict) -> None:
-        """Delete the nft chains/tables our first use created, if nothing else is in them."""
-        fam = tool.nft_family
-        for table, chain in appeared.get("chains", []):
-            items = self._nft_items(runner, ["chain", fam, table, chain])
-            policy = next((i["chain"].get("policy") for i in items if "chain" in i), None)
-            if items and not any("rule" in i for i in items) and policy in (None, "accept"):
-                runner.run(["nft", "delete", "chain", fam, table, chain])
-        for table in appeared.get("tables", []):
-            items = self._nft_items(runner, ["table", fam, table])
-            policies = [i["chain"].get("policy") for i in items if "chain" in i]
-            if items and not any("rule" in i for i in items) and all(p in (None, "accept") for p in policies):
-                runner.run(["nft", "delete", "table", fam, table])
-
-    @staticmethod
-    def _nft_items(runner: Runner, what: list[str]) -> list[dict]:
-        argv = ["nft", "-j", "list", *what]
-        result = runner.run(argv, change=False, check=False)
-        if result.returncode != 0:
-            if "No such file or directory" in result.stderr:
-                return []
-            raise ToolError(argv, result.returncode, result.stderr)
-        return json.loads(result.stdout or "{}").get("nftables", [])
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
         """One base record from two installs' pieces: lines united (hook deletes first,

@@ -28,6 +28,7 @@ from virtfw.rules.model import (
     RuleSet,
     Verdict,
 )
+from virtfw.rules.appeared import drop_appeared
 from virtfw.rules.runner import Runner
 
 TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
@@ -200,7 +201,7 @@ class IptablesBackend:
         blocks = {table: lines for table, lines in record.items() if table in TABLES}
         self._run_removal(runner, family, blocks)
         if record.get("appeared"):
-            self._drop_appeared(runner, family, record["appeared"])
+            drop_appeared(runner, NFT_FAMILY[family], record["appeared"])
 
     def _appeared(self, runner: Runner, family: Family, live: _Live, removal: dict) -> dict:
         """nf_tables tables and builtin chains that our batch is about to make appear.
@@ -223,30 +224,6 @@ class IptablesBackend:
         hooked = {(table, parent) for table, parent, _ in HOOKS if table in removal}
         chains = sorted([t, c] for t, c in hooked - existing if t not in tables)
         return {"tables": tables, "chains": chains}
-
-    def _drop_appeared(self, runner: Runner, family: Family, appeared: dict) -> None:
-        fam = NFT_FAMILY[family]
-        for table, chain in appeared.get("chains", []):
-            items = self._nft_items(runner, ["chain", fam, table, chain])
-            policy = next((i["chain"].get("policy") for i in items if "chain" in i), None)
-            if items and not any("rule" in item for item in items) and policy == "accept":
-                runner.run(["nft", "delete", "chain", fam, table, chain])
-        for table in appeared.get("tables", []):
-            items = self._nft_items(runner, ["table", fam, table])
-            policies = [i["chain"].get("policy") for i in items if "chain" in i]
-            if items and not any("rule" in i for i in items) and all(p == "accept" for p in policies):
-                runner.run(["nft", "delete", "table", fam, table])
-
-    @staticmethod
-    def _nft_items(runner: Runner, what: list[str]) -> list[dict]:
-        """``nft -j list WHAT``; [] when it does not exist, an error on any other failure."""
-        argv = ["nft", "-j", "list", *what]
-        result = runner.run(argv, change=False, check=False)
-        if result.returncode != 0:
-            if "No such file or directory" in result.stderr:
-                return []
-            raise ToolError(argv, result.returncode, result.stderr)
-        return json.loads(result.stdout or "{}").get("nftables", [])
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
         text = restore_text(blocks)

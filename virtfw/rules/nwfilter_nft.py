@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
 from virtfw.errors import ToolError, VirtfwError
 from virtfw.rules.backend import Installed, Removal
@@ -27,7 +27,6 @@ from virtfw.rules.nwfilter_layout import (
     STP_ADDRESS,
     Jump,
     chain_type,
-    is_layer2,
     layer2_layout,
     layer3_rules,
 )
@@ -312,6 +311,7 @@ class NftFilterBackend:
             "port": port,
             "chains": [[t, c] for t, c in chains],
             "rules": {f"{t} {c}": len(body) for (t, c), body in chains.items()},
+            "texts": {f"{t} {c}": body for (t, c), body in chains.items()},  # for verify's messages
         }
         return chains, record
 
@@ -485,7 +485,8 @@ class NftFilterBackend:
             if chain not in items["chains"]:
                 problems.append(f"chain bridge {table} {chain} is missing")
             elif expected is not None and found != expected:
-                problems.append(f"chain bridge {table} {chain} holds {found} rules, {expected} were installed")
+                texts = "; ".join(removal.get("texts", {}).get(f"{table} {chain}", []))
+                problems.append(f"chain bridge {table} {chain} holds {found} rules, {expected} were installed: {texts}")
         return list(dict.fromkeys(problems))
 
     @staticmethod
