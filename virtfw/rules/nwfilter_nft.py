@@ -307,8 +307,13 @@ class NftFilterBackend:
                 mirrored = to_guest if rule.direction == "inout" else (rule.direction == "out") == to_guest
                 l3_body.extend(_rule_text(rule, layer3_expr(rule, mirrored), to_guest))
             chains[(INET, root)] = l3_body
+        # A table in which the port has no rule at all gets no chains and no map entry:
+        # clean-traffic is all layer 2, so its packets never visit the inet table.
+        used = {t for (t, _), body in chains.items() if body}
+        chains = {key: body for key, body in chains.items() if key[0] in used}
         record = {
             "port": port,
+            "elements": self._elements(port, sorted(used)),
             "chains": [[t, c] for t, c in chains],
             "rules": {f"{t} {c}": len(body) for (t, c), body in chains.items()},
             "texts": {f"{t} {c}": body for (t, c), body in chains.items()},  # for verify's messages
@@ -360,9 +365,13 @@ class NftFilterBackend:
         return set(TABLES) <= names
 
     @staticmethod
-    def _elements(port: str) -> list[list[str]]:
+    def _elements(port: str, tables=TABLES) -> list[list[str]]:
         return [[table, vmap, port, chain_names(port, direction)]
-                for table in TABLES for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
+                for table in tables for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
+
+    @classmethod
+    def _record_elements(cls, record: Removal) -> list[list[str]]:
+        return record.get("elements") or cls._elements(record["port"])
 
     # ---- the interface ------------------------------------------------------
 
@@ -382,26 +391,27 @@ class NftFilterBackend:
         installed = Installed(base={"tables": list(TABLES)})
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
-        fresh: list[str] = []
+        added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
         for port_rules in ports:
             port_chains, record = self._port_chains(port_rules)
             previous = old.get(port_rules.owner)
+            elements = record["elements"]
             if previous is not None and not rebuild:
-                # replaced in place: the port's map entries stay, its chains are emptied and
-                # refilled in this same transaction, and chains it no longer has go
+                # replaced in place: the port's chains are emptied and refilled in this same
+                # transaction; map entries and chains it no longer has go after the swap
                 lines += [f"add chain bridge {t} {c}\nflush chain bridge {t} {c}" for t, c in port_chains]
+                before = self._record_elements(previous)
+                dropped += [f"delete element bridge {t} {m} {{ {k} }}" for t, m, k, _ in before if [t, m, k, _] not in elements]
                 kept = set(port_chains)
                 dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
-            else:
-                fresh.append(port_rules.port)
+                elements = [e for e in elements if e not in before]
+            for table, vmap, key, chain in elements:
+                added.setdefault((table, vmap), []).append(f"{key} : jump {chain}")
             chains.update(port_chains)
             installed.removals[port_rules.owner] = record
         lines += self._blocks(chains)
-        for table in TABLES:
-            for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in")):
-                entries = ", ".join(f"{p} : jump {chain_names(p, direction)}" for p in fresh)
-                if entries:
-                    lines.append(f"add element bridge {table} {vmap} {{ {entries} }}")
+        for (table, vmap), entries in added.items():
+            lines.append(f"add element bridge {table} {vmap} {{ {', '.join(entries)} }}")
         lines += dropped
         if before_apply:
             before_apply(installed)
@@ -429,7 +439,7 @@ class NftFilterBackend:
     def _removal_lines(self, removal: Removal, present: set[tuple[str, str]] | None) -> str:
         port = removal["port"]
         lines = []
-        for table, vmap, key, chain in self._elements(port):
+        for table, vmap, key, chain in self._record_elements(removal):
             if present is None or (table, f"@{vmap}:{key}") in present:
                 lines.append(f"delete element bridge {table} {vmap} {{ {key} }}")
         roots = {chain_names(port, d) for d in ("in", "out")}
@@ -469,7 +479,7 @@ class NftFilterBackend:
             return problems
         problems = []
         port = removal["port"]
-        for table, vmap, key, chain in self._elements(port):
+        for table, vmap, key, chain in self._record_elements(removal):
             items = listed.get(table)
             if items is None:
                 problems.append(f"table bridge {table} is missing")
