@@ -176,11 +176,30 @@ class BindingManager:
                 raise VirtfwError(f"port {portdev} has no filter binding")
             backend = load_filter_backend(active.status["backend"])
             firewall = active.status.get("firewall")
-            rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
-            self._after_removal(backend, rebuild, leaving=portdev)
+            with Transaction() as tx:
+                rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
+                if firewall and active.status.get("state") == "active":
+                    # a later step failing puts the binding's rules back as they were
+                    tx.on_rollback(f"rules of {portdev}", lambda: self._reinstall(backend, active))
+                self._after_removal(backend, rebuild, leaving=portdev)
             if not self.runner.dry_run:
                 remove_file(self.records_dir / f"{portdev}.xml")
+                self._drop_leftovers(portdev)
             self._drop(portdev)
+
+    def _reinstall(self, backend: Backend, active: ActiveBinding) -> None:
+        installed = backend.install(self.runner, [instantiate(active.binding, self.store.load)])
+        base = read_json(self._base_path(backend.name))
+        self._save_base(backend, backend.merge_base(base, installed.base))
+        active.status["firewall"] = installed.removals[active.owner]
+        self._save(active.status)
+
+    def _drop_leftovers(self, portdev: str) -> None:
+        """Temp files of a write that a killed process never finished renaming."""
+        for folder, suffix in ((self.records_dir, "xml"), (self.status_dir, "json")):
+            if folder.is_dir():
+                for path in folder.glob(f".{portdev}.{suffix}.*"):
+                    remove_file(path)
 
     def users_of(self, filter_name: str) -> list[ActiveBinding]:
         """Active bindings whose filter tree uses ``filter_name``, directly or not."""
@@ -297,6 +316,14 @@ class BindingManager:
             self._save_base(backend, None)
 
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
+        missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
+        if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
+            from virtfw.rules.status import write_many
+
+            write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
+        if not self.runner.dry_run:
+            for active in actives:
+                self._drop_leftovers(active.portdev)
         backend = load_filter_backend(actives[0].status["backend"])
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(actives, "Re-instantiating bindings")]
         installed = backend.install(self.runner, ports, rebuild=True)
