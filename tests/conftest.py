@@ -1,7 +1,25 @@
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nsutil import BACKENDS, our_namespaces  # noqa: E402
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Both firewall backends, for tests that take ``backend`` without parametrizing it."""
+    return request.param
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_namespace_left_behind():
+    yield
+    if os.geteuid() == 0:
+        assert our_namespaces() == [], "namespaces left behind"
 
 
 # --- networks conformance summary (tests/test_conformance_networks.py) ---------------

@@ -72,6 +72,16 @@ def netns(prefix: str = "vfw") -> Iterator[Netns]:
         run(["ip", "netns", "del", name], check=False)
 
 
+BACKENDS = ("nftables", "iptables")
+
+
+def our_namespaces() -> list[str]:
+    """Namespaces this test process created (named PREFIX<pid>x...) that still exist."""
+    mine = re.compile(rf"^vfw[A-Za-z]*{os.getpid()}x")
+    out = run(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip() and mine.match(line.split()[0])]
+
+
 def kill_namespace_processes(name: str) -> None:
     """Daemons started inside (dnsmasq of a network never destroyed) die with the namespace."""
     listed = run(["ip", "netns", "pids", name], check=False).stdout.split()

@@ -46,34 +46,15 @@ from pathlib import Path
 
 import pytest
 
-from nsutil import Netns, firewall_snapshot, netns, run
+from nsutil import firewall_snapshot, netns, Netns, run
 from topology import HOST_UPLINK, LAN_ADDR, Topology, VirtfwRunner, mac_of, ping, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
 
-BACKENDS = ("nftables", "iptables")
 BRIDGE = "virbr0"
 GATEWAY = "192.168.122.1"
 WEB_MAC = "52:54:00:12:34:50"
 WEB_IP = "192.168.122.50"
-
-_OUR_NS = re.compile(rf"^vfw[hlgd]{os.getpid()}x")
-
-
-def _our_namespaces() -> list[str]:
-    out = run(["ip", "netns", "list"], check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip() and _OUR_NS.match(line.split()[0])]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_namespace_left_behind():
-    yield
-    assert _our_namespaces() == [], "namespaces left behind"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import pytest
 
+from faults import Instant, Wrappers, describe, error_problems, group_alive
 from nsutil import Netns, Virtfw, add_port, dir_files, firewall_snapshot, netns, run, virtfw_argv
 
 pytestmark = pytest.mark.netns
@@ -56,7 +57,6 @@ BACKENDS = ("nftables", "iptables")
 NS_PREFIX = "vfwl"
 MAC = "52:54:00:00:00:{:02x}"
 WAIT = 20  # bound on every wait of the SIGKILL cases
-SLEEP = 4  # seconds a delayed wrapper sleeps; the test kills long before that
 
 # ---------------------------------------------------------------------------
 # filters (small, so the rollback loop stays short)
@@ -268,25 +268,6 @@ def dispatch_order_free(snap: dict) -> dict:
             result.extend(sorted(pending))
         out[view] = "\n".join(result)
     return out
-
-
-def error_problems(proc: subprocess.CompletedProcess) -> list[str]:
-    """What is wrong with the stderr of a refused command (contract: one error line)."""
-    problems = []
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    if proc.returncode != 1:
-        problems.append(f"exit status {proc.returncode}, expected 1")
-    if "Traceback" in proc.stderr:
-        problems.append("a Python traceback on stderr")
-    if len(lines) != 1 or not lines[0].startswith("error: "):
-        problems.append(f"stderr is not exactly one 'error: ' line: {proc.stderr!r}")
-    if "internal error" in proc.stderr:
-        problems.append(f"an internal error instead of a reasoned one: {proc.stderr.strip()!r}")
-    return problems
-
-
-def describe(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}; stdout {proc.stdout.strip()[-300:]!r}; stderr {proc.stderr.strip()[-500:]!r}"
 
 
 # ---------------------------------------------------------------------------
@@ -770,87 +751,6 @@ def _undo(lab: Lab, args: list[str]) -> None:
 # ---------------------------------------------------------------------------
 # 5. rollback: the Nth firewall tool call fails
 
-WRAPPED = (
-    "nft", "iptables", "ip6tables", "ebtables",
-    "iptables-save", "ip6tables-save", "ebtables-save",
-    "iptables-restore", "ip6tables-restore", "ebtables-restore",
-    "iptables-nft", "ip6tables-nft", "ebtables-nft",
-    "iptables-nft-save", "ip6tables-nft-save", "ebtables-nft-save",
-    "iptables-nft-restore", "ip6tables-nft-restore", "ebtables-nft-restore",
-    "iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "iptables-legacy-restore",
-    "ip6tables-legacy-save", "ip6tables-legacy-restore", "ebtables-legacy",
-)  # fmt: skip
-
-WRAPPER = r"""#!/bin/sh
-# virtfw nwfilter lifecycle test: wrapper for {tool}. Counts every call, fails or delays the chosen one.
-D={dir}
-exec 9>>"$D/lock"
-flock 9
-n=$(cat "$D/count" 2>/dev/null)
-n=$(( ${{n:-0}} + 1 ))
-echo "$n" > "$D/count"
-printf '%s\t%s\n' "$n" "{tool} $*" >> "$D/log"
-flock -u 9
-exec 9>&-
-if [ "$n" = "$(cat "$D/fail_at")" ]; then
-    echo "injected failure of {tool} (call $n)" >&2
-    exit 1
-fi
-if [ "$n" = "$(cat "$D/sleep_before")" ]; then
-    echo "$n before" > "$D/marker.tmp" && mv "$D/marker.tmp" "$D/marker"
-    sleep {sleep}
-fi
-if [ "$n" = "$(cat "$D/sleep_after")" ]; then
-    {real} "$@"
-    rc=$?
-    echo "$n after $rc" > "$D/marker.tmp" && mv "$D/marker.tmp" "$D/marker"
-    sleep {sleep}
-    exit $rc
-fi
-exec {real} "$@"
-"""
-
-
-class Wrappers:
-    """A PATH directory of counting wrappers; ``arm()`` chooses what the next run's calls do."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root
-        self.bin = root / "bin"
-        self.bin.mkdir(parents=True)
-        original = os.environ["PATH"]
-        found_any = False
-        for tool in WRAPPED:
-            real = subprocess.run(["sh", "-c", 'command -v "$1"', "sh", tool], capture_output=True, text=True,
-                                  env={**os.environ, "PATH": original}).stdout.strip()  # fmt: skip
-            if not real.startswith("/"):
-                continue
-            found_any = True
-            path = self.bin / tool
-            path.write_text(WRAPPER.format(tool=tool, dir=shlex.quote(str(root)), real=shlex.quote(real), sleep=SLEEP))
-            path.chmod(0o755)
-        assert found_any and (self.bin / "nft").exists(), "nft is needed"
-        self.env = {"PATH": f"{self.bin}:{original}"}
-        self.arm()
-
-    def arm(self, *, fail_at: int = 0, sleep_before: int = 0, sleep_after: int = 0) -> None:
-        for name, value in (("fail_at", fail_at), ("sleep_before", sleep_before), ("sleep_after", sleep_after)):
-            (self.dir / name).write_text(f"{value}\n")
-        for name in ("count", "log", "marker", "marker.tmp"):
-            (self.dir / name).unlink(missing_ok=True)
-
-    def calls(self) -> list[str]:
-        log = self.dir / "log"
-        if not log.exists():
-            return []
-        return [line.partition("\t")[2] for line in log.read_text().splitlines()]
-
-    def marker(self) -> str | None:
-        try:
-            return (self.dir / "marker").read_text().strip()
-        except FileNotFoundError:
-            return None
-
 
 @pytest.fixture
 def wrappers(tmp_path) -> Wrappers:
@@ -972,14 +872,6 @@ def _is_batch(call: str) -> bool:
     return words[0].endswith("-restore") or any(w in words for w in ("-A", "-I", "-N", "-D", "-X", "-F", "-E"))
 
 
-@dataclass
-class Instant:
-    label: str
-    sleep_before: int = 0
-    sleep_after: int = 0
-    poll_status: bool = False
-
-
 def instants(calls: list[str]) -> list[Instant]:
     found = [Instant("as soon as the binding's status file exists", poll_status=True),
              Instant(f"before call 1 ({calls[0]})", sleep_before=1)]  # fmt: skip
@@ -988,21 +880,6 @@ def instants(calls: list[str]) -> list[Instant]:
             found.append(Instant(f"before call {i} ({call}) runs", sleep_before=i))
             found.append(Instant(f"after call {i} ({call}) succeeded", sleep_after=i))
     return found
-
-
-def _group_alive(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def kill_at(lab: Lab, wrap: Wrappers, args: list[str], port: str, instant: Instant) -> str | None:
@@ -1035,7 +912,7 @@ def kill_at(lab: Lab, wrap: Wrappers, args: list[str], port: str, instant: Insta
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=WAIT)
         deadline = time.monotonic() + WAIT
-        while _group_alive(proc.pid):
+        while group_alive(proc.pid):
             assert time.monotonic() < deadline, f"process group {proc.pid} still alive"
             time.sleep(0.01)
     if problem is None and proc.returncode != -signal.SIGKILL:

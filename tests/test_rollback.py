@@ -39,7 +39,6 @@ import difflib
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import time
@@ -49,24 +48,13 @@ from pathlib import Path
 
 import pytest
 
+from faults import Instant, Wrappers, describe, error_problems, group_alive
 from nsutil import TESTDATA, Netns, Virtfw, netns, normalize_nft, ruleset, run, virtfw_argv
 
 pytestmark = pytest.mark.netns
 
 BACKENDS = ("nftables", "iptables")
-WRAPPED = (
-    "nft",
-    "iptables",
-    "ip6tables",
-    "iptables-restore",
-    "ip6tables-restore",
-    "iptables-save",
-    "ip6tables-save",
-    "ebtables",
-    "tc",
-)
 NS_PREFIX = "vfwr"
-SLEEP = 4  # seconds a delayed wrapper sleeps; the test kills long before it ends
 WAIT = 20  # bound on every wait for a marker or a process
 
 NAT_IPV6 = TESTDATA / "networkxml2firewalldata" / "nat-ipv6.xml"
@@ -81,90 +69,6 @@ SECOND_XML = """<network>
 
 # ---------------------------------------------------------------------------
 # wrappers
-
-
-WRAPPER = r"""#!/bin/sh
-# virtfw rollback test: wrapper for {tool}.
-# Counts every call in the shared counter, logs it, and fails or delays the chosen one.
-D={dir}
-REAL={real}
-exec 9>>"$D/lock"
-flock 9
-n=$(cat "$D/count" 2>/dev/null)
-n=$(( ${{n:-0}} + 1 ))
-echo "$n" > "$D/count"
-printf '%s\t%s\n' "$n" "{tool} $*" >> "$D/log"
-flock -u 9
-exec 9>&-
-if [ "$n" = "$(cat "$D/fail_at")" ]; then
-    echo "injected failure of {tool} (call $n)" >&2
-    exit 1
-fi
-if [ "$n" = "$(cat "$D/sleep_before")" ]; then
-    echo "$n before" > "$D/marker.tmp" && mv "$D/marker.tmp" "$D/marker"
-    sleep {sleep}
-fi
-if [ "$n" = "$(cat "$D/sleep_after")" ]; then
-    "$REAL" "$@"
-    rc=$?
-    echo "$n after $rc" > "$D/marker.tmp" && mv "$D/marker.tmp" "$D/marker"
-    sleep {sleep}
-    exit $rc
-fi
-exec "$REAL" "$@"
-"""
-
-
-class Wrappers:
-    """The wrapper directory: ``arm()`` chooses what the next run's calls do."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root
-        self.bin = root / "bin"
-        self.tmp = root / "tmp"  # virtfw's TMPDIR: batch files of a killed run land here
-        self.bin.mkdir(parents=True)
-        self.tmp.mkdir()
-        original = os.environ["PATH"]
-        self.real: dict[str, str] = {}
-        for tool in WRAPPED:
-            found = subprocess.run(
-                ["sh", "-c", 'command -v "$1"', "sh", tool],
-                capture_output=True, text=True, env={**os.environ, "PATH": original},
-            ).stdout.strip()  # fmt: skip
-            if not found.startswith("/"):
-                continue  # not installed: virtfw will not find it either
-            self.real[tool] = found
-            path = self.bin / tool
-            path.write_text(WRAPPER.format(
-                tool=tool, dir=shlex.quote(str(root)), real=shlex.quote(found), sleep=SLEEP,
-            ))  # fmt: skip
-            path.chmod(0o755)
-        assert "nft" in self.real, "nft is needed"
-        self.env = {"PATH": f"{self.bin}:{original}", "TMPDIR": str(self.tmp)}
-        self.arm()
-
-    def arm(self, *, fail_at: int = 0, sleep_before: int = 0, sleep_after: int = 0) -> None:
-        for name, value in (("fail_at", fail_at), ("sleep_before", sleep_before), ("sleep_after", sleep_after)):
-            (self.dir / name).write_text(f"{value}\n")
-        for name in ("count", "log", "marker", "marker.tmp"):
-            (self.dir / name).unlink(missing_ok=True)
-
-    def calls(self) -> list[str]:
-        """The calls of the last run, in order: call N is ``calls()[N - 1]``."""
-        log = self.dir / "log"
-        if not log.exists():
-            return []
-        out = []
-        for line in log.read_text().splitlines():
-            _, _, call = line.partition("\t")
-            out.append(call.replace(str(self.tmp), "$TMPDIR"))
-        return out
-
-    def marker(self) -> str | None:
-        try:
-            return (self.dir / "marker").read_text().strip()
-        except FileNotFoundError:
-            return None
 
 
 # ---------------------------------------------------------------------------
@@ -260,29 +164,12 @@ def diff(expected: dict[str, object], actual: dict[str, object], names: tuple[st
     return "\n".join(parts)
 
 
-def error_problems(proc: subprocess.CompletedProcess) -> list[str]:
-    """What is wrong with the stderr of a failed command (contract: one error line)."""
-    problems = []
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    if "Traceback" in proc.stderr:
-        problems.append("a Python traceback on stderr")
-    if len(lines) != 1 or not lines[0].startswith("error: "):
-        problems.append(f"stderr is not exactly one 'error: ' line: {proc.stderr!r}")
-    if "internal error" in proc.stderr:
-        problems.append(f"an internal error instead of a reasoned one: {proc.stderr.strip()!r}")
-    return problems
-
-
 def status_state(vf: Virtfw, name: str) -> str | None:
     path = vf.state_dir / "networks" / f"{name}.json"
     try:
         return json.loads(path.read_text()).get("state")
     except (OSError, ValueError) as exc:
         return f"<unreadable: {exc}>"
-
-
-def describe(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}; stdout {proc.stdout.strip()!r}; stderr {proc.stderr.strip()!r}"
 
 
 # ---------------------------------------------------------------------------
@@ -463,14 +350,6 @@ def _is_batch(call: str) -> bool:
     return words[0].endswith("-restore")
 
 
-@dataclass
-class Instant:
-    label: str
-    sleep_before: int = 0
-    sleep_after: int = 0
-    poll_status: bool = False  # kill as soon as the status (intent) file exists
-
-
 def instants(calls: list[str]) -> list[Instant]:
     found = [
         Instant("as soon as the status intent file exists (polled)", poll_status=True),
@@ -481,21 +360,6 @@ def instants(calls: list[str]) -> list[Instant]:
             found.append(Instant(f"before batch call {i} ({call}) runs the real tool", sleep_before=i))
             found.append(Instant(f"after batch call {i} ({call}) succeeded, before virtfw records it", sleep_after=i))
     return found
-
-
-def _group_alive(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def kill_at(ns: Netns, vf: Virtfw, wrap: Wrappers, args: list[str], name: str, instant: Instant) -> str | None:
@@ -533,8 +397,8 @@ def kill_at(ns: Netns, vf: Virtfw, wrap: Wrappers, args: list[str], name: str, i
             os.killpg(proc.pid, signal.SIGKILL)  # the python process and its wrapper children
         proc.wait(timeout=WAIT)
         deadline = time.monotonic() + WAIT
-        while _group_alive(proc.pid):
-            assert time.monotonic() < deadline, f"process group {proc.pid} still alive: {_group_alive(proc.pid)}"
+        while group_alive(proc.pid):
+            assert time.monotonic() < deadline, f"process group {proc.pid} still alive: {group_alive(proc.pid)}"
             time.sleep(0.01)
     if problem is None and proc.returncode != -signal.SIGKILL:
         problem = f"virtfw was not killed (exit {proc.returncode})"

@@ -9,35 +9,14 @@ saw, so NAT versus routing is visible.  Nothing runs in the root namespace.
 
 from __future__ import annotations
 
-import os
-import re
 
 import pytest
 
-from nsutil import run, ruleset
+from nsutil import our_namespaces, ruleset, run
 from topology import HOST_UPLINK, LAN_ADDR, Topology, ping, raw_rulesets, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
 
-BACKENDS = ("nftables", "iptables")
-
-_OUR_NS = re.compile(rf"^vfw[hlg]{os.getpid()}x")
-
-
-def _our_namespaces() -> list[str]:
-    out = run(["ip", "netns", "list"], check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip() and _OUR_NS.match(line.split()[0])]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_namespace_left_behind():
-    yield
-    assert _our_namespaces() == [], "namespaces left behind"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
 
 
 @pytest.fixture
@@ -49,7 +28,7 @@ def topo(tmp_path, backend):
         names = [t.host.name, t.lan.name]
         yield t
         names += [g.name for g in t.guests.values()]
-    left = set(names) & set(_our_namespaces())
+    left = set(names) & set(our_namespaces())
     assert not left, f"namespaces not deleted: {left}"
 
 

@@ -17,14 +17,12 @@ Nothing runs in the root namespace.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 import uuid
 
 import pytest
 
-from nsutil import filter_ruleset, run
+from nsutil import filter_ruleset, our_namespaces
 from topology import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -44,7 +42,6 @@ from topology import (
 
 pytestmark = pytest.mark.netns
 
-BACKENDS = ("nftables", "iptables")
 
 BRIDGE = "vfwnf1"
 GW = "192.168.131.1"
@@ -53,24 +50,6 @@ IP2 = "192.168.131.11"
 SPOOF_IP = "192.168.131.50"  # an address nobody on the bridge owns
 SPOOF_MAC = "52:54:00:de:ad:01"
 TIMEOUT = 1.0  # TCP connect timeout; a bridge answers in milliseconds
-
-_OUR_NS = re.compile(rf"^vfw[hlg]{os.getpid()}x")
-
-
-def _our_namespaces() -> list[str]:
-    out = run(["ip", "netns", "list"], check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip() and _OUR_NS.match(line.split()[0])]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_namespace_left_behind():
-    yield
-    assert _our_namespaces() == [], "namespaces left behind"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
 
 
 class Lab:
@@ -142,7 +121,7 @@ def lab(tmp_path, backend):
         lab = Lab(t)
         yield lab
         names += [g.name for g in t.guests.values()]
-    left = set(names) & set(_our_namespaces())
+    left = set(names) & set(our_namespaces())
     assert not left, f"namespaces not deleted: {left}"
 
 

@@ -292,16 +292,23 @@ class NftFilterBackend:
             layout = layer2_layout(rules, direction)
             body: list[str] = []
             chains[(ETHERNET, root)] = body
-            for entry in layout.root:
-                if isinstance(entry, Jump):
-                    body.append(f"{_jump_match(entry.chain)} jump {root}-{entry.chain}".strip())
-                else:
-                    body.extend(_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest))
-            for sub_name, sub_rules in layout.subchains.items():
-                chains[(ETHERNET, f"{root}-{sub_name}")] = [
+            subchains = {
+                name: [
                     text for rule in sub_rules
                     for text in _rule_text(rule, layer2_expr(rule, rule.direction == "inout" and to_guest), to_guest)
-                ]  # fmt: skip
+                ]
+                for name, sub_rules in layout.subchains.items()
+            }  # fmt: skip
+            for entry in layout.root:
+                if isinstance(entry, Jump):
+                    verdict = _bare_verdict(entry.chain, subchains[entry.chain])
+                    target = verdict or f"jump {root}-{entry.chain}"
+                    body.append(f"{_jump_match(entry.chain)} {target}".strip())
+                else:
+                    body.extend(_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest))
+            for sub_name, sub_body in subchains.items():
+                if not _bare_verdict(sub_name, sub_body):
+                    chains[(ETHERNET, f"{root}-{sub_name}")] = sub_body
             l3_body: list[str] = []
             for rule in layer3_rules(rules):
                 mirrored = to_guest if rule.direction == "inout" else (rule.direction == "out") == to_guest
@@ -522,6 +529,28 @@ class NftFilterBackend:
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
         return new or old
+
+
+_ETHER_NAMES = {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}
+
+
+def _bare_verdict(chain: str, body: list[str]) -> str | None:
+    """'accept'/'drop' when a sub-chain holds just that (perhaps behind the very
+    ethertype match its jump already made): then the jump can carry the verdict and
+    the chain need not exist: one chain and one rule less per port."""
+    if len(body) != 1:
+        return None
+    words = body[0].split()
+    if words[-1] not in ("accept", "drop"):
+        return None
+    if len(words) == 1:
+        return words[0]
+    kind = CHAIN_ETHERTYPE.get(chain_type(chain))
+    if len(words) == 4 and words[:2] == ["ether", "type"] and kind is not None:
+        value = _ETHER_NAMES.get(words[2]) or (int(words[2], 16) if words[2].startswith("0x") else None)
+        if value == kind:
+            return words[3]
+    return None
 
 
 def _jump_match(chain: str) -> str:
