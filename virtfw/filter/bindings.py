@@ -8,6 +8,8 @@ redefining a filter used by 500 bindings is still one batch per tool, all or non
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ class ActiveBinding:
 
     @property
     def binding(self) -> Binding:
+        fields = self.status.get("binding")
+        if fields:  # validated when the binding was created: no XML parsing on reload
+            return Binding(**fields)
         from virtfw.filter.xml import parse_binding
 
         return parse_binding(self.status["xml"], f"status of binding '{self.portdev}'")
@@ -122,6 +127,7 @@ class BindingManager:
                     statuses[port_rules.owner] = {
                         "portdev": binding.portdev,
                         "xml": format_binding(binding),
+                        "binding": dataclasses.asdict(binding),
                         "backend": backend.name,
                         "created": time.time(),
                         "state": "starting",
@@ -184,7 +190,7 @@ class BindingManager:
                 self._after_removal(backend, rebuild, leaving=portdev)
             if not self.runner.dry_run:
                 remove_file(self.records_dir / f"{portdev}.xml")
-                self._drop_leftovers(portdev)
+                self._drop_leftovers([portdev])
             self._drop(portdev)
 
     def _reinstall(self, backend: Backend, active: ActiveBinding) -> None:
@@ -194,12 +200,16 @@ class BindingManager:
         active.status["firewall"] = installed.removals[active.owner]
         self._save(active.status)
 
-    def _drop_leftovers(self, portdev: str) -> None:
-        """Temp files of a write that a killed process never finished renaming."""
+    def _drop_leftovers(self, portdevs: list[str]) -> None:
+        """Temp files of writes that a killed process never finished renaming
+        (one listing per folder, whatever the number of bindings)."""
         for folder, suffix in ((self.records_dir, "xml"), (self.status_dir, "json")):
-            if folder.is_dir():
-                for path in folder.glob(f".{portdev}.{suffix}.*"):
-                    remove_file(path)
+            if not folder.is_dir():
+                continue
+            prefixes = tuple(f".{portdev}.{suffix}." for portdev in portdevs)
+            for name in os.listdir(folder):
+                if name.startswith(prefixes):
+                    remove_file(folder / name)
 
     def users_of(self, filter_name: str) -> list[ActiveBinding]:
         """Active bindings whose filter tree uses ``filter_name``, directly or not."""
@@ -322,8 +332,7 @@ class BindingManager:
 
             write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
         if not self.runner.dry_run:
-            for active in actives:
-                self._drop_leftovers(active.portdev)
+            self._drop_leftovers([active.portdev for active in actives])
         backend = load_filter_backend(actives[0].status["backend"])
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(actives, "Re-instantiating bindings")]
         installed = backend.install(self.runner, ports, rebuild=True)

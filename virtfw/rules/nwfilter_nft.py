@@ -365,11 +365,11 @@ class NftFilterBackend:
 
     @staticmethod
     def _base_present(runner: Runner) -> bool:
-        result = runner.run(["nft", "-j", "list", "tables", "bridge"], change=False, check=False)
-        if result.returncode != 0 or runner.dry_run:
-            return False
-        names = {item["table"]["name"] for item in json.loads(result.stdout or "{}").get("nftables", []) if "table" in item}
-        return set(TABLES) <= names
+        """Both dispatching hook chains exist. Listing just those is cheap; nft 1.0.6
+        fetches every rule of the ruleset for 'list tables', 0.5 s next to 1,000 ports."""
+        query = "".join(f"list chain bridge {table} prerouting\n" for table in TABLES)
+        result = runner.run(["nft", "-f", "-"], stdin=query, change=False, check=False)
+        return result.returncode == 0 and not runner.dry_run
 
     @staticmethod
     def _elements(port: str, tables=TABLES) -> list[list[str]]:
