@@ -166,25 +166,40 @@ class EbiptablesFilterBackend:
             roots |= {c for c in model.chains if c.startswith("virtfw-") and c[7:8] in EB_PREFIXES and c[8:9] == "-"}
         planned = {c for _, plan in plans if plan.ebtables for c in plan.ebtables.chains}
         hooked_before = {b for b in tool.builtins if any(str(target_of(s)).startswith("virtfw-") for s in model.rules(b))}
+        # A hook that stays exactly as it is, and a chain that is rebuilt under the same
+        # name, are kept (the chain emptied and refilled) rather than deleted and made
+        # again: each '-D' of a hook makes ebtables search the whole builtin chain, which
+        # made a reload of N ports cost N squared. The batch is one transaction either way.
+        wanted_hooks = {
+            (builtin, restore_line(args)) for _, plan in plans if plan.ebtables for builtin, args in plan.ebtables.hooks
+        }
+        kept_hooks: set[tuple[str, str]] = set()
         for builtin in tool.builtins:
-            batch.delete_rules(builtin, lambda spec: target_of(spec) in roots)
+            for spec in model.rules(builtin):
+                if (builtin, spec) in wanted_hooks and model.has(str(target_of(spec))):
+                    kept_hooks.add((builtin, spec))
+            batch.delete_rules(builtin, lambda spec, b=builtin: target_of(spec) in roots and (b, spec) not in kept_hooks)
         doomed = self._descendants(model, [r for r in sorted(roots) if model.has(r)])
         doomed += [c for c in sorted(planned) if model.has(c) and c not in doomed]
+        kept_chains = {c for c in doomed if c in planned}
         for chain in doomed:
             batch.flush(chain)
         for chain in doomed:
-            batch.delete_chain(chain)
+            if chain not in kept_chains:
+                batch.delete_chain(chain)
         removals: dict[str, list[str]] = {}
         for owner, plan in plans:
             eb = plan.ebtables
             if eb is None:
                 continue
             for chain in eb.chains:
-                batch.new_chain(chain)
+                if chain not in kept_chains:
+                    batch.new_chain(chain)
             for rule in eb.rules:
                 batch.append(rule[1], rule[2:])
             for builtin, args in eb.hooks:
-                batch.append(builtin, args)
+                if (builtin, restore_line(args)) not in kept_hooks:
+                    batch.append(builtin, args)
             removals[owner] = (
                 [f"-D {builtin} {restore_line(args)}" for builtin, args in eb.hooks]
                 + [f"-F {c}" for c in eb.chains]
