@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from virtfw.errors import VirtfwError
@@ -24,6 +23,8 @@ def shipped_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "etc"
     if (checkout / "network.conf").is_file():
         return checkout
+    from importlib import resources  # pulls in zipfile: only for installed wheels
+
     return Path(str(resources.files("virtfw") / "shipped"))
 
 

@@ -28,6 +28,14 @@ class AppContext:
             self._backend = select_backend(self.config.requested_backend())
         return self._backend
 
+    def backend_name(self) -> str:
+        """The chosen backend's name; bindings load their own backend module by it."""
+        if self._backend is not None:
+            return self._backend.name
+        from virtfw.rules.backend import select_backend_name
+
+        return select_backend_name(self.config.requested_backend())
+
     def networks(self):
         from virtfw.net.manager import NetworkManager
 
@@ -50,7 +58,7 @@ class AppContext:
 
         from virtfw.cli.output import progress
 
-        backend = self.backend.name if need_backend else None
+        backend = self.backend_name() if need_backend else None
         manager = BindingManager(self.config, self.runner, store or self.filter_store(), backend)
         manager.progress = progress
         return manager

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from virtfw.errors import VirtfwError
-from virtfw.rules.model import RuleSet
-from virtfw.rules.runner import Runner
+
+if TYPE_CHECKING:  # the filter paths never need the network rule model
+    from virtfw.rules.model import RuleSet
+    from virtfw.rules.runner import Runner
 
 # A removal record: JSON-able, holding the exact commands that undo an install.
 Removal = dict
@@ -58,16 +60,21 @@ TOOLS = {"nftables": "nft", "iptables": "iptables"}
 
 def select_backend(requested: str | None) -> Backend:
     """The requested backend if its tool exists, else the first available one."""
+    return load_backend(select_backend_name(requested))
+
+
+def select_backend_name(requested: str | None) -> str:
+    """Which backend :func:`select_backend` would load, without importing it."""
     if requested:
         if shutil.which(TOOLS[requested]) is None:
             raise VirtfwError(
                 f"requested firewall_backend '{requested}' is not available: "
                 f"{TOOLS[requested]} not found on PATH"
             )
-        return load_backend(requested)
+        return requested
     for name, tool in TOOLS.items():
         if shutil.which(tool):
-            return load_backend(name)
+            return name
     raise VirtfwError("could not find a usable firewall backend: install nftables or iptables")
 
 
