@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nsutil import BACKENDS, our_namespaces  # noqa: E402
+from nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces  # noqa: E402
 
 
 @pytest.fixture(params=BACKENDS)
@@ -22,15 +22,19 @@ def _no_namespace_left_behind():
         assert our_namespaces() == [], "namespaces left behind"
 
 
-# --- networks conformance summary (tests/test_conformance_networks.py) ---------------
+# --- conformance summaries: "networks conformance: N/M cases identical" -----------------
 
-_NETWORK_CONFORMANCE = "test_conformance_networks.py::test_ruleset_matches_libvirt["
-_network_outcomes: dict[str, str] = {}
+_CONFORMANCE = {
+    "test_conformance_networks.py::test_ruleset_matches_libvirt[": "networks conformance",
+    "test_conformance_nwfilter.py::test_ruleset_matches_libvirt[": "nwfilter conformance",
+}
+_outcomes: dict[str, dict[str, str]] = {}
 
 
 def pytest_runtest_logreport(report) -> None:
-    """Record one outcome per (case, backend) of the networks conformance test."""
-    if _NETWORK_CONFORMANCE not in report.nodeid:
+    """Record one outcome per case of each conformance test."""
+    label = next((label for key, label in _CONFORMANCE.items() if key in report.nodeid), None)
+    if label is None:
         return
     if hasattr(report, "wasxfail"):
         outcome = "known difference" if report.skipped else "failed"  # strict xpass fails
@@ -42,18 +46,18 @@ def pytest_runtest_logreport(report) -> None:
         outcome = "identical"
     else:
         return
+    seen = _outcomes.setdefault(label, {})
     # a failure in teardown after a passing call still counts as failed
-    if _network_outcomes.get(report.nodeid) in (None, "identical"):
-        _network_outcomes[report.nodeid] = outcome
+    if seen.get(report.nodeid) in (None, "identical"):
+        seen[report.nodeid] = outcome
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Print "networks conformance: N/M cases identical" when that test ran."""
-    if not _network_outcomes:
-        return
-    counts: dict[str, int] = {}
-    for outcome in _network_outcomes.values():
-        counts[outcome] = counts.get(outcome, 0) + 1
-    others = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()) if what != "identical")
-    line = f"networks conformance: {counts.get('identical', 0)}/{len(_network_outcomes)} cases identical"
-    terminalreporter.write_line(line + (f" ({others})" if others else ""))
+    for label, seen in _outcomes.items():
+        counts: dict[str, int] = {}
+        for outcome in seen.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+        others = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()) if what != "identical")
+        line = f"{label}: {counts.get('identical', 0)}/{len(seen)} cases identical"
+        note = CONFORMANCE_NOTES.get(label)
+        terminalreporter.write_line(line + (f" ({others})" if others else "") + (f" [{note}]" if note else ""))

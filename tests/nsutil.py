@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,12 +75,35 @@ def netns(prefix: str = "vfw") -> Iterator[Netns]:
 
 BACKENDS = ("nftables", "iptables")
 
+# label -> text shown after a conformance summary line (see conftest)
+CONFORMANCE_NOTES: dict[str, str] = {}
+
 
 def our_namespaces() -> list[str]:
     """Namespaces this test process created (named PREFIX<pid>x...) that still exist."""
     mine = re.compile(rf"^vfw[A-Za-z]*{os.getpid()}x")
     out = run(["ip", "netns", "list"], check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip() and mine.match(line.split()[0])]
+
+
+def read_commands(path: Path) -> list[list[str]]:
+    """The commands of a libvirt expected-output file, each as an argv.
+
+    One argument per line, continued with `` \\``; shell quoting only where a shell needs
+    it (``'!'``, ``'{ ... }'``), and some lines hold two arguments (nft's ``-ae insert``),
+    so each command's lines are joined and split with :func:`shlex.split`.
+    """
+    commands: list[list[str]] = []
+    pending: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.endswith(" \\"):
+            pending.append(line[:-2])
+            continue
+        pending.append(line)
+        commands.append(shlex.split(" ".join(pending)))
+        pending = []
+    assert not pending, f"{path}: last command continues past the end of the file"
+    return commands
 
 
 def kill_namespace_processes(name: str) -> None:

@@ -32,14 +32,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nsutil import TESTDATA, Netns, Virtfw, netns, normalize_iptables_save, normalize_nft, run, ruleset, virtfw_argv
+from nsutil import netns, Netns, normalize_iptables_save, normalize_nft, read_commands, ruleset, run, TESTDATA, Virtfw, virtfw_argv
 
 DATA = TESTDATA / "networkxml2firewalldata"
 
@@ -74,26 +73,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {}
 
 #: What a dry-run batch must mention for each backend (a name only virtfw's rules use).
 DRY_RUN_MARKER: dict[str, str] = {"nftables": "virtfw_network", "iptables": "VIRTFW_"}
-
-
-def read_commands(path: Path) -> list[list[str]]:
-    """The commands of a libvirt expected-output file, each as an argv.
-
-    One argument per line, continued with `` \\``; shell quoting only where a shell needs
-    it (``'!'``, ``'{ ... }'``), and some lines hold two arguments (nft's ``-ae insert``),
-    so each command's lines are joined and split with :func:`shlex.split`.
-    """
-    commands: list[list[str]] = []
-    pending: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.endswith(" \\"):
-            pending.append(line[:-2])
-            continue
-        pending.append(line)
-        commands.append(shlex.split(" ".join(pending)))
-        pending = []
-    assert not pending, f"{path}: last command continues past the end of the file"
-    return commands
 
 
 def is_query(argv: list[str]) -> bool:

@@ -29,7 +29,6 @@ import difflib
 import functools
 import os
 import re
-import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -40,7 +39,7 @@ if __name__ == "__main__":  # the fallback installer runs with only this folder 
 
 import pytest
 
-from nsutil import TESTDATA, Netns, Virtfw, netns, normalize_iptables_save, ruleset
+from nsutil import CONFORMANCE_NOTES, netns, Netns, normalize_iptables_save, read_commands, ruleset, TESTDATA, Virtfw
 
 DATA = TESTDATA / "nwfilterxml2firewalldata"
 PORT = "vnet0"
@@ -107,22 +106,6 @@ def ipt_renames(tool: str) -> list[list[str]]:
 
 
 # --- reading libvirt's data --------------------------------------------------------------
-
-
-def read_commands(path: Path) -> list[list[str]]:
-    """The commands of a libvirt expected-output file, each as an argv: one argument per
-    line, continued with `` \\``, shell-quoted where a shell would need it."""
-    commands: list[list[str]] = []
-    pending: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.endswith(" \\"):
-            pending.append(line[:-2])
-            continue
-        pending.append(line)
-        commands.append(shlex.split(" ".join(pending)))
-        pending = []
-    assert not pending, f"{path}: last command continues past the end of the file"
-    return commands
 
 
 def rename(arg: str) -> str:
@@ -310,44 +293,9 @@ def main(argv: list[str]) -> int:
 
 # --- tests -------------------------------------------------------------------------------
 
-_outcomes: dict[str, str] = {}
-
-
-class _Summary:
-    """Prints "nwfilter conformance: N/M cases identical" at the end of the run."""
-
-    def pytest_runtest_logreport(self, report) -> None:
-        if "test_conformance_nwfilter.py::test_ruleset_matches_libvirt[" not in report.nodeid:
-            return
-        if hasattr(report, "wasxfail"):
-            outcome = "known difference" if report.skipped else "failed"
-        elif report.failed:
-            outcome = "failed"
-        elif report.skipped:
-            outcome = "skipped"
-        elif report.when == "call":
-            outcome = "identical"
-        else:
-            return
-        if _outcomes.get(report.nodeid) in (None, "identical"):
-            _outcomes[report.nodeid] = outcome
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not _outcomes:
-            return
-        counts: dict[str, int] = {}
-        for outcome in _outcomes.values():
-            counts[outcome] = counts.get(outcome, 0) + 1
-        others = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()) if what != "identical")
-        line = f"nwfilter conformance: {counts.get('identical', 0)}/{len(_outcomes)} cases identical"
-        terminalreporter.write_line(line + (f" ({others})" if others else "") + f" [installed via {via()}]")
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _summary(request):
-    plugin = _Summary()
-    if not request.config.pluginmanager.has_plugin("virtfw-nwfilter-summary"):
-        request.config.pluginmanager.register(plugin, "virtfw-nwfilter-summary")
+def _summary_note():
+    CONFORMANCE_NOTES["nwfilter conformance"] = f"installed via {via()}"
     yield
 
 
