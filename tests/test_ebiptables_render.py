@@ -377,15 +377,52 @@ def test_records_are_handed_over_before_anything_is_applied() -> None:
 
 
 @pytest.mark.netns
-def test_thousand_ports_in_one_batch_per_tool() -> None:
+def test_thousand_ports_in_a_few_batches_per_tool() -> None:
+    """Not one process per rule: iptables and ip6tables get one batch each, ebtables one
+    per segment of about EB_SEGMENT_LINES lines."""
     with netns("vfwU") as ns:
         out = in_ns(ns, (
+            "from virtfw.rules.ebiptables import EB_SEGMENT_LINES\n"
             "ports = [port(demo_rules(), f'tap{i}') for i in range(1000)]\n"
             "installed = backend.install(runner, ports)\n"
-            "print(len(installed.removals), [a[0] for a in runner.log if a[0].endswith('-restore')])\n"
+            "calls = [a[0] for a in runner.log if a[0].endswith('-restore')]\n"
+            "print(json.dumps([len(installed.removals), calls, EB_SEGMENT_LINES]))\n"
         ))
-        assert out.strip() == "1000 ['ebtables-restore', 'iptables-restore', 'ip6tables-restore']"
+        removals, calls, segment = json.loads(out)
+        assert removals == 1000
+        assert calls.count("iptables-restore") == calls.count("ip6tables-restore") == 1
+        saved = ns.sh("ebtables-save")
+        eb_lines = 2 * saved.count("\n:") + saved.count("\n-A ")  # a chain: -N and -F/-X
+        assert 2 <= calls.count("ebtables-restore") <= eb_lines // segment + 2
         assert ns.sh("iptables-save").count("-A virtfw-in-post ") == 1000
+
+
+@pytest.mark.netns
+def test_a_failed_segment_takes_back_the_segments_before_it() -> None:
+    """Segments are separate transactions: when the third ebtables batch of a reload
+    fails, the two applied before it are undone and every port keeps its old rules."""
+    with netns("vfwU") as ns:
+        in_ns(ns, "backend.install(runner, [port(demo_rules(), f'tap{i}') for i in range(60)])\n")
+        before = snapshot(ns)
+        out = in_ns(ns, (
+            "import virtfw.rules.ebiptables as eb\n"
+            "from virtfw.errors import ToolError\n"
+            "eb.EB_SEGMENT_LINES = 200\n"
+            "calls = []\n"
+            "real = runner.run\n"
+            "def run(argv, **kw):\n"
+            "    calls.append(argv[0])\n"
+            "    if argv[0] == 'ebtables-restore' and calls.count('ebtables-restore') == 3:\n"
+            "        raise ToolError(argv, 1, 'injected')\n"
+            "    return real(argv, **kw)\n"
+            "runner.run = run\n"
+            "try:\n"
+            "    backend.install(runner, [port(demo_rules(1), f'tap{i}') for i in range(60)], rebuild=True)\n"
+            "except ToolError:\n"
+            "    print('failed', calls.count('ebtables-restore'))\n"
+        ))
+        assert out.split()[0] == "failed" and int(out.split()[1]) == 5  # 2 applied, 1 failed, 2 undone
+        assert snapshot(ns) == before
 
 
 @pytest.mark.netns

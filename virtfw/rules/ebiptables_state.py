@@ -107,6 +107,7 @@ class Batch:
     model: Table
     lines: list[str] = field(default_factory=list)
     undo: list[str] = field(default_factory=list)  # inverse lines, newest first when read reversed
+    cuts: list[tuple[int, int]] = field(default_factory=list)  # segment ends: (lines, undo) lengths
 
     # --- queueing operations ---
 
@@ -158,6 +159,30 @@ class Batch:
     def delete_rules(self, chain: str, predicate) -> None:
         for spec in [s for s in self.model.rules(chain) if predicate(s)]:
             self.delete_rule(chain, spec)
+
+    # --- segments ---
+
+    def cut(self) -> None:
+        """End a segment here: what was queued since the last cut becomes one restore
+        call (one transaction) of its own."""
+        if not self.cuts or self.cuts[-1][0] < len(self.lines):
+            self.cuts.append((len(self.lines), len(self.undo)))
+
+    def since_cut(self) -> int:
+        """Lines queued since the last cut."""
+        return len(self.lines) - (self.cuts[-1][0] if self.cuts else 0)
+
+    def segments(self) -> list[tuple[str, str]]:
+        """(batch text, its undo text) per segment, in the order they are to be applied."""
+        ends = [*self.cuts, (len(self.lines), len(self.undo))]
+        segments: list[tuple[str, str]] = []
+        start = (0, 0)
+        for end in ends:
+            if end[0] > start[0]:
+                lines, undo = self.lines[start[0] : end[0]], self.undo[start[1] : end[1]]
+                segments.append((restore_text(self.table, lines), restore_text(self.table, reversed(undo))))
+            start = end
+        return segments
 
     # --- output ---
 
