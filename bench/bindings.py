@@ -12,7 +12,11 @@ guest ports (dummy links, else ifb, else veth), with fresh config and state dirs
       clean-traffic with its own MAC and IP: total, and mean per call (also over the
       first and the last 10 calls, which shows whether a call gets dearer as bindings
       pile up);
-  (b) one ``virtfw reload``, which re-instantiates all N bindings (median of R);
+  (b) one ``virtfw reload``, which re-installs all N bindings (median of R): from their
+      records where a binding's inputs (its fields, its filter tree, the rendering code)
+      are unchanged, else instantiated and rendered anew; also the same reload after
+      ``nft flush ruleset`` (everything made anew), and ``nwfilter-define`` of the
+      (unchanged) filter all N use, which instantiates and renders every one of them;
   (c) the (N+1)th binding-create, and its binding-delete (medians of R: create, time,
       delete, again); for (b) and (c) one more run each with timing wrappers (those of
       bench/net_start.py) in front of the firewall tools says how much of the command
@@ -468,6 +472,19 @@ class Bench:
             fig.values["reload_tool_calls"] = calls
             if self.profile:
                 self.cprofile(ns, f"virtfw reload of {n} bindings [{backend}]", vf.args("reload"))
+            # (b) the same after a flush of the whole ruleset (everything is made anew), and a
+            # re-instantiation of every binding (nwfilter-define of the filter they use,
+            # unchanged: each binding is instantiated and rendered again, one transaction)
+            flushed = []
+            for _ in range(self.repeat):
+                ns.run(["nft", "flush", "ruleset"])
+                flushed.append(ns.timed_ok(vf.argv("reload"), env=self.env))
+            fig.values["reload_flushed"] = statistics.median(flushed)
+            shipped = str(ROOT / "etc" / "nwfilter" / f"{FILTER}.xml")
+            fig.values["redefine"] = statistics.median(
+                ns.timed_ok(vf.argv("nwfilter-define", shipped), env=self.env) for _ in range(self.repeat))
+            if ruleset_digest(ns) != digest:
+                fig.notes.append("WARNING: reload after a flush, or the redefinition, changed the ruleset")
             # (c)
             creates, deletes = [], []
             for _ in range(self.repeat):
@@ -652,6 +669,9 @@ def report(backend: str, counts: list[int], figs: dict[int, Figures], replay: di
         ("    of which firewall tools, ms", cells(lambda n: ms(v(n, "reload_tools"))),
          "(one more run, timing wrappers on PATH)"),
         ("    tool calls", cells(lambda n: count(v(n, "reload_tool_calls"))), ""),
+        ("    the same after 'nft flush ruleset', ms", cells(lambda n: ms(v(n, "reload_flushed"))), ""),
+        ("    nwfilter-define of the filter of all N, ms", cells(lambda n: ms(v(n, "redefine"))),
+         "(every binding instantiated and rendered again)"),
         ("(c) (N+1)th binding-create, ms", cells(lambda n: ms(v(n, "next_create"))),
          target(f"< {TARGETS['next_create_ms']:.0f} ms", next_ok)),
         ("    of which firewall tools, ms", cells(lambda n: ms(v(n, "next_create_tools"))), ""),

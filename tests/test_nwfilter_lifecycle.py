@@ -598,6 +598,29 @@ def test_reload_without_changes_changes_nothing(labs, backend):
         assert not port_view(lab.fw(), "vnet1") and not port_view(lab.fw(), "vnet2")
 
 
+def test_reload_takes_up_a_filter_edited_by_hand(labs, backend):
+    """reload re-installs unchanged bindings from their records, so it must notice a
+    filter file changed behind its back, also one that a binding only reaches through
+    a filterref, and one without a uuid."""
+    with labs.fresh("reload-edit") as lab:
+        lab.ports("vnet1", "vnet2")
+        lab.define(INNER_V1)
+        lab.define(OUTER)
+        lab.bind("vnet1", "lc-outer")
+        lab.bind("vnet2", "clean-traffic", {"IP": "10.0.0.7"})
+        before = lab.fw()
+        assert "0x1234" in port_text(before, "vnet1"), "control: the old protocol is installed"
+        lab("reload")
+        assert port_view(lab.fw(), "vnet1") == port_view(before, "vnet1"), "control: reload alone changes nothing"
+        edited = re.sub(r"\s*<uuid>[^<]*</uuid>", "", INNER_V2)
+        (lab.vf.config_dir / "nwfilter" / "lc-inner.xml").write_text(edited)
+        lab("reload")
+        after = lab.fw()
+        text = port_text(after, "vnet1")
+        assert "0x1235" in text and "0x1234" not in text, f"reload kept the rules of the old file:\n{text}"
+        assert port_view(after, "vnet2") == port_view(before, "vnet2"), "vnet2 (not a user) changed"
+
+
 # ---------------------------------------------------------------------------
 # 4. bad input
 

@@ -9,7 +9,10 @@ redefining a filter used by 500 bindings is still one batch per tool, all or non
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.filter.instantiate import binding_owner, instantiate, reachable
+from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.rules.backend import Backend, Installed, load_filter_backend
@@ -58,6 +61,8 @@ class BindingManager:
         self.status_dir = config.state_dir / "bindings"
         # Wraps long loops; the CLI puts a progress bar here on a terminal.
         self.progress: Callable[[list, str], Iterable] = lambda items, label: items
+        self._code_digests: dict[str, str] = {}  # backend name -> digest of its rendering code
+        self._tree_digests: dict[str, str] = {}  # filter name -> digest of its tree
 
     @property
     def backend(self) -> Backend:
@@ -121,6 +126,7 @@ class BindingManager:
                 seen.add(binding.portdev)
             ports = [instantiate(b, self.store.load) for b in self.progress(bindings, "Instantiating bindings")]
             backend = self.backend
+            digests = {binding_owner(b.portdev): self._digest(backend, b) for b in bindings}
             statuses = {}
             with Transaction() as tx:
                 for binding, port_rules in zip(bindings, ports):
@@ -136,7 +142,7 @@ class BindingManager:
                     tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
                 self._save_many(list(statuses.values()))
                 self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
-                self._install(tx, backend, ports, statuses, old={})
+                self._install(tx, backend, ports, statuses, digests, old={})
 
     # ---- records that outlive a reboot (the state dir does not) --------------
 
@@ -198,6 +204,7 @@ class BindingManager:
         base = read_json(self._base_path(backend.name))
         self._save_base(backend, backend.merge_base(base, installed.base))
         active.status["firewall"] = installed.removals[active.owner]
+        active.status["digest"] = self._digest(backend, active.binding)
         self._save(active.status)
 
     def _drop_leftovers(self, portdevs: list[str]) -> None:
@@ -237,9 +244,10 @@ class BindingManager:
             backend = load_filter_backend(name)
             ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
             statuses = {a.owner: a.status for a in group}
+            digests = {a.owner: self._digest(backend, a.binding) for a in group}
             old = {a.owner: a.status["firewall"] for a in group if a.status.get("firewall")}
             with Transaction() as tx:
-                self._install(tx, backend, ports, statuses, old=old)
+                self._install(tx, backend, ports, statuses, digests, old=old)
         return len(actives)
 
     def reload(self) -> int:
@@ -255,7 +263,7 @@ class BindingManager:
                     if active.status.get("firewall"):
                         old.remove(self.runner, active.status["firewall"])
                     active.status["backend"] = target.name
-                    active.status["firewall"] = None
+                    active.status["firewall"] = active.status["digest"] = None
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
             self._rebuild(actives)
@@ -281,8 +289,32 @@ class BindingManager:
 
     # ---- internals ----------------------------------------------------------
 
+    def _digest(self, backend: Backend, binding: Binding) -> str | None:
+        """What the rendering of ``binding`` depends on: its fields, its filter tree's
+        definitions and the code that renders them. None when the backend cannot install
+        a record again (``render_modules``)."""
+        modules = getattr(backend, "render_modules", None)
+        if not modules:
+            return None
+        code = self._code_digests.get(backend.name)
+        if code is None:
+            code = self._code_digests[backend.name] = _code_digest(
+                ("virtfw.filter.instantiate", "virtfw.filter.model", *modules))  # fmt: skip
+        tree = self._tree_digests.get(binding.filter)
+        if tree is None:
+            tree = self._tree_digests[binding.filter] = tree_digest(binding.filter, self.store.load)
+        inputs = json.dumps([code, tree, vars(binding)], sort_keys=True)  # fields: str, dict of lists
+        return hashlib.sha256(inputs.encode()).hexdigest()
+
     def _install(
-        self, tx: Transaction, backend: Backend, ports: list, statuses: dict[str, dict], *, old: dict
+        self,
+        tx: Transaction,
+        backend: Backend,
+        ports: list,
+        statuses: dict[str, dict],
+        digests: dict[str, str | None],
+        *,
+        old: dict,
     ) -> None:
         old_base = read_json(self._base_path(backend.name))
         tx.on_rollback("nwfilter base record", lambda: self._save_base(backend, old_base))
@@ -292,6 +324,7 @@ class BindingManager:
             self._save_base(backend, backend.merge_base(old_base, installed.base))
             for owner, removal in installed.removals.items():
                 statuses[owner]["firewall"] = removal
+                statuses[owner]["digest"] = digests.get(owner)
             self._save_many([statuses[owner] for owner in installed.removals])
 
         def restore_statuses() -> None:
@@ -334,18 +367,41 @@ class BindingManager:
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
         backend = load_filter_backend(actives[0].status["backend"])
-        ports = [instantiate(a.binding, self.store.load) for a in self.progress(actives, "Re-instantiating bindings")]
-        installed = backend.install(self.runner, ports, rebuild=True)
+        digests = {a.owner: self._digest(backend, a.binding) for a in actives}
+        # A binding whose record was rendered by this code from these very inputs is
+        # installed again from its record; only the others are instantiated and rendered.
+        reuse = {
+            a.owner: a.status["firewall"] for a in actives
+            if digests[a.owner] and a.status.get("digest") == digests[a.owner]
+            and a.status.get("firewall") and a.status.get("state") == "active"
+        }  # fmt: skip
+        todo = [a for a in actives if a.owner not in reuse]
+        ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
+        extra = {"reuse": reuse} if reuse else {}
+        installed = backend.install(self.runner, ports, rebuild=True, **extra)
         base = read_json(self._base_path(backend.name))
         self._save_base(backend, backend.merge_base(base, installed.base))
         changed = []
         for active in actives:
-            before = (active.status.get("firewall"), active.status.get("state"))
+            before = (active.status.get("firewall"), active.status.get("state"), active.status.get("digest"))
             active.status["firewall"] = installed.removals[active.owner]
             active.status["state"] = "active"
-            if before != (active.status["firewall"], "active"):
+            active.status["digest"] = digests[active.owner]
+            if before != (active.status["firewall"], "active", digests[active.owner]):
                 changed.append(active.status)
         self._save_many(changed)  # a reload that changes no record writes no file
+
+
+def _code_digest(modules: Iterable[str]) -> str:
+    from importlib import import_module
+
+    from virtfw import __version__
+
+    digest = hashlib.sha256(__version__.encode())
+    for name in modules:
+        module = sys.modules.get(name) or import_module(name)
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:

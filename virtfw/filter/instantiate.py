@@ -60,6 +60,18 @@ def reachable(name: str, lookup: Lookup) -> set[str]:
     return seen
 
 
+def tree_digest(name: str, lookup: Lookup) -> str:
+    """A fingerprint of every definition in the tree rooted at ``name``: equal digests,
+    equal instantiations (for the same binding)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for each in sorted(reachable(name, lookup)):
+        filt = lookup(each)  # all but the uuid, which a file without one gets anew each time
+        digest.update(repr((filt.name, filt.chain, filt.priority, filt.entries)).encode())
+    return digest.hexdigest()
+
+
 def check_acyclic(root: Filter, lookup: Lookup) -> None:
     """Refuse a definition that would make the filterref graph cyclic, naming the cycle.
 

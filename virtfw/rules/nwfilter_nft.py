@@ -279,6 +279,9 @@ def _rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
 
 class NftFilterBackend:
     name = "nftables"
+    # The code a port's record depends on besides its PortRules: a record made by the
+    # same code from equal inputs can be installed again as it is (``reuse``).
+    render_modules = ("virtfw.rules.nwfilter_nft", "virtfw.rules.nwfilter_layout", "virtfw.rules.portrules")
 
     # ---- rendering ----------------------------------------------------------
 
@@ -376,6 +379,10 @@ class NftFilterBackend:
         return [[table, vmap, port, chain_names(port, direction)]
                 for table in tables for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
 
+    @staticmethod
+    def _recorded_chains(record: Removal) -> dict[tuple[str, str], list[str]]:
+        return {(table, chain): list(record["texts"][f"{table} {chain}"]) for table, chain in record["chains"]}
+
     @classmethod
     def _record_elements(cls, record: Removal) -> list[list[str]]:
         return record.get("elements") or cls._elements(record["port"])
@@ -390,7 +397,14 @@ class NftFilterBackend:
         old: dict[str, Removal] | None = None,
         rebuild: bool = False,
         before_apply: Callable[[Installed], None] | None = None,
+        reuse: dict[str, Removal] | None = None,
     ) -> Installed:
+        """Install (or replace) the filters of ``ports`` in one nft batch.
+
+        ``reuse``: owner -> a record this backend made earlier from the same rules (the
+        caller knows their inputs did not change): installed again from its chain texts,
+        without rendering. ``rebuild``: the tables are made anew, holding only these.
+        """
         old = old or {}
         # The tables, maps and dispatching hook chains: (re)made only when missing, since
         # re-adding the hook rules makes nft read back chains of a large ruleset.
@@ -399,9 +413,10 @@ class NftFilterBackend:
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
         added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
-        for port_rules in ports:
-            port_chains, record = self._port_chains(port_rules)
-            previous = old.get(port_rules.owner)
+        rendered = [(pr.owner, *self._port_chains(pr)) for pr in ports]
+        rendered += [(owner, self._recorded_chains(record), record) for owner, record in (reuse or {}).items()]
+        for owner, port_chains, record in rendered:
+            previous = old.get(owner)
             elements = record["elements"]
             if previous is not None and not rebuild:
                 # replaced in place: the port's chains are emptied and refilled in this same
@@ -415,7 +430,7 @@ class NftFilterBackend:
             for table, vmap, key, chain in elements:
                 added.setdefault((table, vmap), []).append(f"{key} : jump {chain}")
             chains.update(port_chains)
-            installed.removals[port_rules.owner] = record
+            installed.removals[owner] = record
         lines += self._blocks(chains)
         for (table, vmap), entries in added.items():
             lines.append(f"add element bridge {table} {vmap} {{ {', '.join(entries)} }}")
