@@ -16,7 +16,6 @@ parameters, and a ``match='no'`` libvirt would silently undo.
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 
 from lxml import etree
 
@@ -117,18 +116,24 @@ def _integer(where: _Located, attr: str, text: str, low: int, high: int) -> int:
     return number
 
 
+def _new_uuid() -> str:
+    import uuid  # only for filters without one: the module costs start-up time
+
+    return str(uuid.uuid4())
+
+
 def _filter_uuid(origin: str, root: etree._Element) -> tuple[str, bool]:
     """The filter's UUID, or a new one (and True) when absent or empty, as libvirt does."""
     elements = root.findall("uuid")
     if len(elements) > 1:
         raise _Located(origin, elements[1]).fail("only one <uuid> is allowed")
     if not elements:
-        return str(uuidlib.uuid4()), True
+        return _new_uuid(), True
     where = _Located(origin, elements[0])
     where.check_known(())
     text = (elements[0].text or "").strip()
     if not text:
-        return str(uuidlib.uuid4()), True
+        return _new_uuid(), True
     return _uuid(where, text), False
 
 
@@ -136,7 +141,8 @@ def _uuid(where: _Located, text: str) -> str:
     digits = text.replace("-", "")
     if len(digits) != 32 or any(c not in "0123456789abcdefABCDEF" for c in digits):
         raise where.fail(f"'{schema.show_value(text)}' is not a UUID")
-    return str(uuidlib.UUID(hex=digits))
+    digits = digits.lower()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _rule(origin: str, element: etree._Element) -> FilterRule:
