@@ -426,6 +426,33 @@ def test_a_failed_segment_takes_back_the_segments_before_it() -> None:
 
 
 @pytest.mark.netns
+def test_new_ports_skip_reading_ebtables_unless_a_chain_is_left_over() -> None:
+    """With ``new_ports`` the ebtables table is not read before the batch; a leftover
+    chain of the new port makes that batch fail whole, and the install is computed
+    again from the live table, removing the leftover."""
+    with netns("vfwU") as ns:
+        in_ns(ns, "backend.install(runner, [port(demo_rules(), 'tap0'), port(demo_rules(), 'tap1')])\n")
+        clean = snapshot(ns)
+        in_ns(ns, "backend.remove(runner, {'backend': 'iptables', 'kind': 'nwfilter', 'port': 'tap1', "
+                  "'ebtables': {'nat': ['-D PREROUTING -i tap1 -j virtfw-I-tap1', '-D POSTROUTING -o tap1 -j virtfw-O-tap1', "
+                  "'-F virtfw-I-tap1', '-F virtfw-O-tap1', '-X virtfw-I-tap1', '-X virtfw-O-tap1']}})\n")
+        assert "virtfw-I-tap1" not in ns.sh("ebtables-save") and "I-tap1-" in ns.sh("ebtables-save"), (
+            "control: tap1's sub-chains are left over")
+        out = in_ns(ns, (
+            "backend.install(runner, [port(demo_rules(), 'tap1')], new_ports=True)\n"
+            "print(json.dumps([a[0] for a in runner.log]))\n"
+        ))
+        eb_calls = [call for call in json.loads(out) if call.startswith("ebtables")]
+        assert eb_calls[:3] == ["ebtables-restore", "ebtables-save", "ebtables-restore"], eb_calls
+        assert snapshot(ns) == clean
+        out = in_ns(ns, (
+            "backend.install(runner, [port(demo_rules(), 'tap2')], new_ports=True)\n"
+            "print(json.dumps([a[0] for a in runner.log]))\n"
+        ))
+        assert "ebtables-save" not in json.loads(out) and "virtfw-I-tap2" in ns.sh("ebtables-save")
+
+
+@pytest.mark.netns
 def test_dry_run_applies_nothing() -> None:
     with netns("vfwU") as ns:
         out = in_ns(ns, (

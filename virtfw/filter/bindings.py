@@ -142,7 +142,7 @@ class BindingManager:
                     tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
                 self._save_many(list(statuses.values()))
                 self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
-                self._install(tx, backend, ports, statuses, digests, old={})
+                self._install(tx, backend, ports, statuses, digests, old={}, new_ports=self._has_peers(backend, seen))
 
     # ---- records that outlive a reboot (the state dir does not) --------------
 
@@ -289,6 +289,20 @@ class BindingManager:
 
     # ---- internals ----------------------------------------------------------
 
+    def _has_peers(self, backend: Backend, creating: set[str]) -> bool:
+        """Whether another binding of ``backend`` is in place (its status says so): the
+        first one found ends the search, so this costs a directory listing, not a read
+        of every status."""
+        if not self.status_dir.is_dir():
+            return False
+        for name in sorted(os.listdir(self.status_dir)):
+            if not name.endswith(".json") or name[:-5] in creating:
+                continue
+            status = read_json(self.status_dir / name) or {}
+            if status.get("backend") == backend.name and status.get("state") == "active" and status.get("firewall"):
+                return True
+        return False
+
     def _digest(self, backend: Backend, binding: Binding) -> str | None:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
         definitions and the code that renders them. None when the backend cannot install
@@ -315,6 +329,7 @@ class BindingManager:
         digests: dict[str, str | None],
         *,
         old: dict,
+        new_ports: bool = False,
     ) -> None:
         old_base = read_json(self._base_path(backend.name))
         tx.on_rollback("nwfilter base record", lambda: self._save_base(backend, old_base))
@@ -336,7 +351,8 @@ class BindingManager:
                 self._save(status)
 
         tx.on_rollback("binding status", restore_statuses)
-        installed = backend.install(self.runner, ports, old=old, before_apply=record)
+        extra = {"new_ports": True} if new_ports else {}
+        installed = backend.install(self.runner, ports, old=old, before_apply=record, **extra)
         if not old:
             if installed.base:
                 tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))

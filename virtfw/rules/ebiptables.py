@@ -128,13 +128,35 @@ class EbiptablesFilterBackend:
         old: dict[str, Removal] | None = None,
         rebuild: bool = False,
         before_apply: Callable[[Installed], None] | None = None,
+        new_ports: bool = False,
     ) -> Installed:
         """Install (or replace) the filters of ``ports``: one batch per tool with work.
 
         ``old``: owner -> the current removal record of ports being replaced (their
         port's hooks and chains are replaced in the same batch). ``rebuild``: the result
         holds exactly ``ports``: every virtfw nwfilter hook and chain is rebuilt.
+        ``new_ports``: the caller's records say these ports have no rules of ours and
+        other bindings of this backend are in place (so are the ebtables hooks): the
+        ebtables table, which ebtables-save takes long to print next to thousands of
+        ports, is not read first. Should a chain of these ports exist after all, the
+        batch fails whole and the install is done again from the live table.
         """
+        if new_ports and not rebuild and not old:
+            try:
+                return self._install(runner, ports, {}, False, before_apply, read_ebtables=False)
+            except ToolError:
+                pass  # whatever was applied has been taken back
+        return self._install(runner, ports, old or {}, rebuild, before_apply, read_ebtables=True)
+
+    def _install(
+        self,
+        runner: Runner,
+        ports: list[PortRules],
+        old: dict[str, Removal],
+        rebuild: bool,
+        before_apply: Callable[[Installed], None] | None,
+        read_ebtables: bool,
+    ) -> Installed:
         seen: set[str] = set()
         for port_rules in ports:
             check_ifname(port_rules.port, "port device")
@@ -142,12 +164,16 @@ class EbiptablesFilterBackend:
                 raise VirtfwError(f"port device {port_rules.port} is given twice")
             seen.add(port_rules.port)
         plans: Plans = [(pr.owner, plan_port(pr)) for pr in ports]
-        old = old or {}
         teardown = set(seen) | {rec["port"] for rec in old.values() if isinstance(rec.get("port"), str)}
         works: list[_Work] = []
         for tool in TOOLS:
             wanted = any(self._uses(plan, tool) for _, plan in plans)
             if not (wanted or rebuild or any(tool.key in rec for rec in old.values())):
+                continue
+            if tool is EBTABLES and not read_ebtables:
+                work = self._eb_work(tool, None, plans, teardown, rebuild)
+                work.fresh = []  # the hooks of the other bindings are there
+                works.append(work)
                 continue
             text = runner.query(tool.save)
             live = parse_save(text.stdout, tool.table) if text.returncode == 0 else None

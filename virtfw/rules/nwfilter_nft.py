@@ -398,6 +398,7 @@ class NftFilterBackend:
         rebuild: bool = False,
         before_apply: Callable[[Installed], None] | None = None,
         reuse: dict[str, Removal] | None = None,
+        new_ports: bool = False,  # the ebtables backend's hint; nft reads nothing anyway
     ) -> Installed:
         """Install (or replace) the filters of ``ports`` in one nft batch.
 
