@@ -52,8 +52,7 @@ from virtfw.rules.ebiptables_render import (
     plan_port,
     restore_line,
 )
-from virtfw.rules.ebiptables_state import Batch, Table, parse_save, restore_text, target_of, tokens
-from virtfw.rules.iptables import GONE
+from virtfw.rules.ebiptables_state import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
 from virtfw.rules.names import check_ifname
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.appeared import drop_appeared

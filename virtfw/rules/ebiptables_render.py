@@ -25,8 +25,10 @@ Arguments are returned as lists; ``restore_line`` quotes them for ``*-restore``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 
 from virtfw.rules.portrules import PortRule, PortRules, Value
@@ -527,16 +529,17 @@ def plan_port(port_rules: PortRules) -> PortPlan:
 
 # --- restore syntax --------------------------------------------------------------------
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+.:/,!@%=^~[]")
+_PLAIN = re.compile(r"[A-Za-z0-9_\-+.:/,!@%=^~\[\]]+")
 
 
+@lru_cache(maxsize=65536)
 def quote(word: str) -> str:
     """One argument for an ``*-restore`` line: double quotes with backslash escapes,
     the only quoting xtables-restore understands (single quotes are literal)."""
-    if word and all(c in _PLAIN for c in word):
+    if _PLAIN.fullmatch(word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def restore_line(args: Sequence[str]) -> str:
-    return " ".join(quote(word) for word in args)
+    return " ".join(map(quote, args))

@@ -29,6 +29,7 @@ from virtfw.rules.model import (
     Verdict,
 )
 from virtfw.rules.appeared import drop_appeared
+from virtfw.rules.ebiptables_state import GONE
 from virtfw.rules.runner import Runner
 
 TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
@@ -56,7 +57,6 @@ HOOKS = (
 )
 TABLES = ("filter", "nat", "mangle")
 # What iptables says when the rule or chain to delete is not there (any more).
-GONE = ("does a matching rule exist", "does not exist", "No chain/target/match", "doesn't exist")
 NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 
 
