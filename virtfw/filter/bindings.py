@@ -4,6 +4,8 @@ Like networks, a binding's status file (state dir ``bindings/PORT.json``) is wri
 before anything changes, holding the removal commands the backend knows in advance,
 and completed after; it goes last on delete. Every change is one backend install:
 redefining a filter used by 500 bindings is still one batch per tool, all or none.
+A status also keeps a digest of what its rules were rendered from (see ``_digest``):
+``reload`` installs a binding whose digest still holds from its record, unrendered.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
 ``tearOldRules`` (see ``ebiptables_render`` for the rule facts), but as one
-``*-restore --noflush`` batch per tool for any number of ports, instead of one
-process per rule:
+``*-restore --noflush`` batch per tool for any number of ports (for ebtables, one per
+segment of a few thousand lines, see ``EB_SEGMENT_LINES``), instead of one process
+per rule:
 
 * each tool's live table is read once (``*-save``), and the batch is computed against
   it: whatever exists for the ports (hooks, root and sub-chains, the virtfw-in-post
@@ -15,7 +16,10 @@ process per rule:
   runs one command at a time; inside a batch a chain created by the batch cannot be
   renamed (ebtables-nft: ``CHAIN_RENAME failed (No such file or directory)``), and
   does not need to be, since nothing is visible before the commit;
-* a batch that fails changes nothing; the batches of earlier tools are then taken back
+* a large ebtables change is cut into segments between ports, each one transaction
+  holding both the removal of its ports' old rules and their new ones, so no port is
+  unfiltered between two segments either;
+* a batch that fails changes nothing; the batches of earlier tools (and segments) are then taken back
   exactly (each batch records the inverse of every operation at the position it
   applied to), which restores the old rules;
 * removal records are written before anything is applied (``before_apply``): they
