@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -173,6 +172,8 @@ def _ipv6(text: str) -> ipaddress.IPv6Address:
 
 
 def _parse_ipv6(text: str) -> Parsed:
+    import socket  # here only: importing it costs every command start-up time
+
     address = _ipv6(text)
     # the C library's spelling, as libvirt prints it (::ffff:10.1.2.3 stays dotted)
     return Parsed(address, socket.inet_ntop(socket.AF_INET6, address.packed))
