@@ -598,6 +598,24 @@ def test_reload_without_changes_changes_nothing(labs, backend):
         assert not port_view(lab.fw(), "vnet1") and not port_view(lab.fw(), "vnet2")
 
 
+def test_create_after_a_flush_installs_the_new_binding(labs, backend):
+    """A create next to other bindings does not look at the live tables first (their
+    records say the shared parts are there); after a flush they are not, and the
+    create must still install its binding whole."""
+    with labs.fresh("create-flushed") as lab:
+        lab.ports("vnet1", "vnet2")
+        lab.bind("vnet1", "clean-traffic", {"IP": "10.0.0.5"})
+        lab.ns.run(["nft", "flush", "ruleset"])
+        assert not port_view(lab.fw(), "vnet1"), "control: the flush removed vnet1's rules"
+        lab.bind("vnet2", "clean-traffic", {"IP": "10.0.0.6"})
+        assert port_view(lab.fw(), "vnet2"), "vnet2's rules are not installed"
+        proc = lab("verify", check=False)
+        assert proc.returncode == 3 and "vnet1" in proc.stdout + proc.stderr, describe(proc)
+        assert "binding vnet2" not in proc.stdout + proc.stderr, f"vnet2 is incomplete:\n{proc.stdout}"
+        lab("reload")
+        assert lab("verify", check=False).returncode == 0
+
+
 def test_reload_takes_up_a_filter_edited_by_hand(labs, backend):
     """reload re-installs unchanged bindings from their records, so it must notice a
     filter file changed behind its back, also one that a binding only reaches through

@@ -29,9 +29,12 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # imported when completing only: every command would pay for it
+    from click.shell_completion import CompletionItem
 
 __all__ = [
     "complete_active_networks",
@@ -112,6 +115,8 @@ def _stems(folder: Path | None, suffix: str, pattern: re.Pattern[str]) -> set[st
 
 
 def _items(names: Iterable[str], incomplete: str, helps: dict[str, str] | None = None) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     helps = helps or {}
     return [
         CompletionItem(name, help=helps.get(name))
@@ -219,4 +224,6 @@ def complete_bindings(ctx: click.Context, param: click.Parameter, incomplete: st
 
 def complete_files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Let the shell complete file names (for the FILE of the *-define/-create commands)."""
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(incomplete, type="file")]

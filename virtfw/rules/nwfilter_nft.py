@@ -398,18 +398,23 @@ class NftFilterBackend:
         rebuild: bool = False,
         before_apply: Callable[[Installed], None] | None = None,
         reuse: dict[str, Removal] | None = None,
-        new_ports: bool = False,  # the ebtables backend's hint; nft reads nothing anyway
+        new_ports: bool = False,
     ) -> Installed:
         """Install (or replace) the filters of ``ports`` in one nft batch.
 
         ``reuse``: owner -> a record this backend made earlier from the same rules (the
         caller knows their inputs did not change): installed again from its chain texts,
         without rendering. ``rebuild``: the tables are made anew, holding only these.
+        ``new_ports``: the caller's records say other bindings are in place.
         """
         old = old or {}
         # The tables, maps and dispatching hook chains: (re)made only when missing, since
-        # re-adding the hook rules makes nft read back chains of a large ruleset.
-        lines = self._base_lines(rebuild) if rebuild or not self._base_present(runner) else []
+        # re-adding the hook rules makes nft read back chains of a large ruleset. With
+        # ``new_ports`` (other bindings are in place) they are not even looked for: if
+        # they are gone after all, the batch fails on the missing map and goes again
+        # with them.
+        probe = not (rebuild or new_ports) or runner.dry_run
+        lines = self._base_lines(rebuild) if rebuild or (probe and not self._base_present(runner)) else []
         installed = Installed(base={"tables": list(TABLES)})
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
@@ -439,7 +444,12 @@ class NftFilterBackend:
         if before_apply:
             before_apply(installed)
         try:
-            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            try:
+                runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            except ToolError:
+                if rebuild or probe:
+                    raise
+                runner.run(["nft", "-f", "-"], stdin="\n".join(self._base_lines(False) + lines) + "\n")
         except ToolError as exc:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
         return installed
