@@ -353,8 +353,7 @@ class BindingManager:
                 self._save(status)
 
         tx.on_rollback("binding status", restore_statuses)
-        extra = {"new_ports": True} if new_ports else {}
-        installed = backend.install(self.runner, ports, old=old, before_apply=record, **extra)
+        installed = backend.install(self.runner, ports, old=old, before_apply=record, new_ports=new_ports)
         if not old:
             if installed.base:
                 tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))
@@ -395,8 +394,7 @@ class BindingManager:
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
-        extra = {"reuse": reuse} if reuse else {}
-        installed = backend.install(self.runner, ports, rebuild=True, **extra)
+        installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse)
         base = read_json(self._base_path(backend.name))
         self._save_base(backend, backend.merge_base(base, installed.base))
         changed = []

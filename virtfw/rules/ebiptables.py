@@ -131,6 +131,7 @@ class EbiptablesFilterBackend:
         old: dict[str, Removal] | None = None,
         rebuild: bool = False,
         before_apply: Callable[[Installed], None] | None = None,
+        reuse: dict[str, Removal] | None = None,
         new_ports: bool = False,
     ) -> Installed:
         """Install (or replace) the filters of ``ports``: one batch per tool with work.
@@ -143,7 +144,11 @@ class EbiptablesFilterBackend:
         ebtables table, which ebtables-save takes long to print next to thousands of
         ports, is not read first. Should a chain of these ports exist after all, the
         batch fails whole and the install is done again from the live table.
+        ``reuse`` must be empty: records of this backend are not complete enough to be
+        installed again (it has no ``render_modules``, so callers never offer any).
         """
+        if reuse:
+            raise ValueError("the iptables filter backend cannot install records again")
         if new_ports and not rebuild and not old:
             try:
                 return self._install(runner, ports, {}, False, before_apply, read_ebtables=False)

@@ -444,11 +444,8 @@ class NftFilterBackend:
         if before_apply:
             before_apply(installed)
         try:
-            try:
-                runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
-            except ToolError:
-                if rebuild or probe:
-                    raise
+            result = runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n", check=probe or rebuild)
+            if result.returncode != 0:  # not probed, and the base was gone after all
                 runner.run(["nft", "-f", "-"], stdin="\n".join(self._base_lines(False) + lines) + "\n")
         except ToolError as exc:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
