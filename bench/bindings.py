@@ -32,7 +32,7 @@ guest ports (dummy links, else ifb, else veth), with fresh config and state dirs
       ``ebiptablesApplyNewRules`` + ``ebiptablesTearOldRules`` sequence (temporary
       ``J``/``P`` chains, the ignored-error clean-up commands, the ``-L`` queries, the
       ``-E`` renames), with the rule arguments from virtfw's libvirt-conformant renderer
-      (``virtfw.rules.ebiptables_render.plan_port``, checked against libvirt's
+      (``virtfw.rules.xtables.filter_render.plan_port``, checked against libvirt's
       nwfilterxml2firewalldata test files), ``libvirt-`` spelled ``virtfw-``. The k
       existing bindings are loaded untimed with one ``ebtables-restore`` of the final
       ruleset libvirt leaves. Replaying all N bindings one command at a time takes
@@ -239,13 +239,13 @@ class LibvirtCommands:
     def plan(self, k: int):
         from virtfw.filter.instantiate import instantiate
         from virtfw.filter.xml import parse_binding
-        from virtfw.rules.ebiptables_render import plan_port
+        from virtfw.rules.xtables.filter_render import plan_port
 
         return plan_port(instantiate(parse_binding(binding_xml(k), f"binding {k}"), self.store.load))
 
     def final_restore_lines(self, k: int) -> tuple[list[str], list[str]]:
         """(chain declarations, rules) of the ebtables nat table libvirt leaves for binding k."""
-        from virtfw.rules.ebiptables_render import restore_line
+        from virtfw.rules.xtables.filter_render import restore_line
 
         plan = self.plan(k)
         if plan.families:

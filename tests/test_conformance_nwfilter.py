@@ -281,7 +281,7 @@ def case_port_rules(name: str):
 
 def main(argv: list[str]) -> int:
     """``install CASE``: the Python fallback, run inside namespace A."""
-    from virtfw.rules.ebiptables import EbiptablesFilterBackend
+    from virtfw.rules.xtables.filter import EbiptablesFilterBackend
     from virtfw.rules.runner import Runner
 
     if len(argv) != 2 or argv[0] != "install":

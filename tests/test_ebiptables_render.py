@@ -1,4 +1,4 @@
-"""Unit tests of the iptables-mode nwfilter backend (virtfw/rules/ebiptables*.py).
+"""Unit tests of the iptables-mode nwfilter backend (virtfw/rules/xtables/filter*.py).
 
 Rendering tests need no root: they check the commands against libvirt's expected
 ``NAME-linux.args`` (renamed to the final chain names) and single facts on hand-built
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from nsutil import TESTDATA, Netns, netns, normalize_iptables_save, ruleset
-from virtfw.rules.ebiptables import EbiptablesFilterBackend
-from virtfw.rules.ebiptables_render import fmt_ip, plan_port, quote, restore_line
-from virtfw.rules.ebiptables_state import Batch, Table, parse_save, tokens
+from virtfw.rules.xtables.filter import EbiptablesFilterBackend
+from virtfw.rules.xtables.filter_render import fmt_ip, plan_port, quote, restore_line
+from virtfw.rules.xtables.save import Batch, Table, parse_save, tokens
 from virtfw.rules.portrules import Match, PortRule, PortRules
 
 DATA = TESTDATA / "nwfilterxml2firewalldata"
@@ -243,7 +243,7 @@ def in_ns(ns: Netns, code: str) -> str:
         "import json, sys\n"
         f"sys.path[:0] = [{str(Path(__file__).resolve().parent.parent)!r}, {str(Path(__file__).resolve().parent)!r}]\n"
         "from test_ebiptables_render import rule, port, demo_rules\n"
-        "from virtfw.rules.ebiptables import EbiptablesFilterBackend\n"
+        "from virtfw.rules.xtables.filter import EbiptablesFilterBackend\n"
         "from virtfw.rules.runner import Runner\n"
         "backend, runner = EbiptablesFilterBackend(), Runner()\n"
     )
@@ -382,7 +382,7 @@ def test_thousand_ports_in_a_few_batches_per_tool() -> None:
     per segment of about EB_SEGMENT_LINES lines."""
     with netns("vfwU") as ns:
         out = in_ns(ns, (
-            "from virtfw.rules.ebiptables import EB_SEGMENT_LINES\n"
+            "from virtfw.rules.xtables.filter import EB_SEGMENT_LINES\n"
             "ports = [port(demo_rules(), f'tap{i}') for i in range(1000)]\n"
             "installed = backend.install(runner, ports)\n"
             "calls = [a[0] for a in runner.log if a[0].endswith('-restore')]\n"
@@ -405,7 +405,7 @@ def test_a_failed_segment_takes_back_the_segments_before_it() -> None:
         in_ns(ns, "backend.install(runner, [port(demo_rules(), f'tap{i}') for i in range(60)])\n")
         before = snapshot(ns)
         out = in_ns(ns, (
-            "import virtfw.rules.ebiptables as eb\n"
+            "import virtfw.rules.xtables.filter as eb\n"
             "from virtfw.errors import ToolError\n"
             "eb.EB_SEGMENT_LINES = 200\n"
             "calls = []\n"

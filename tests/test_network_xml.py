@@ -28,7 +28,7 @@ from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
 from virtfw.net.policy import network_rules
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.model import (
+from virtfw.rules.netrules import (
     FORWARD_ORDER,
     Action,
     Addr,

@@ -46,7 +46,7 @@ __all__ = [
     "complete_networks",
 ]
 
-# The names virtfw accepts for networks and filters (virtfw.rules.names.check_object_name)
+# The names virtfw accepts for networks and filters (virtfw.names.check_object_name)
 # and for port devices (check_ifname); a file whose stem does not fit is not offered.
 _OBJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")

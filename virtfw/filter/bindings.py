@@ -26,10 +26,10 @@ from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tre
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.rules.backend import Backend, Installed, load_filter_backend
-from virtfw.rules.names import check_ifname
+from virtfw.names import check_ifname
 from virtfw.rules.runner import Runner
-from virtfw.rules.status import locked, read_json, remove_file, write_json, write_json_many
-from virtfw.rules.transaction import Transaction
+from virtfw.statefiles import locked, read_json, remove_file, write_json, write_json_many
+from virtfw.transaction import Transaction
 
 
 @dataclass
@@ -155,7 +155,7 @@ class BindingManager:
     def _record(self, tx: Transaction, entries: list[tuple[str, str]]) -> None:
         if self.runner.dry_run:
             return
-        from virtfw.rules.status import write_many
+        from virtfw.statefiles import write_many
 
         paths = [(self.records_dir / f"{portdev}.xml", xml) for portdev, xml in entries]
         previous = [(path, path.read_text()) for path, _ in paths if path.exists()]
@@ -378,7 +378,7 @@ class BindingManager:
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
         missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
         if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
-            from virtfw.rules.status import write_many
+            from virtfw.statefiles import write_many
 
             write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
         if not self.runner.dry_run:

@@ -7,8 +7,8 @@ from pathlib import Path
 from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import Filter
-from virtfw.rules.names import check_object_name
-from virtfw.rules.status import ensure_dir, write_atomic
+from virtfw.names import check_object_name
+from virtfw.statefiles import ensure_dir, write_atomic
 
 
 class FilterStore:

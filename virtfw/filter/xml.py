@@ -32,7 +32,7 @@ from virtfw.filter.model import (
     ProtocolMatch,
     VarRef,
 )
-from virtfw.rules.names import check_ifname, check_mac, check_object_name
+from virtfw.names import check_ifname, check_mac, check_object_name
 from virtfw.xmlsafe import Reader
 
 ACTIONS = ("drop", "accept", "reject", "return", "continue")
@@ -60,7 +60,7 @@ class _Located(Reader):
                 raise _Located(self.origin, child).fail(f"unknown element in <{self.element.tag}>")
 
     def checked(self, check, *args):
-        """Run a virtfw.rules.names-style check, putting this location in its message."""
+        """Run a virtfw.names-style check, putting this location in its message."""
         try:
             return check(*args)
         except VirtfwError as exc:

@@ -126,7 +126,7 @@ def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
 
 def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | None:
     """Write the files and start dnsmasq; returns its pid once it is serving."""
-    from virtfw.rules.status import ensure_dir, write_atomic
+    from virtfw.statefiles import ensure_dir, write_atomic
 
     exe = shutil.which("dnsmasq")
     if exe is None and not dry_run:

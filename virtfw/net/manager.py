@@ -20,8 +20,8 @@ from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.xml import format_network, parse_network
 from virtfw.rules.backend import Backend, Installed, load_backend
 from virtfw.rules.runner import Runner
-from virtfw.rules.status import locked, read_json, remove_file, write_json
-from virtfw.rules.transaction import Transaction
+from virtfw.statefiles import locked, read_json, remove_file, write_json
+from virtfw.transaction import Transaction
 
 
 @dataclass

@@ -9,7 +9,7 @@ list once to give the final top-down order the backends install.
 from __future__ import annotations
 
 from virtfw.net.model import IPDef, Network
-from virtfw.rules.model import (
+from virtfw.rules.netrules import (
     Action,
     Addr,
     Chain,

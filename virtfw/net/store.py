@@ -9,8 +9,8 @@ from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.names import check_object_name
-from virtfw.rules.status import ensure_dir, write_atomic
+from virtfw.names import check_object_name
+from virtfw.statefiles import ensure_dir, write_atomic
 
 
 class NetworkStore:

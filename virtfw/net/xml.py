@@ -18,7 +18,7 @@ from virtfw.net.model import (
     Nat,
     Network,
 )
-from virtfw.rules.names import check_hostname, check_ifname, check_mac, check_object_name
+from virtfw.names import check_hostname, check_ifname, check_mac, check_object_name
 from virtfw.xmlsafe import Reader
 
 # libvirt elements virtfw does not act on but keeps, so libvirt files load unchanged

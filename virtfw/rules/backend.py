@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:  # the filter paths never need the network rule model
-    from virtfw.rules.model import RuleSet
+    from virtfw.rules.netrules import RuleSet
     from virtfw.rules.runner import Runner
 
 # A removal record: JSON-able, holding the exact commands that undo an install.
@@ -85,11 +85,11 @@ def load_filter_backend(name: str) -> Backend:
     owner -> removal record whose rules the new ones replace atomically.
     """
     if name == "nftables":
-        from virtfw.rules.nwfilter_nft import NftFilterBackend
+        from virtfw.rules.nft.filter import NftFilterBackend
 
         return NftFilterBackend()
     if name == "iptables":
-        from virtfw.rules.ebiptables import EbiptablesFilterBackend
+        from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 
         return EbiptablesFilterBackend()
     raise VirtfwError(f"unknown firewall backend {name!r}")
@@ -97,11 +97,11 @@ def load_filter_backend(name: str) -> Backend:
 
 def load_backend(name: str) -> Backend:
     if name == "nftables":
-        from virtfw.rules.nftables import NftablesBackend
+        from virtfw.rules.nft.network import NftablesBackend
 
         return NftablesBackend()
     if name == "iptables":
-        from virtfw.rules.iptables import IptablesBackend
+        from virtfw.rules.xtables.network import IptablesBackend
 
         return IptablesBackend()
     raise VirtfwError(f"unknown firewall backend {name!r}")

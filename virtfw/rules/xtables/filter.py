@@ -1,7 +1,7 @@
 """iptables-mode nwfilter backend: ebtables (layer 2) + iptables/ip6tables (layer 3).
 
 Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
-``tearOldRules`` (see ``ebiptables_render`` for the rule facts), but as one
+``tearOldRules`` (see ``filter_render`` for the rule facts), but as one
 ``*-restore --noflush`` batch per tool for any number of ports (for ebtables, one per
 segment of a few thousand lines, see ``EB_SEGMENT_LINES``), instead of one process
 per rule:
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from virtfw.errors import ToolError, VirtfwError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.ebiptables_render import (
+from virtfw.rules.xtables.filter_render import (
     BASE_CHAINS,
     BASE_HOOKS,
     IN_POST_CHAIN,
@@ -56,10 +56,10 @@ from virtfw.rules.ebiptables_render import (
     plan_port,
     restore_line,
 )
-from virtfw.rules.ebiptables_state import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
-from virtfw.rules.names import check_ifname
+from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
+from virtfw.names import check_ifname
 from virtfw.rules.portrules import PortRules
-from virtfw.rules.appeared import drop_appeared
+from virtfw.rules.xtables.appeared import drop_appeared
 from virtfw.rules.runner import Runner
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from virtfw.rules.ebiptables_render import restore_line
+from virtfw.rules.xtables.filter_render import restore_line
 
 
 # What xtables tools say when a rule or chain to delete is not there (already gone).

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 
 from virtfw.errors import ToolError, VirtfwError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.nwfilter_layout import (
+from virtfw.rules.layout import (
     CHAIN_ETHERTYPE,
     STP_ADDRESS,
     Jump,
@@ -281,7 +281,7 @@ class NftFilterBackend:
     name = "nftables"
     # The code a port's record depends on besides its PortRules: a record made by the
     # same code from equal inputs can be installed again as it is (``reuse``).
-    render_modules = ("virtfw.rules.nwfilter_nft", "virtfw.rules.nwfilter_layout", "virtfw.rules.portrules")
+    render_modules = ("virtfw.rules.nft.filter", "virtfw.rules.layout", "virtfw.rules.portrules")
 
     # ---- rendering ----------------------------------------------------------
 

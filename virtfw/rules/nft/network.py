@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.model import (
+from virtfw.rules.netrules import (
     Action,
     Addr,
     Chain,

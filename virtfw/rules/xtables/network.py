@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.model import (
+from virtfw.rules.netrules import (
     Action,
     Addr,
     Chain,
@@ -28,8 +28,8 @@ from virtfw.rules.model import (
     RuleSet,
     Verdict,
 )
-from virtfw.rules.appeared import drop_appeared
-from virtfw.rules.ebiptables_state import GONE
+from virtfw.rules.xtables.appeared import drop_appeared
+from virtfw.rules.xtables.save import GONE
 from virtfw.rules.runner import Runner
 
 TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}

@@ -1,0 +1,1 @@
+"""xtables: iptables/ip6tables for networks, ebtables + iptables/ip6tables for filters."""
