@@ -77,7 +77,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))  # the checkout's virtfw, for building libvirt's commands
 
-from net_start import BenchError, Namespace, _on_signal, cleanup_all, make_wrappers, read_tool_log  # noqa: E402
+from net_start import BenchError, Namespace, _on_signal, cleanup_all, make_wrappers, read_tool_log
 
 TARGETS = {
     "reload_ms": 2000.0,  # reload of 1,000 bindings on nftables, at most
@@ -217,7 +217,7 @@ def _temp(name: str) -> str:
     for final, temp in (("virtfw-I-", "virtfw-J-"), ("virtfw-O-", "virtfw-P-"), ("I-", "J-"), ("O-", "P-"),
                         ("FI-", "FJ-"), ("FO-", "FP-"), ("HI-", "HJ-")):  # fmt: skip
         if name.startswith(final):
-            return temp + name[len(final):]
+            return temp + name[len(final) :]
     return name
 
 
@@ -296,7 +296,21 @@ class LibvirtCommands:
         # tearOldRules (errors ignored): iptables and ip6tables, then ebtables
         for tool in ("iptables", "ip6tables"):
             ipt = [tool, "-w"]
-            add([*ipt, "-D", "virtfw-out", "-m", "physdev", "--physdev-is-bridged", "--physdev-out", port, "-g", f"FO-{port}"], False)
+            add(
+                [
+                    *ipt,
+                    "-D",
+                    "virtfw-out",
+                    "-m",
+                    "physdev",
+                    "--physdev-is-bridged",
+                    "--physdev-out",
+                    port,
+                    "-g",
+                    f"FO-{port}",
+                ],
+                False,
+            )
             add([*ipt, "-D", "virtfw-out", "-m", "physdev", "--physdev-out", port, "-g", f"FO-{port}"], False)
             add([*ipt, "-D", "virtfw-in", "-m", "physdev", "--physdev-in", port, "-g", f"FI-{port}"], False)
             add([*ipt, "-D", "virtfw-host-in", "-m", "physdev", "--physdev-in", port, "-g", f"HI-{port}"], False)
@@ -304,7 +318,9 @@ class LibvirtCommands:
                 add([*ipt, "-F", chain], False)
                 add([*ipt, "-X", chain], False)
             for chain in (f"FO-{port}", f"FI-{port}", f"HI-{port}"):
-                add([*ipt, "-E", _temp(chain), chain], bool(plan.families.get("ipv4" if tool == "iptables" else "ipv6")))
+                add(
+                    [*ipt, "-E", _temp(chain), chain], bool(plan.families.get("ipv4" if tool == "iptables" else "ipv6"))
+                )
         add([*eb, "-D", "PREROUTING", "-i", port, "-j", iroot], False)
         add([*eb, "-D", "POSTROUTING", "-o", port, "-j", oroot], False)
         add([*eb, "-L", iroot], False)  # query: old sub-chains (none on a new port)
@@ -335,9 +351,19 @@ class LibvirtCommands:
             out += [Cmd([*ipt, "-F", chain], False), Cmd([*ipt, "-X", chain], False)]
         for chain in ("virtfw-in", "virtfw-out", "virtfw-in-post", "virtfw-host-in"):
             out.append(Cmd([*ipt, "-N", chain], False))
-        for hook, chain in (("FORWARD", "virtfw-in"), ("FORWARD", "virtfw-out"), ("FORWARD", "virtfw-in-post"), ("INPUT", "virtfw-host-in")):
+        for hook, chain in (
+            ("FORWARD", "virtfw-in"),
+            ("FORWARD", "virtfw-out"),
+            ("FORWARD", "virtfw-in-post"),
+            ("INPUT", "virtfw-host-in"),
+        ):
             out.append(Cmd([*ipt, "-D", hook, "-j", chain], False))
-        for hook, pos, chain in (("FORWARD", "1", "virtfw-in"), ("FORWARD", "2", "virtfw-out"), ("FORWARD", "3", "virtfw-in-post"), ("INPUT", "1", "virtfw-host-in")):
+        for hook, pos, chain in (
+            ("FORWARD", "1", "virtfw-in"),
+            ("FORWARD", "2", "virtfw-out"),
+            ("FORWARD", "3", "virtfw-in-post"),
+            ("INPUT", "1", "virtfw-host-in"),
+        ):
             out.append(Cmd([*ipt, "-I", hook, pos, "-j", chain], True))
         for chain in (f"FP-{port}", f"FJ-{port}", f"HJ-{port}"):
             out.append(Cmd([*ipt, "-N", chain], True))
@@ -361,8 +387,15 @@ class Figures:
 
 
 class Bench:
-    def __init__(self, tmp: Path, repeat: int, samples: int, full_replay: bool, profile: bool = False,
-                 no_create_loop: bool = False) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        repeat: int,
+        samples: int,
+        full_replay: bool,
+        profile: bool = False,
+        no_create_loop: bool = False,
+    ) -> None:
         self.tmp = tmp
         self.no_create_loop = no_create_loop
         self.profile = profile
@@ -370,7 +403,9 @@ class Bench:
         self.repeat = repeat
         self.samples = samples
         self.full_replay = full_replay
-        self.real = {t: p for t in ("nft", "ebtables", "ebtables-restore", "iptables", "ip6tables") if (p := shutil.which(t))}
+        self.real = {
+            t: p for t in ("nft", "ebtables", "ebtables-restore", "iptables", "ip6tables") if (p := shutil.which(t))
+        }
         script = Path(sys.executable).parent / "virtfw"
         self.exe = [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "virtfw"]
         env = dict(os.environ)
@@ -398,7 +433,9 @@ class Bench:
         probe = "import os, virtfw; print(os.path.dirname(virtfw.__file__))"
         proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env)
         where = proc.stdout.strip() or "?"
-        git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+        git = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+        )
         return f"{where} (git {git.stdout.strip() or '?'})"
 
     def warm(self) -> None:
@@ -454,10 +491,14 @@ class Bench:
                 fig.notes.append("(a) skipped (--no-create-loop): bindings 1..N set up untimed, as (d) does")
                 self.grow(ns, vf, backend, 0, fig, upto=n)
             times = []
-            for k in ([] if self.no_create_loop else range(1, n + 1)):
+            for k in [] if self.no_create_loop else range(1, n + 1):
                 times.append(self.create(ns, vf, k))
                 if k % 100 == 0 or k == n:
-                    print(f"    [{backend}] created {k}/{n}, last call {times[-1] * 1000:.0f} ms", file=sys.stderr, flush=True)
+                    print(
+                        f"    [{backend}] created {k}/{n}, last call {times[-1] * 1000:.0f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if self.bound(ns, vf) != n:
                 raise BenchError(f"after {n} creates, binding-list does not show {n} bindings")
             if times:
@@ -465,7 +506,9 @@ class Bench:
                                   create_first=statistics.mean(times[:10]), create_last=statistics.mean(times[-10:]))  # fmt: skip
             # (b)
             digest = ruleset_digest(ns)
-            fig.values["reload_n"] = statistics.median(ns.timed_ok(vf.argv("reload"), env=self.env) for _ in range(self.repeat))
+            fig.values["reload_n"] = statistics.median(
+                ns.timed_ok(vf.argv("reload"), env=self.env) for _ in range(self.repeat)
+            )
             if ruleset_digest(ns) != digest:
                 fig.notes.append("WARNING: reload of an intact ruleset changed it")
             _, fig.values["reload_tools"], calls = self.tool_time(ns, vf.argv("reload"))
@@ -482,7 +525,8 @@ class Bench:
             fig.values["reload_flushed"] = statistics.median(flushed)
             shipped = str(ROOT / "etc" / "nwfilter" / f"{FILTER}.xml")
             fig.values["redefine"] = statistics.median(
-                ns.timed_ok(vf.argv("nwfilter-define", shipped), env=self.env) for _ in range(self.repeat))
+                ns.timed_ok(vf.argv("nwfilter-define", shipped), env=self.env) for _ in range(self.repeat)
+            )
             if ruleset_digest(ns) != digest:
                 fig.notes.append("WARNING: reload after a flush, or the redefinition, changed the ruleset")
             # (c)
@@ -491,7 +535,8 @@ class Bench:
                 creates.append(self.create(ns, vf, n + 1))
                 deletes.append(self.delete(ns, vf, n + 1))
             _, fig.values["next_create_tools"], calls = self.tool_time(
-                ns, vf.argv("nwfilter-binding-create", self.files.path(n + 1)))
+                ns, vf.argv("nwfilter-binding-create", self.files.path(n + 1))
+            )
             fig.values["next_create_tool_calls"] = calls
             if self.profile:
                 self.delete(ns, vf, n + 1)
@@ -504,7 +549,9 @@ class Bench:
             # (d)
             self.grow(ns, vf, backend, n, fig)
             digest = ruleset_digest(ns)
-            fig.values["reload_2n"] = statistics.median(ns.timed_ok(vf.argv("reload"), env=self.env) for _ in range(self.repeat))
+            fig.values["reload_2n"] = statistics.median(
+                ns.timed_ok(vf.argv("reload"), env=self.env) for _ in range(self.repeat)
+            )
             if ruleset_digest(ns) != digest:
                 fig.notes.append("WARNING: reload of 2N changed the ruleset")
 
@@ -552,7 +599,9 @@ class Bench:
                 for k in range(1, n + 1):
                     total += self.replay_one(ns, lib, k)
                     if k % 50 == 0:
-                        print(f"    [libvirt replay] {k}/{n} bindings, {total:.0f} s so far", file=sys.stderr, flush=True)
+                        print(
+                            f"    [libvirt replay] {k}/{n} bindings, {total:.0f} s so far", file=sys.stderr, flush=True
+                        )
                 fig.values["replay_total"] = total
             fig.notes.append(f"libvirt replay: all {n} bindings replayed and timed")
             return
@@ -593,7 +642,9 @@ class Bench:
             total += elapsed
             if cmd.must and proc.returncode != 0:
                 raise BenchError(f"libvirt replay: {shlex.join(cmd.argv)} -> {proc.returncode}: {proc.stderr.strip()}")
-        listed = ns.run([self.real["ebtables"], "--concurrent", "-t", "nat", "-L", f"virtfw-I-{port_name(k)}"], check=False)
+        listed = ns.run(
+            [self.real["ebtables"], "--concurrent", "-t", "nat", "-L", f"virtfw-I-{port_name(k)}"], check=False
+        )
         if listed.returncode != 0:  # checked, untimed: the replay really built the port's chains
             raise BenchError(f"libvirt replay: virtfw-I-{port_name(k)} missing afterwards")
         return total
@@ -653,7 +704,9 @@ def report(backend: str, counts: list[int], figs: dict[int, Figures], replay: di
         return f"{text} {verdict(all(known) if known else None)}".rstrip()
 
     reload_ok = [None if v(n, "reload_n") is None else v(n, "reload_n") * 1000 <= TARGETS["reload_ms"] for n in counts]
-    next_ok = [None if v(n, "next_create") is None else v(n, "next_create") * 1000 <= TARGETS["next_create_ms"] for n in counts]
+    next_ok = [
+        None if v(n, "next_create") is None else v(n, "next_create") * 1000 <= TARGETS["next_create_ms"] for n in counts
+    ]
     lin = {n: div(v(n, "reload_2n"), v(n, "reload_n")) for n in counts}
     lin_ok = [None if lin[n] is None else lin[n] <= TARGETS["linearity"] for n in counts]
     speed = {n: div(r(n, "replay_total"), v(n, "reload_n")) for n in counts}
@@ -708,11 +761,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs of reload and of the (N+1)th create (median)")
     parser.add_argument("--samples", type=int, default=3, help="bindings replayed per point of the libvirt replay")
     parser.add_argument("--skip-replay", action="store_true", help="leave out (e), the libvirt replay")
-    parser.add_argument("--no-create-loop", action="store_true",
-                        help="leave out (a): set the N bindings up untimed, as (d) does (for quick profiling at scale)")
+    parser.add_argument(
+        "--no-create-loop",
+        action="store_true",
+        help="leave out (a): set the N bindings up untimed, as (d) does (for quick profiling at scale)",
+    )
     parser.add_argument("--full-replay", action="store_true", help="replay all N bindings one command at a time (slow)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print a cProfile of one reload and one (N+1)th create per backend and N")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print a cProfile of one reload and one (N+1)th create per backend and N",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("error: needs root (creates network namespaces)", file=sys.stderr)
@@ -742,7 +801,7 @@ def main() -> int:
             print("times are wall clock per process (fork to exit); each scenario in a fresh namespace\n")
             bench.warm()
             replay: dict[int, Figures] = {}
-            for n in ([] if args.skip_replay else counts):
+            for n in [] if args.skip_replay else counts:
                 fig = Figures()
                 try:
                     bench.replay_figures(n, fig)

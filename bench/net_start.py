@@ -342,7 +342,9 @@ class Bench:
         proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env)
         where = proc.stdout.strip() or f"? ({proc.stderr.strip()[-200:]})"
         repo = Path(where).parent
-        git = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True)
+        git = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True
+        )
         return f"{where} (git {git.stdout.strip() or '?'})"
 
     def fresh_state(self) -> Path:
@@ -407,7 +409,9 @@ class Bench:
         creates them on first use; restoring them would register extra hooked chains).
         """
         if backend == "nftables":
-            return {"nft": "".join(ns.run(["nft", "list", "table", fam, "virtfw_network"]).stdout for fam in ("ip", "ip6"))}
+            return {
+                "nft": "".join(ns.run(["nft", "list", "table", fam, "virtfw_network"]).stdout for fam in ("ip", "ip6"))
+            }
         saved = {}
         for tool, fam in (("iptables", "ip"), ("ip6tables", "ip6")):
             listed = ns.run(["nft", "-j", "list", "chains", fam]).stdout
@@ -523,6 +527,7 @@ class Bench:
     def startup(self) -> dict[str, float]:
         figures = {}
         with Namespace("h") as ns:
+
             def median(argv: list[str], runs: int = 10, env: dict[str, str] | None = None) -> float:
                 ns.timed_ok(argv, env=env or self.env)  # warm the page cache (and the bytecode cache)
                 return statistics.median(ns.timed_ok(argv, env=env or self.env) for _ in range(runs))
@@ -643,23 +648,42 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         ("(b) net-destroy x N, total ms", cells(lambda n: ms(get(n, "b_down"))), ""),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "b_down"), n))), ""),
         ("(c) libvirt replay, total ms", cells(lambda n: ms(get(n, "c_total"))), ""),
-        ("    commands (1 process each)", cells(lambda n: "-" if get(n, "c_commands") is None else str(int(get(n, "c_commands")))), ""),
+        (
+            "    commands (1 process each)",
+            cells(lambda n: "-" if get(n, "c_commands") is None else str(int(get(n, "c_commands")))),
+            "",
+        ),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "c_total"), n))), ""),
-        ("(c)/(b) replay / autostart", cells(lambda n: ratio(div(get(n, "c_total"), get(n, "b_up")))),
-         f">= {TARGETS['autostart_speedup']:.0f}x at N={big} {verdict(None if speedup is None else speedup >= TARGETS['autostart_speedup'])}"),
+        (
+            "(c)/(b) replay / autostart",
+            cells(lambda n: ratio(div(get(n, "c_total"), get(n, "b_up")))),
+            f">= {TARGETS['autostart_speedup']:.0f}x at N={big} {verdict(None if speedup is None else speedup >= TARGETS['autostart_speedup'])}",
+        ),
         ("(c)/(a) replay / net-start x N", cells(lambda n: ratio(div(get(n, "c_total"), get(n, "a_up")))), ""),
         (f"(d) one {batch_tool}, ms", cells(lambda n: ms(get(n, "d_batch"))), "(median of 3; the reference)"),
     ]
     if backend == "iptables":
-        rows.append(("    same, *-save text as-is, ms", cells(lambda n: ms(get(n, "d_save"))),
-                     "(with ':CHAIN ACCEPT' lines for built-in chains)"))
+        rows.append(
+            (
+                "    same, *-save text as-is, ms",
+                cells(lambda n: ms(get(n, "d_save"))),
+                "(with ':CHAIN ACCEPT' lines for built-in chains)",
+            )
+        )
     rows += [
         ("(d) virtfw tool time in autostart, ms", cells(lambda n: ms(get(n, "w_tools"))), ""),
         ("    of which batch apply, ms", cells(lambda n: ms(get(n, "w_apply"))), ""),
-        ("    tool invocations", cells(lambda n: "-" if get(n, "w_calls") is None else str(int(get(n, "w_calls")))), ""),
+        (
+            "    tool invocations",
+            cells(lambda n: "-" if get(n, "w_calls") is None else str(int(get(n, "w_calls")))),
+            "",
+        ),
         ("    autostart wall (wrapped), ms", cells(lambda n: ms(get(n, "w_wall"))), ""),
-        ("(d) tool time / one batch", [ratio(r) for r in tool_ratios],
-         f"<= {TARGETS['tool_ratio']}x {verdict(tools_ok)}"),
+        (
+            "(d) tool time / one batch",
+            [ratio(r) for r in tool_ratios],
+            f"<= {TARGETS['tool_ratio']}x {verdict(tools_ok)}",
+        ),
         ("    autostart wall / one batch", cells(lambda n: ratio(div(get(n, "b_up"), get(n, "d_batch")))), ""),
     ]
     print_table(f"backend {backend}", counts, rows)
@@ -679,10 +703,14 @@ def main() -> int:
     parser.add_argument("--backend", choices=["nftables", "iptables", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (a)-(c), median reported")
     parser.add_argument("--virtfw", help="virtfw executable (default: the console script of this Python)")
-    parser.add_argument("--use-installed", action="store_true",
-                        help="run whatever virtfw is installed (default: this checkout, via PYTHONPATH)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print import times and a cProfile of one net-start default")
+    parser.add_argument(
+        "--use-installed",
+        action="store_true",
+        help="run whatever virtfw is installed (default: this checkout, via PYTHONPATH)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print import times and a cProfile of one net-start default"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("error: needs root (creates network namespaces)", file=sys.stderr)
@@ -708,7 +736,9 @@ def main() -> int:
             info = Result()
             print(f"virtfw bench: {exe}; python {sys.version.split()[0]}; kernel {os.uname().release}; "
                   f"{os.cpu_count()} CPUs; repeat {args.repeat}")  # fmt: skip
-            versions = [run_root([bench.real[t], "--version"]).stdout.strip() for t in ("nft", "iptables") if t in bench.real]
+            versions = [
+                run_root([bench.real[t], "--version"]).stdout.strip() for t in ("nft", "iptables") if t in bench.real
+            ]
             print("tools: " + "; ".join(versions))
             print(f"virtfw code measured: {bench.code_location()}")
             print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}")
@@ -738,8 +768,12 @@ def main() -> int:
                 rows.append((label + " (median of 10)", ms(value), target))
             for count in counts:
                 if f"define_mean_{count}" in info.figures:
-                    rows.append((f"net-define, mean of {count} (untimed set-up)", ms(info.figures[f"define_mean_{count}"]), ""))
-                    rows.append((f"net-autostart, mean of {count} (untimed set-up)", ms(info.figures[f"mark_mean_{count}"]), ""))
+                    rows.append(
+                        (f"net-define, mean of {count} (untimed set-up)", ms(info.figures[f"define_mean_{count}"]), "")
+                    )
+                    rows.append(
+                        (f"net-autostart, mean of {count} (untimed set-up)", ms(info.figures[f"mark_mean_{count}"]), "")
+                    )
             width = max(len(r[0]) for r in rows) if rows else 0
             print("single commands")
             print("---------------")
@@ -780,7 +814,7 @@ def profile(bench: Bench, backend: str) -> None:
         out = ns.run(argv, env=bench.env).stdout.splitlines()
     print(f"cProfile of virtfw net-start default [{backend}], top 30 by cumulative time")
     start = next((i for i, line in enumerate(out) if "ncalls" in line), 0)
-    for line in out[max(0, start - 3): start + 31]:
+    for line in out[max(0, start - 3) : start + 31]:
         print("  " + line)
     print()
 

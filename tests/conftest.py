@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces  # noqa: E402
+from nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces
 
 
 @pytest.fixture(params=BACKENDS)

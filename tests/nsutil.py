@@ -36,7 +36,9 @@ def need_root() -> None:
         pytest.skip("needs root to create network namespaces")
 
 
-def run(argv: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -131,7 +133,9 @@ class Virtfw:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.backend = backend
 
-    def __call__(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         argv = ["ip", "netns", "exec", self.ns.name]
         argv += virtfw_argv(*args, config_dir=self.config_dir, state_dir=self.state_dir, backend=self.backend)
         if env:

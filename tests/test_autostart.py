@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from nsutil import Netns, add_port, dir_files, firewall_snapshot, netns, run
 from topology import VirtfwRunner
 
@@ -39,7 +38,9 @@ def backend(request) -> str:
 def network_xml(name: str, bridge: str, mode: str | None, third: int, dhcp: bool = False) -> str:
     forward = f"\n  <forward mode='{mode}'/>" if mode else ""
     dhcp_xml = (
-        f"\n    <dhcp>\n      <range start='192.168.{third}.2' end='192.168.{third}.99'/>\n    </dhcp>\n  " if dhcp else ""
+        f"\n    <dhcp>\n      <range start='192.168.{third}.2' end='192.168.{third}.99'/>\n    </dhcp>\n  "
+        if dhcp
+        else ""
     )
     return (
         f"<network>\n  <name>{name}</name>\n  <bridge name='{bridge}'/>{forward}\n"
@@ -163,7 +164,9 @@ def test_autostart_after_reboot_recreates_recorded_bindings(tmp_path, backend: s
         vfw("autostart")
         assert json.loads(vfw("nwfilter-binding-list", "--json").stdout) == expected_bindings
         assert json.loads(vfw("net-list", "--json").stdout) == expected_networks
-        assert firewall_snapshot(after_boot) == expected_firewall, "the firewall after autostart differs from before the reboot"
+        assert firewall_snapshot(after_boot) == expected_firewall, (
+            "the firewall after autostart differs from before the reboot"
+        )
         assert sorted(p.name for p in (vfw.config_dir / "bindings").glob("*.xml")) == ["vnet0.xml"]
 
         first = state(after_boot, vfw)

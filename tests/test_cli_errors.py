@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from nsutil import ROOT, SHARED, Netns, Virtfw, netns, need_root, ruleset, virtfw_argv
+from nsutil import ROOT, SHARED, Netns, Virtfw, need_root, netns, ruleset, virtfw_argv
 from test_network_xml import GOOD, INVALID, IPV6_IP, Invalid, variant, with_bridge, with_ip, with_name
+
 from virtfw.net.xml import parse_network
 
 BACKENDS: tuple[str, ...] = ("nftables", "iptables")
@@ -541,14 +541,16 @@ def test_net_edit_without_change_writes_nothing(defined: Local) -> None:
 BROKEN_EDITORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("malformed", "printf '<network><name>testnet</name>' > \"$1\"", ("malformed",)),
     ("bad-bridge", "sed -i 's/vtest0/vt;x/' \"$1\"", ("vt;x",)),
-    ("bad-address", "sed -i 's/192.168.100.1\"/192.168.100.300\"/' \"$1\"", ("192.168.100.300",)),
+    ("bad-address", 'sed -i \'s/192.168.100.1"/192.168.100.300"/\' "$1"', ("192.168.100.300",)),
     ("rename", "sed -i 's/>testnet</>renamed</' \"$1\"", ("renamed",)),
     ("editor-fails", "exit 3", ("3",)),
 )
 
 
 @pytest.mark.parametrize("editor", BROKEN_EDITORS, ids=lambda e: e[0])
-def test_net_edit_refuses_a_bad_result(editor: tuple[str, str, tuple[str, ...]], defined: Local, tmp_path: Path) -> None:
+def test_net_edit_refuses_a_bad_result(
+    editor: tuple[str, str, tuple[str, ...]], defined: Local, tmp_path: Path
+) -> None:
     """An editor that leaves invalid XML (or fails) exits 1 and the definition stays as it was."""
     _, script, needles = editor
     path = executable(tmp_path / "editor.sh", f"#!/bin/sh\n{script}\n")

@@ -80,7 +80,9 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_completion(shell: str, words: list[str], incomplete: str, env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def run_completion(
+    shell: str, words: list[str], incomplete: str, env: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """(type, value) pairs the program answers for ``virtfw WORDS INCOMPLETE<TAB>``."""
     line = shlex.join(["virtfw", *words])
     variables = {"_VIRTFW_COMPLETE": f"{shell}_complete"}
@@ -146,7 +148,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize(("command", "incomplete", "wanted", "unwanted"), CASES, ids=[f"{c[0]}-{c[1] or 'all'}" for c in CASES])
+@pytest.mark.parametrize(
+    ("command", "incomplete", "wanted", "unwanted"), CASES, ids=[f"{c[0]}-{c[1] or 'all'}" for c in CASES]
+)
 def test_shell_completes_names(dirs, shell, command, incomplete, wanted, unwanted) -> None:
     offered = values(run_completion(shell, [*dir_options(dirs), command], incomplete))
     assert wanted <= offered, f"{command} {incomplete!r}: wanted {sorted(wanted)}, got {sorted(offered)}"
@@ -183,7 +187,9 @@ def test_shell_completes_files(dirs, shell, command) -> None:
 @pytest.mark.parametrize("shell", SHELLS)
 def test_shell_missing_dirs_complete_nothing_and_do_not_fail(tmp_path, shell) -> None:
     nowhere = tmp_path / "missing"
-    offered = values(run_completion(shell, ["--config-dir", str(nowhere), "--state-dir", str(nowhere), "net-destroy"], ""))
+    offered = values(
+        run_completion(shell, ["--config-dir", str(nowhere), "--state-dir", str(nowhere), "net-destroy"], "")
+    )
     assert offered == set()
 
 
@@ -193,7 +199,9 @@ def test_shell_missing_dirs_complete_nothing_and_do_not_fail(tmp_path, shell) ->
 @pytest.mark.parametrize("shell", SHELLS)
 def test_shell_completes_commands_and_choices(dirs, shell) -> None:
     assert {"net-start", "net-destroy"} <= values(run_completion(shell, [], "net-"))
-    assert {"nwfilter-binding-create", "nwfilter-binding-list"} <= values(run_completion(shell, [], "nwfilter-binding-"))
+    assert {"nwfilter-binding-create", "nwfilter-binding-list"} <= values(
+        run_completion(shell, [], "nwfilter-binding-")
+    )
     assert values(run_completion(shell, ["--backend"], "")) == {"nftables", "iptables"}
 
 
@@ -280,7 +288,9 @@ def test_recommended_wiring_is_complete() -> None:
             assert name in WIRING, f"no completion function is recommended for {name}"
 
 
-@pytest.mark.parametrize(("command", "incomplete", "wanted", "unwanted"), CASES, ids=[f"{c[0]}-{c[1] or 'all'}" for c in CASES])
+@pytest.mark.parametrize(
+    ("command", "incomplete", "wanted", "unwanted"), CASES, ids=[f"{c[0]}-{c[1] or 'all'}" for c in CASES]
+)
 def test_function_completes_names(dirs, wired, command, incomplete, wanted, unwanted) -> None:
     items = wired.get_completions([*dir_options(dirs), command], incomplete)
     offered = {item.value for item in items}
@@ -329,7 +339,9 @@ def test_function_never_fails(tmp_path) -> None:
         def find_root(self):
             raise RuntimeError("boom")
 
-    ctx = cli.make_context("virtfw", ["--config-dir", str(not_a_dir), "--state-dir", str(not_a_dir)], resilient_parsing=True)
+    ctx = cli.make_context(
+        "virtfw", ["--config-dir", str(not_a_dir), "--state-dir", str(not_a_dir)], resilient_parsing=True
+    )
     functions = [getattr(complete, name) for name in complete.__all__ if name != "complete_files"]
     for function in functions:
         assert function(Broken(), None, "") == []
@@ -338,7 +350,9 @@ def test_function_never_fails(tmp_path) -> None:
     bad_status = tmp_path / "locked"
     (bad_status / "networks").mkdir(parents=True)
     (bad_status / "networks" / "x.json").write_text("{")
-    ctx = cli.make_context("virtfw", ["--config-dir", str(bad_status), "--state-dir", str(bad_status)], resilient_parsing=True)
+    ctx = cli.make_context(
+        "virtfw", ["--config-dir", str(bad_status), "--state-dir", str(bad_status)], resilient_parsing=True
+    )
     assert [i.value for i in complete.complete_active_networks(ctx, None, "")] == ["x"]
 
 

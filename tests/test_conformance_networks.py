@@ -37,8 +37,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from nsutil import netns, Netns, normalize_iptables_save, normalize_nft, read_commands, ruleset, run, TESTDATA, Virtfw, virtfw_argv
+from nsutil import (
+    TESTDATA,
+    Netns,
+    Virtfw,
+    netns,
+    normalize_iptables_save,
+    normalize_nft,
+    read_commands,
+    ruleset,
+    run,
+    virtfw_argv,
+)
 
 DATA = TESTDATA / "networkxml2firewalldata"
 
@@ -151,12 +161,35 @@ def test_read_commands_splits_joined_arguments() -> None:
     commands = read_commands(DATA / "nat-default-linux.nftables")
     masquerade = [argv for argv in commands if argv[-1] == "masquerade"]
     assert masquerade == [
-        ["nft", "-ae", "insert", "rule", "ip", "libvirt_network", "guest_nat", "ip", "saddr",
-         "192.168.122.0/24", "ip", "daddr", "!=", "192.168.122.0/24", "counter", "masquerade"],
+        [
+            "nft",
+            "-ae",
+            "insert",
+            "rule",
+            "ip",
+            "libvirt_network",
+            "guest_nat",
+            "ip",
+            "saddr",
+            "192.168.122.0/24",
+            "ip",
+            "daddr",
+            "!=",
+            "192.168.122.0/24",
+            "counter",
+            "masquerade",
+        ],
     ]
     setup = read_commands(DATA / "base.nftables")
-    assert ["nft", "add", "chain", "ip", "libvirt_network", "forward",
-            "{ type filter hook forward priority 0; policy accept; }"] in setup
+    assert [
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "libvirt_network",
+        "forward",
+        "{ type filter hook forward priority 0; policy accept; }",
+    ] in setup
 
 
 def test_normalize_nft_ignores_chain_order_not_rule_order() -> None:

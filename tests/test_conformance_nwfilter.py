@@ -38,8 +38,7 @@ if __name__ == "__main__":  # the fallback installer runs with only this folder 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pytest
-
-from nsutil import CONFORMANCE_NOTES, netns, Netns, normalize_iptables_save, read_commands, ruleset, TESTDATA, Virtfw
+from nsutil import CONFORMANCE_NOTES, TESTDATA, Netns, Virtfw, netns, normalize_iptables_save, read_commands, ruleset
 
 DATA = TESTDATA / "nwfilterxml2firewalldata"
 PORT = "vnet0"
@@ -101,8 +100,10 @@ def ipt_setup(tool: str) -> list[list[str]]:
 
 def ipt_renames(tool: str) -> list[list[str]]:
     """tearOldRules' renames of the temporary iptables chains."""
-    return [[tool, "-w", "-E", f"{tmp}-vnet0", f"{final}-vnet0"] for tmp, final in
-            (("FP", "FO"), ("FJ", "FI"), ("HJ", "HI"))]
+    return [
+        [tool, "-w", "-E", f"{tmp}-vnet0", f"{final}-vnet0"]
+        for tmp, final in (("FP", "FO"), ("FJ", "FI"), ("HJ", "HI"))
+    ]
 
 
 # --- reading libvirt's data --------------------------------------------------------------
@@ -227,20 +228,24 @@ def snapshot(ns: Netns) -> str:
 
 
 def diff(expected: str, actual: str) -> str:
-    lines = difflib.unified_diff(expected.splitlines(), actual.splitlines(), "libvirt (replayed)", "virtfw", lineterm="")
+    lines = difflib.unified_diff(
+        expected.splitlines(), actual.splitlines(), "libvirt (replayed)", "virtfw", lineterm=""
+    )
     return "\n".join(lines)
 
 
 def binding_xml(name: str) -> str:
     filter_name = case_filter(name).get("name")
     params = "".join(f"<parameter name='{k}' value='{v}'/>" for k, v in PARAMETERS)
-    return (f"<filterbinding><portdev name='{PORT}'/><mac address='{MAC}'/>"
-            f"<filterref filter='{filter_name}'>{params}</filterref></filterbinding>\n")
+    return (
+        f"<filterbinding><portdev name='{PORT}'/><mac address='{MAC}'/>"
+        f"<filterref filter='{filter_name}'>{params}</filterref></filterbinding>\n"
+    )
 
 
 @functools.cache
 def via() -> str:
-    """"cli" or "python": how namespace A gets its rules (see INSTALL_VIA)."""
+    """ "cli" or "python": how namespace A gets its rules (see INSTALL_VIA)."""
     if INSTALL_VIA != "auto":
         return INSTALL_VIA
     help_text = subprocess.run([sys.executable, "-m", "virtfw", "--help"], capture_output=True, text=True).stdout
@@ -281,8 +286,8 @@ def case_port_rules(name: str):
 
 def main(argv: list[str]) -> int:
     """``install CASE``: the Python fallback, run inside namespace A."""
-    from virtfw.rules.xtables.filter import EbiptablesFilterBackend
     from virtfw.rules.runner import Runner
+    from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 
     if len(argv) != 2 or argv[0] != "install":
         print("usage: test_conformance_nwfilter.py install CASE", file=sys.stderr)
@@ -292,6 +297,7 @@ def main(argv: list[str]) -> int:
 
 
 # --- tests -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary_note():
@@ -318,7 +324,18 @@ def test_replay_restores_stripped_setup() -> None:
     stp = [argv for argv, _ in libvirt_replay("stp")]
     assert stp[0] == ["ebtables", "--concurrent", "-t", "nat", "-N", "virtfw-J-vnet0"]
     assert stp[1] == ["ebtables", "--concurrent", "-t", "nat", "-N", "virtfw-P-vnet0"]
-    assert stp[-1] == ["ebtables", "--concurrent", "-t", "nat", "-A", "POSTROUTING", "-o", "vnet0", "-j", "virtfw-P-vnet0"]
+    assert stp[-1] == [
+        "ebtables",
+        "--concurrent",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "vnet0",
+        "-j",
+        "virtfw-P-vnet0",
+    ]
     rarp = [argv for argv, _ in libvirt_replay("rarp")]
     assert rarp.count(["ebtables", "--concurrent", "-t", "nat", "-N", "virtfw-J-vnet0"]) == 1
     assert not any("virtfw-P-vnet0" in argv for argv in rarp)

@@ -45,8 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from nsutil import firewall_snapshot, netns, Netns, run
+from nsutil import Netns, firewall_snapshot, netns, run
 from topology import HOST_UPLINK, LAN_ADDR, Topology, VirtfwRunner, mac_of, ping, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
@@ -300,7 +299,9 @@ def test_static_host_gets_its_address_and_resolves(topo: Topology, backend: str,
     path = t.tmp / "default.xml"
     path.write_text(DEFAULT_WITH_HOST)
     vfw("net-define", str(path))
-    assert WEB_MAC in vfw("net-dumpxml", "--inactive", "default").stdout, "the config dir's default must override the shipped one"
+    assert WEB_MAC in vfw("net-dumpxml", "--inactive", "default").stdout, (
+        "the config dir's default must override the shipped one"
+    )
     vfw("net-start", "default")
 
     state = vfw.state_dir / "dnsmasq"
@@ -389,7 +390,9 @@ def snapshot(ns: Netns, vfw, bridges: list[str]) -> dict:
     return {
         "firewall": firewall_snapshot(ns),
         "links": sorted(e["ifname"] for e in json.loads(ns.sh("ip", "-j", "link", "show"))),
-        "bridges present": [b for b in bridges if ns.run(["ip", "link", "show", "dev", b], check=False).returncode == 0],
+        "bridges present": [
+            b for b in bridges if ns.run(["ip", "link", "show", "dev", b], check=False).returncode == 0
+        ],
         "status files": sorted(p.name for p in networks.glob("*")) if networks.is_dir() else [],
         "dnsmasq files": dnsmasq_files(vfw.state_dir),
         "dnsmasq processes": dnsmasq_pids(ns),
@@ -478,7 +481,14 @@ NO_DHCP_NET = """<network>
 def bin_without_dnsmasq(folder: Path) -> str:
     """A PATH of one directory: symlinks to every program on the usual PATH but dnsmasq."""
     folder.mkdir()
-    dirs = os.environ.get("PATH", "").split(os.pathsep) + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    dirs = os.environ.get("PATH", "").split(os.pathsep) + [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
     for d in dirs:
         if not d or not os.path.isdir(d):
             continue

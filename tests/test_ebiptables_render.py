@@ -14,23 +14,41 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
-
 from nsutil import TESTDATA, Netns, netns, normalize_iptables_save, ruleset
+
+from virtfw.rules.portrules import Match, PortRule, PortRules
 from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 from virtfw.rules.xtables.filter_render import fmt_ip, plan_port, quote, restore_line
 from virtfw.rules.xtables.save import Batch, Table, parse_save, tokens
-from virtfw.rules.portrules import Match, PortRule, PortRules
 
 DATA = TESTDATA / "nwfilterxml2firewalldata"
 CASES = sorted(path.name.removesuffix("-linux.args") for path in DATA.glob("*-linux.args"))
 
 
-def rule(element: str | None, direction: str = "out", action: str = "accept", *, chain: str = "root",
-         chain_priority: int = 0, priority: int = 500, statematch: bool = True, negate: bool = False,
-         **matches) -> PortRule:
+def rule(
+    element: str | None,
+    direction: str = "out",
+    action: str = "accept",
+    *,
+    chain: str = "root",
+    chain_priority: int = 0,
+    priority: int = 500,
+    statematch: bool = True,
+    negate: bool = False,
+    **matches,
+) -> PortRule:
     """A PortRule by hand; attribute names with '-' are written with '_'."""
-    return PortRule(chain, chain_priority, priority, action, direction, statematch, element, negate,
-                    tuple(Match(name.replace("_", "-"), value) for name, value in matches.items()))
+    return PortRule(
+        chain,
+        chain_priority,
+        priority,
+        action,
+        direction,
+        statematch,
+        element,
+        negate,
+        tuple(Match(name.replace("_", "-"), value) for name, value in matches.items()),
+    )
 
 
 def port(rules: list[PortRule], name: str = "vnet0") -> PortRules:
@@ -43,14 +61,21 @@ def lines(commands: list[list[str]]) -> list[str]:
 
 # --- against libvirt's expected commands --------------------------------------------------
 
-LIBVIRT_TO_FINAL = (("libvirt-J-", "virtfw-I-"), ("libvirt-P-", "virtfw-O-"), ("J-vnet0-", "I-vnet0-"),
-                    ("P-vnet0-", "O-vnet0-"), ("FJ-", "FI-"), ("FP-", "FO-"), ("HJ-", "HI-"))
+LIBVIRT_TO_FINAL = (
+    ("libvirt-J-", "virtfw-I-"),
+    ("libvirt-P-", "virtfw-O-"),
+    ("J-vnet0-", "I-vnet0-"),
+    ("P-vnet0-", "O-vnet0-"),
+    ("FJ-", "FI-"),
+    ("FP-", "FO-"),
+    ("HJ-", "HI-"),
+)
 
 
 def final_name(word: str) -> str:
     for old, new in LIBVIRT_TO_FINAL:
         if word.startswith(old):
-            return new + word[len(old):]
+            return new + word[len(old) :]
     return word
 
 
@@ -83,7 +108,9 @@ def test_rules_match_libvirt_args(name: str) -> None:
     expected = expected_rules(name)
     eb = plan.ebtables
     assert lines(eb.rules if eb else []) == lines(expected["ebtables"])
-    assert [c for c in (eb.chains if eb else []) if not c.startswith("virtfw-")] == [w[0] for w in expected["subchains"]]
+    assert [c for c in (eb.chains if eb else []) if not c.startswith("virtfw-")] == [
+        w[0] for w in expected["subchains"]
+    ]
     for family in ("ipv4", "ipv6"):
         got = plan.families[family].rules if family in plan.families else []
         assert lines(got) == lines(expected[family]), family
@@ -117,8 +144,9 @@ def test_root_rules_first_then_priority_with_subchains_interleaved() -> None:
 
 
 def test_inout_ebtables_rule_is_reversed_in_the_from_guest_chain() -> None:
-    eb = plan_port(port([rule("ip", "inout", "drop", srcipaddr=IPv4Address("10.0.0.1"), srcportstart=22,
-                                protocol=6, negate=True)])).ebtables
+    eb = plan_port(
+        port([rule("ip", "inout", "drop", srcipaddr=IPv4Address("10.0.0.1"), srcportstart=22, protocol=6, negate=True)])
+    ).ebtables
     assert eb is not None
     assert lines(eb.rules) == [
         "-A virtfw-I-vnet0 -p ipv4 --ip-destination ! 10.0.0.1 --ip-protocol ! 6 --ip-destination-port ! 22 -j DROP",
@@ -150,8 +178,9 @@ def test_iptables_directions_states_and_skips() -> None:
 
 def test_arp_destination_without_mask_reuses_source_mask() -> None:
     """libvirt keeps one mask buffer for both ARP addresses."""
-    eb = plan_port(port([rule("arp", arpsrcipaddr=IPv4Address("10.0.0.1"), arpsrcipmask=24,
-                              arpdstipaddr=IPv4Address("10.0.0.2"))])).ebtables
+    eb = plan_port(
+        port([rule("arp", arpsrcipaddr=IPv4Address("10.0.0.1"), arpsrcipmask=24, arpdstipaddr=IPv4Address("10.0.0.2"))])
+    ).ebtables
     assert eb is not None
     assert lines(eb.rules) == ["-A virtfw-I-vnet0 -p 0x806 --arp-ip-src 10.0.0.1/24 --arp-ip-dst 10.0.0.2/24 -j ACCEPT"]
 
@@ -191,9 +220,11 @@ def _replay(model: Table, commands: list[str]) -> None:
 
 
 def test_batch_undo_restores_the_table_exactly() -> None:
-    saved = ("*filter\n:FORWARD ACCEPT [0:0]\n:virtfw-in - [0:0]\n:FI-a - [0:0]\n-A FORWARD -j X\n"
-             "-A FORWARD -j virtfw-in\n-A virtfw-in -m physdev --physdev-in a -g FI-a\n"
-             '-A FI-a -p tcp -m comment --comment "a b" -j RETURN\n-A FI-a -j DROP\nCOMMIT\n')
+    saved = (
+        "*filter\n:FORWARD ACCEPT [0:0]\n:virtfw-in - [0:0]\n:FI-a - [0:0]\n-A FORWARD -j X\n"
+        "-A FORWARD -j virtfw-in\n-A virtfw-in -m physdev --physdev-in a -g FI-a\n"
+        '-A FI-a -p tcp -m comment --comment "a b" -j RETURN\n-A FI-a -j DROP\nCOMMIT\n'
+    )
     original = parse_save(saved, "filter")
     assert original is not None
     batch = Batch("filter", copy.deepcopy(original))
@@ -213,15 +244,29 @@ def test_batch_undo_restores_the_table_exactly() -> None:
 
 def test_base_records_merge() -> None:
     backend = EbiptablesFilterBackend()
-    one = {"backend": "iptables", "kind": "nwfilter-base",
-           "ipv4": {"filter": ["-D FORWARD -j virtfw-in", "-F virtfw-in", "-X virtfw-in"],
-                    "appeared": {"tables": ["filter"], "chains": []}}}
-    two = {"backend": "iptables", "kind": "nwfilter-base",
-           "ebtables": {"appeared": {"tables": [], "chains": [["nat", "POSTROUTING"]]}},
-           "ipv4": {"filter": ["-D INPUT -j virtfw-host-in", "-F virtfw-host-in", "-X virtfw-host-in"]}}
+    one = {
+        "backend": "iptables",
+        "kind": "nwfilter-base",
+        "ipv4": {
+            "filter": ["-D FORWARD -j virtfw-in", "-F virtfw-in", "-X virtfw-in"],
+            "appeared": {"tables": ["filter"], "chains": []},
+        },
+    }
+    two = {
+        "backend": "iptables",
+        "kind": "nwfilter-base",
+        "ebtables": {"appeared": {"tables": [], "chains": [["nat", "POSTROUTING"]]}},
+        "ipv4": {"filter": ["-D INPUT -j virtfw-host-in", "-F virtfw-host-in", "-X virtfw-host-in"]},
+    }
     merged = backend.merge_base(one, two)
-    assert merged["ipv4"]["filter"] == ["-D FORWARD -j virtfw-in", "-D INPUT -j virtfw-host-in", "-F virtfw-in",
-                                        "-F virtfw-host-in", "-X virtfw-in", "-X virtfw-host-in"]
+    assert merged["ipv4"]["filter"] == [
+        "-D FORWARD -j virtfw-in",
+        "-D INPUT -j virtfw-host-in",
+        "-F virtfw-in",
+        "-F virtfw-host-in",
+        "-X virtfw-in",
+        "-X virtfw-host-in",
+    ]
     assert merged["ipv4"]["appeared"] == {"tables": ["filter"], "chains": []}
     assert merged["ebtables"] == {"appeared": {"tables": [], "chains": [["nat", "POSTROUTING"]]}}
     assert backend.merge_base(None, two) is two
@@ -266,35 +311,46 @@ def demo_rules(variant: int = 0) -> list[PortRule]:
 @pytest.mark.netns
 def test_install_then_remove_leaves_nothing() -> None:
     with netns("vfwU") as ns:
-        out = in_ns(ns, (
-            "inst = backend.install(runner, [port(demo_rules(), 'vnet0'), port(demo_rules(), 'vnet1')])\n"
-            "print(json.dumps([[a[0] for a in runner.log], inst.removals, inst.base]))\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "inst = backend.install(runner, [port(demo_rules(), 'vnet0'), port(demo_rules(), 'vnet1')])\n"
+                "print(json.dumps([[a[0] for a in runner.log], inst.removals, inst.base]))\n"
+            ),
+        )
         assert "virtfw-I-vnet1" in snapshot(ns) and "FO-vnet1" in snapshot(ns)
         log, removals, base = json.loads(out)
         changes = [tool for tool in log if tool.endswith("-restore")]
         assert changes == ["ebtables-restore", "iptables-restore", "ip6tables-restore"]
         assert removals["binding:vnet0"]["ebtables"]["nat"][:2] == [
-            "-D PREROUTING -i vnet0 -j virtfw-I-vnet0", "-D POSTROUTING -o vnet0 -j virtfw-O-vnet0"]
+            "-D PREROUTING -i vnet0 -j virtfw-I-vnet0",
+            "-D POSTROUTING -o vnet0 -j virtfw-O-vnet0",
+        ]
         assert removals["binding:vnet0"]["ipv4"]["filter"][-1] == "-X HI-vnet0"
-        in_ns(ns, (
-            f"removals, base = {removals!r}, {base!r}\n"
-            "assert all(backend.remove(runner, r) for r in removals.values())\n"
-            "assert backend.remove(runner, base)\n"
-        ))
+        in_ns(
+            ns,
+            (
+                f"removals, base = {removals!r}, {base!r}\n"
+                "assert all(backend.remove(runner, r) for r in removals.values())\n"
+                "assert backend.remove(runner, base)\n"
+            ),
+        )
         assert snapshot(ns).strip() == "# iptables-save\n# ip6tables-save"
 
 
 @pytest.mark.netns
 def test_replace_swaps_old_rules_in_one_batch_per_tool() -> None:
     with netns("vfwU") as ns:
-        in_ns(ns, (
-            "first = backend.install(runner, [port(demo_rules(0))])\n"
-            "runner.log.clear()\n"
-            "second = backend.install(runner, [port(demo_rules(1))], old=first.removals)\n"
-            "assert [a[0] for a in runner.log if a[0].endswith('-restore')] == "
-            "['ebtables-restore', 'iptables-restore', 'ip6tables-restore']\n"
-        ))
+        in_ns(
+            ns,
+            (
+                "first = backend.install(runner, [port(demo_rules(0))])\n"
+                "runner.log.clear()\n"
+                "second = backend.install(runner, [port(demo_rules(1))], old=first.removals)\n"
+                "assert [a[0] for a in runner.log if a[0].endswith('-restore')] == "
+                "['ebtables-restore', 'iptables-restore', 'ip6tables-restore']\n"
+            ),
+        )
         replaced = snapshot(ns)
     with netns("vfwV") as ns:
         in_ns(ns, "backend.install(runner, [port(demo_rules(1))])\n")
@@ -308,21 +364,27 @@ def test_failed_later_batch_rolls_back_to_the_old_rules() -> None:
     """ip6tables refuses the new rules (a missing ipset): the ebtables and iptables
     batches that went in are taken back, and the old rules are in place again."""
     with netns("vfwU") as ns:
-        out = in_ns(ns, (
-            "first = backend.install(runner, [port(demo_rules(0)), port(demo_rules(0), 'vnet1')])\n"
-            "print(json.dumps(first.removals))\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "first = backend.install(runner, [port(demo_rules(0)), port(demo_rules(0), 'vnet1')])\n"
+                "print(json.dumps(first.removals))\n"
+            ),
+        )
         before = snapshot(ns)
         removals = json.loads(out)
-        out = in_ns(ns, (
-            "from virtfw.errors import ToolError\n"
-            f"old = {removals!r}\n"
-            "bad = demo_rules(1) + [rule('tcp-ipv6', ipset='missing', ipsetflags='src')]\n"
-            "try:\n"
-            "    backend.install(runner, [port(bad), port(demo_rules(1), 'vnet1')], old=old)\n"
-            "except ToolError as error:\n"
-            "    print('refused:', error)\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "from virtfw.errors import ToolError\n"
+                f"old = {removals!r}\n"
+                "bad = demo_rules(1) + [rule('tcp-ipv6', ipset='missing', ipsetflags='src')]\n"
+                "try:\n"
+                "    backend.install(runner, [port(bad), port(demo_rules(1), 'vnet1')], old=old)\n"
+                "except ToolError as error:\n"
+                "    print('refused:', error)\n"
+            ),
+        )
         assert "refused: ip6tables-restore failed" in out
         assert snapshot(ns) == before
 
@@ -364,13 +426,16 @@ def test_remove_tolerates_rules_already_gone() -> None:
 @pytest.mark.netns
 def test_records_are_handed_over_before_anything_is_applied() -> None:
     with netns("vfwU") as ns:
-        out = in_ns(ns, (
-            "import subprocess\n"
-            "def seen(installed):\n"
-            "    print(json.dumps(installed.removals))\n"
-            "    print(subprocess.run(['iptables-save'], capture_output=True, text=True).stdout.count('-A '))\n"
-            "backend.install(runner, [port(demo_rules())], before_apply=seen)\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "import subprocess\n"
+                "def seen(installed):\n"
+                "    print(json.dumps(installed.removals))\n"
+                "    print(subprocess.run(['iptables-save'], capture_output=True, text=True).stdout.count('-A '))\n"
+                "backend.install(runner, [port(demo_rules())], before_apply=seen)\n"
+            ),
+        )
         record, applied = out.strip().splitlines()
         assert applied == "0"
         assert "-X FO-vnet0" in record
@@ -381,13 +446,16 @@ def test_thousand_ports_in_a_few_batches_per_tool() -> None:
     """Not one process per rule: iptables and ip6tables get one batch each, ebtables one
     per segment of about EB_SEGMENT_LINES lines."""
     with netns("vfwU") as ns:
-        out = in_ns(ns, (
-            "from virtfw.rules.xtables.filter import EB_SEGMENT_LINES\n"
-            "ports = [port(demo_rules(), f'tap{i}') for i in range(1000)]\n"
-            "installed = backend.install(runner, ports)\n"
-            "calls = [a[0] for a in runner.log if a[0].endswith('-restore')]\n"
-            "print(json.dumps([len(installed.removals), calls, EB_SEGMENT_LINES]))\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "from virtfw.rules.xtables.filter import EB_SEGMENT_LINES\n"
+                "ports = [port(demo_rules(), f'tap{i}') for i in range(1000)]\n"
+                "installed = backend.install(runner, ports)\n"
+                "calls = [a[0] for a in runner.log if a[0].endswith('-restore')]\n"
+                "print(json.dumps([len(installed.removals), calls, EB_SEGMENT_LINES]))\n"
+            ),
+        )
         removals, calls, segment = json.loads(out)
         assert removals == 1000
         assert calls.count("iptables-restore") == calls.count("ip6tables-restore") == 1
@@ -404,23 +472,26 @@ def test_a_failed_segment_takes_back_the_segments_before_it() -> None:
     with netns("vfwU") as ns:
         in_ns(ns, "backend.install(runner, [port(demo_rules(), f'tap{i}') for i in range(60)])\n")
         before = snapshot(ns)
-        out = in_ns(ns, (
-            "import virtfw.rules.xtables.filter as eb\n"
-            "from virtfw.errors import ToolError\n"
-            "eb.EB_SEGMENT_LINES = 200\n"
-            "calls = []\n"
-            "real = runner.run\n"
-            "def run(argv, **kw):\n"
-            "    calls.append(argv[0])\n"
-            "    if argv[0] == 'ebtables-restore' and calls.count('ebtables-restore') == 3:\n"
-            "        raise ToolError(argv, 1, 'injected')\n"
-            "    return real(argv, **kw)\n"
-            "runner.run = run\n"
-            "try:\n"
-            "    backend.install(runner, [port(demo_rules(1), f'tap{i}') for i in range(60)], rebuild=True)\n"
-            "except ToolError:\n"
-            "    print('failed', calls.count('ebtables-restore'))\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "import virtfw.rules.xtables.filter as eb\n"
+                "from virtfw.errors import ToolError\n"
+                "eb.EB_SEGMENT_LINES = 200\n"
+                "calls = []\n"
+                "real = runner.run\n"
+                "def run(argv, **kw):\n"
+                "    calls.append(argv[0])\n"
+                "    if argv[0] == 'ebtables-restore' and calls.count('ebtables-restore') == 3:\n"
+                "        raise ToolError(argv, 1, 'injected')\n"
+                "    return real(argv, **kw)\n"
+                "runner.run = run\n"
+                "try:\n"
+                "    backend.install(runner, [port(demo_rules(1), f'tap{i}') for i in range(60)], rebuild=True)\n"
+                "except ToolError:\n"
+                "    print('failed', calls.count('ebtables-restore'))\n"
+            ),
+        )
         assert out.split()[0] == "failed" and int(out.split()[1]) == 5  # 2 applied, 1 failed, 2 undone
         assert snapshot(ns) == before
 
@@ -433,31 +504,38 @@ def test_new_ports_skip_reading_ebtables_unless_a_chain_is_left_over() -> None:
     with netns("vfwU") as ns:
         in_ns(ns, "backend.install(runner, [port(demo_rules(), 'tap0'), port(demo_rules(), 'tap1')])\n")
         clean = snapshot(ns)
-        in_ns(ns, "backend.remove(runner, {'backend': 'iptables', 'kind': 'nwfilter', 'port': 'tap1', "
-                  "'ebtables': {'nat': ['-D PREROUTING -i tap1 -j virtfw-I-tap1', '-D POSTROUTING -o tap1 -j virtfw-O-tap1', "
-                  "'-F virtfw-I-tap1', '-F virtfw-O-tap1', '-X virtfw-I-tap1', '-X virtfw-O-tap1']}})\n")
+        in_ns(
+            ns,
+            "backend.remove(runner, {'backend': 'iptables', 'kind': 'nwfilter', 'port': 'tap1', "
+            "'ebtables': {'nat': ['-D PREROUTING -i tap1 -j virtfw-I-tap1', '-D POSTROUTING -o tap1 -j virtfw-O-tap1', "
+            "'-F virtfw-I-tap1', '-F virtfw-O-tap1', '-X virtfw-I-tap1', '-X virtfw-O-tap1']}})\n",
+        )
         assert "virtfw-I-tap1" not in ns.sh("ebtables-save") and "I-tap1-" in ns.sh("ebtables-save"), (
-            "control: tap1's sub-chains are left over")
-        out = in_ns(ns, (
-            "backend.install(runner, [port(demo_rules(), 'tap1')], new_ports=True)\n"
-            "print(json.dumps([a[0] for a in runner.log]))\n"
-        ))
+            "control: tap1's sub-chains are left over"
+        )
+        out = in_ns(
+            ns,
+            (
+                "backend.install(runner, [port(demo_rules(), 'tap1')], new_ports=True)\n"
+                "print(json.dumps([a[0] for a in runner.log]))\n"
+            ),
+        )
         eb_calls = [call for call in json.loads(out) if call.startswith("ebtables")]
         assert eb_calls[:3] == ["ebtables-restore", "ebtables-save", "ebtables-restore"], eb_calls
         assert snapshot(ns) == clean
-        out = in_ns(ns, (
-            "backend.install(runner, [port(demo_rules(), 'tap2')], new_ports=True)\n"
-            "print(json.dumps([a[0] for a in runner.log]))\n"
-        ))
+        out = in_ns(
+            ns,
+            (
+                "backend.install(runner, [port(demo_rules(), 'tap2')], new_ports=True)\n"
+                "print(json.dumps([a[0] for a in runner.log]))\n"
+            ),
+        )
         assert "ebtables-save" not in json.loads(out) and "virtfw-I-tap2" in ns.sh("ebtables-save")
 
 
 @pytest.mark.netns
 def test_dry_run_applies_nothing() -> None:
     with netns("vfwU") as ns:
-        out = in_ns(ns, (
-            "runner.dry_run = True\n"
-            "backend.install(runner, [port(demo_rules())])\n"
-        ))
+        out = in_ns(ns, ("runner.dry_run = True\nbackend.install(runner, [port(demo_rules())])\n"))
         assert "-N virtfw-I-vnet0" in out and "-A virtfw-in-post" in out
         assert snapshot(ns).strip() == "# iptables-save\n# ip6tables-save"

@@ -119,7 +119,9 @@ def command_entries() -> dict[str, str]:
     current: str | None = None
     for tag, body in tagged_entries(lines):
         first = tag.split()[0] if tag.split() else ""
-        if first in names or (re.fullmatch(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+|[a-z]+", first) and not first.startswith("-")):
+        if first in names or (
+            re.fullmatch(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+|[a-z]+", first) and not first.startswith("-")
+        ):
             current = first
             entries[current] = tag + "\n"
         elif current is None:
@@ -166,7 +168,9 @@ def test_every_option_and_argument_is_documented(name: str) -> None:
             continue
         if isinstance(param, click.Argument):
             metavar = param.human_readable_name
-            assert mentions(tag, metavar.strip("[].")), f"{name}: argument {metavar} is not in its synopsis line {tag!r}"
+            assert mentions(tag, metavar.strip("[].")), (
+                f"{name}: argument {metavar} is not in its synopsis line {tag!r}"
+            )
             continue
         for opt in option_strings(param):
             assert mentions(entry, opt), f"man/virtfw.1: {name} does not document its option {opt}"
@@ -234,7 +238,9 @@ def test_title_lines() -> None:
         assert words[2] == section, th
         version = re.search(r"virtfw (\S+?)\"", th)
         if version:
-            assert version.group(1) == virtfw.__version__, f"{page}: .TH says {version.group(1)}, the package is {virtfw.__version__}"
+            assert version.group(1) == virtfw.__version__, (
+                f"{page}: .TH says {version.group(1)}, the package is {virtfw.__version__}"
+            )
 
 
 def test_sources_are_ascii() -> None:
@@ -283,7 +289,9 @@ def test_nwfilter_rules_chains_and_priorities() -> None:
     for kind in schema.CHAIN_TYPES:
         assert mentions(chains, kind), f"CHAINS AND PRIORITIES does not mention {kind}"
     for kind, priority in schema.DEFAULT_CHAIN_PRIORITY.items():
-        assert re.search(rf"(?<![\w-]){kind}\s+{priority}(?!\d)", chains), f"default priority of {kind} ({priority}) is not listed"
+        assert re.search(rf"(?<![\w-]){kind}\s+{priority}(?!\d)", chains), (
+            f"default priority of {kind} ({priority}) is not listed"
+        )
     assert str(schema.MAX_CHAIN_LENGTH) in chains
 
 
@@ -308,7 +316,21 @@ def test_network_format() -> None:
         if ":" in element:  # namespaced (dnsmasq:options): not read by the parser yet
             continue
         assert f"<{element}>" in page, f"virtfw-network.5 does not list kept element <{element}>"
-    for element in ("name", "uuid", "forward", "nat", "bridge", "mac", "domain", "ip", "dhcp", "range", "host", "bootp", "tftp"):
+    for element in (
+        "name",
+        "uuid",
+        "forward",
+        "nat",
+        "bridge",
+        "mac",
+        "domain",
+        "ip",
+        "dhcp",
+        "range",
+        "host",
+        "bootp",
+        "tftp",
+    ):
         assert f"<{element}" in page, f"virtfw-network.5 does not describe <{element}>"
 
 

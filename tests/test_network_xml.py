@@ -22,8 +22,8 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import pytest
-
 from nsutil import ROOT, TESTDATA
+
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
 from virtfw.net.policy import network_rules
@@ -93,7 +93,9 @@ def with_name(name: str) -> str:
 
 
 def with_nat_port(start: str, end: str) -> str:
-    return variant('<forward mode="nat"/>', f'<forward mode="nat"><nat><port start="{start}" end="{end}"/></nat></forward>')
+    return variant(
+        '<forward mode="nat"/>', f'<forward mode="nat"><nat><port start="{start}" end="{end}"/></nat></forward>'
+    )
 
 
 def with_ip_attrs(attrs: str) -> str:
@@ -104,9 +106,8 @@ def with_range(start: str, end: str) -> str:
     return variant('<range start="192.168.100.2" end="192.168.100.254"/>', f'<range start="{start}" end="{end}"/>')
 
 
-EXTERNAL_ENTITY = (
-    '<?xml version="1.0"?>\n<!DOCTYPE network [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
-    + with_name("&x;")
+EXTERNAL_ENTITY = '<?xml version="1.0"?>\n<!DOCTYPE network [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n' + with_name(
+    "&x;"
 )
 
 BILLION_LAUGHS = (
@@ -132,37 +133,109 @@ class Invalid:
 
 INVALID: tuple[Invalid, ...] = (
     # addresses
-    Invalid("ipv4-address-octet", with_ip_attrs('address="192.168.100.300" netmask="255.255.255.0"'), ("<ip", "address", "192.168.100.300")),
-    Invalid("ipv4-address-word", with_ip_attrs('address="gateway" netmask="255.255.255.0"'), ("<ip", "address", "gateway")),
-    Invalid("ipv6-address", with_ip(IPV6_IP.replace("2001:db8:1::1", "2001:db8:1::zz")), ("<ip", "address", "2001:db8:1::zz")),
-    Invalid("ipv6-family-ipv4-address", with_ip('<ip family="ipv6" address="10.9.9.1" prefix="64"/>'), ("<ip", "address", "10.9.9.1")),
-    Invalid("ipv4-ipv6-address", with_ip_attrs('address="2001:db8:5::1" prefix="64"'), ("<ip", "address", "2001:db8:5::1")),
-    Invalid("netmask-noncontiguous", with_ip_attrs('address="192.168.100.1" netmask="255.0.255.0"'), ("<ip", "netmask", "255.0.255.0")),
-    Invalid("netmask-hostmask", with_ip_attrs('address="192.168.100.1" netmask="0.0.0.255"'), ("<ip", "netmask", "0.0.0.255")),
-    Invalid("netmask-octet", with_ip_attrs('address="192.168.100.1" netmask="255.255.255.256"'), ("<ip", "netmask", "255.255.255.256")),
+    Invalid(
+        "ipv4-address-octet",
+        with_ip_attrs('address="192.168.100.300" netmask="255.255.255.0"'),
+        ("<ip", "address", "192.168.100.300"),
+    ),
+    Invalid(
+        "ipv4-address-word", with_ip_attrs('address="gateway" netmask="255.255.255.0"'), ("<ip", "address", "gateway")
+    ),
+    Invalid(
+        "ipv6-address",
+        with_ip(IPV6_IP.replace("2001:db8:1::1", "2001:db8:1::zz")),
+        ("<ip", "address", "2001:db8:1::zz"),
+    ),
+    Invalid(
+        "ipv6-family-ipv4-address",
+        with_ip('<ip family="ipv6" address="10.9.9.1" prefix="64"/>'),
+        ("<ip", "address", "10.9.9.1"),
+    ),
+    Invalid(
+        "ipv4-ipv6-address", with_ip_attrs('address="2001:db8:5::1" prefix="64"'), ("<ip", "address", "2001:db8:5::1")
+    ),
+    Invalid(
+        "netmask-noncontiguous",
+        with_ip_attrs('address="192.168.100.1" netmask="255.0.255.0"'),
+        ("<ip", "netmask", "255.0.255.0"),
+    ),
+    Invalid(
+        "netmask-hostmask",
+        with_ip_attrs('address="192.168.100.1" netmask="0.0.0.255"'),
+        ("<ip", "netmask", "0.0.0.255"),
+    ),
+    Invalid(
+        "netmask-octet",
+        with_ip_attrs('address="192.168.100.1" netmask="255.255.255.256"'),
+        ("<ip", "netmask", "255.255.255.256"),
+    ),
     Invalid("prefix-33", with_ip_attrs('address="192.168.100.1" prefix="33"'), ("<ip", "prefix", "33")),
-    Invalid("prefix-word", with_ip_attrs('address="192.168.100.1" prefix="twentyfour"'), ("<ip", "prefix", "twentyfour")),
+    Invalid(
+        "prefix-word", with_ip_attrs('address="192.168.100.1" prefix="twentyfour"'), ("<ip", "prefix", "twentyfour")
+    ),
     Invalid("ipv6-prefix-129", with_ip(IPV6_IP.replace('"64"', '"129"')), ("<ip", "prefix", "129")),
     # DHCP
     Invalid("dhcp-range-outside", with_range("192.168.101.2", "192.168.101.254"), ("<range", "start", "192.168.101.2")),
-    Invalid("dhcp-range-end-outside", with_range("192.168.100.2", "192.168.101.10"), ("<range", "end", "192.168.101.10")),
-    Invalid("dhcp-range-end-below-start", with_range("192.168.100.200", "192.168.100.10"), ("<range", "end", "192.168.100.10")),
-    Invalid("dhcp-range-bad-address", with_range("192.168.100.2", "192.168.100.999"), ("<range", "end", "192.168.100.999")),
-    Invalid("dhcp-host-bad-mac", with_dhcp('<host mac="52:54:00:zz:00:01" name="vm1" ip="192.168.100.10"/>'), ("<host", "mac", "52:54:00:zz:00:01")),
-    Invalid("dhcp-host-short-mac", with_dhcp('<host mac="52:54:00:00:01" name="vm1" ip="192.168.100.10"/>'), ("<host", "mac", "52:54:00:00:01")),
-    Invalid("dhcp-host-ip-outside", with_dhcp('<host mac="52:54:00:00:00:01" name="vm1" ip="10.1.1.1"/>'), ("<host", "ip", "10.1.1.1")),
+    Invalid(
+        "dhcp-range-end-outside", with_range("192.168.100.2", "192.168.101.10"), ("<range", "end", "192.168.101.10")
+    ),
+    Invalid(
+        "dhcp-range-end-below-start",
+        with_range("192.168.100.200", "192.168.100.10"),
+        ("<range", "end", "192.168.100.10"),
+    ),
+    Invalid(
+        "dhcp-range-bad-address", with_range("192.168.100.2", "192.168.100.999"), ("<range", "end", "192.168.100.999")
+    ),
+    Invalid(
+        "dhcp-host-bad-mac",
+        with_dhcp('<host mac="52:54:00:zz:00:01" name="vm1" ip="192.168.100.10"/>'),
+        ("<host", "mac", "52:54:00:zz:00:01"),
+    ),
+    Invalid(
+        "dhcp-host-short-mac",
+        with_dhcp('<host mac="52:54:00:00:01" name="vm1" ip="192.168.100.10"/>'),
+        ("<host", "mac", "52:54:00:00:01"),
+    ),
+    Invalid(
+        "dhcp-host-ip-outside",
+        with_dhcp('<host mac="52:54:00:00:00:01" name="vm1" ip="10.1.1.1"/>'),
+        ("<host", "ip", "10.1.1.1"),
+    ),
     # forward and NAT
     Invalid("nat-port-start-equals-end", with_nat_port("2000", "2000"), ("<port", "start", "end", "2000")),
     Invalid("nat-port-start-above-end", with_nat_port("3000", "2000"), ("<port", "start", "end", "3000", "2000")),
     Invalid("nat-port-end-65536", with_nat_port("1024", "65536"), ("<port", "end", "65536")),
     Invalid("nat-port-start-0", with_nat_port("0", "1000"), ("<port", "start", "0")),
-    Invalid("forward-mode-unknown", variant('<forward mode="nat"/>', '<forward mode="bogus"/>'), ("<forward", "mode", "bogus")),
-    Invalid("forward-dev-shell", variant('<forward mode="nat"/>', '<forward mode="nat" dev="eth0;reboot"/>'), ("forward", "dev", "eth0;reboot")),
+    Invalid(
+        "forward-mode-unknown",
+        variant('<forward mode="nat"/>', '<forward mode="bogus"/>'),
+        ("<forward", "mode", "bogus"),
+    ),
+    Invalid(
+        "forward-dev-shell",
+        variant('<forward mode="nat"/>', '<forward mode="nat" dev="eth0;reboot"/>'),
+        ("forward", "dev", "eth0;reboot"),
+    ),
     # unknown elements and attributes
-    Invalid("unknown-element", variant("<name>testnet</name>", "<name>testnet</name>\n  <frobnicate/>"), ("frobnicate", "<network>")),
-    Invalid("unknown-element-in-dhcp", with_dhcp('<rnage start="192.168.100.2" end="192.168.100.9"/>'), ("rnage", "<dhcp>")),
-    Invalid("unknown-attribute-bridge", variant('<bridge name="vtest0"/>', '<bridge name="vtest0" colour="red"/>'), ("<bridge", "colour")),
-    Invalid("unknown-attribute-ip", with_ip_attrs('address="192.168.100.1" netmask="255.255.255.0" gateway="192.168.100.254"'), ("<ip", "gateway")),
+    Invalid(
+        "unknown-element",
+        variant("<name>testnet</name>", "<name>testnet</name>\n  <frobnicate/>"),
+        ("frobnicate", "<network>"),
+    ),
+    Invalid(
+        "unknown-element-in-dhcp", with_dhcp('<rnage start="192.168.100.2" end="192.168.100.9"/>'), ("rnage", "<dhcp>")
+    ),
+    Invalid(
+        "unknown-attribute-bridge",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" colour="red"/>'),
+        ("<bridge", "colour"),
+    ),
+    Invalid(
+        "unknown-attribute-ip",
+        with_ip_attrs('address="192.168.100.1" netmask="255.255.255.0" gateway="192.168.100.254"'),
+        ("<ip", "gateway"),
+    ),
     # names
     Invalid("name-missing", variant("  <name>testnet</name>\n", ""), ("<name>",)),
     Invalid("name-empty", with_name(" "), ("<name>",)),
@@ -177,11 +250,27 @@ INVALID: tuple[Invalid, ...] = (
     Invalid("bridge-space", with_bridge("vb x"), ("bridge", "name", "vb x")),
     Invalid("bridge-command-substitution", with_bridge("vb$(id)"), ("bridge", "name", "vb$(id)")),
     Invalid("bridge-star", with_bridge("vb*"), ("bridge", "name", "vb*")),
-    Invalid("mac-address", variant('<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <mac address="52:54:00:xx:00:01"/>'), ("<mac", "address", "52:54:00:xx:00:01")),
-    Invalid("uuid", variant("<name>testnet</name>", "<name>testnet</name>\n  <uuid>not-a-uuid</uuid>"), ("<uuid>", "not-a-uuid")),
+    Invalid(
+        "mac-address",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <mac address="52:54:00:xx:00:01"/>'),
+        ("<mac", "address", "52:54:00:xx:00:01"),
+    ),
+    Invalid(
+        "uuid",
+        variant("<name>testnet</name>", "<name>testnet</name>\n  <uuid>not-a-uuid</uuid>"),
+        ("<uuid>", "not-a-uuid"),
+    ),
     # consistency
-    Invalid("ipv4-networks-overlap", with_ip('<ip address="192.168.100.129" prefix="25"/>'), ("<ip", "192.168.100.0/24", "192.168.100.128/25")),
-    Invalid("ipv6-networks-overlap", with_ip(IPV6_IP + '\n  <ip family="ipv6" address="2001:db8:1::2" prefix="48"/>'), ("<ip", "2001:db8:1::/64", "2001:db8:1::/48")),
+    Invalid(
+        "ipv4-networks-overlap",
+        with_ip('<ip address="192.168.100.129" prefix="25"/>'),
+        ("<ip", "192.168.100.0/24", "192.168.100.128/25"),
+    ),
+    Invalid(
+        "ipv6-networks-overlap",
+        with_ip(IPV6_IP + '\n  <ip family="ipv6" address="2001:db8:1::2" prefix="48"/>'),
+        ("<ip", "2001:db8:1::/64", "2001:db8:1::/48"),
+    ),
     # hostile or broken XML
     Invalid("doctype-external-entity", EXTERNAL_ENTITY, ("entity",)),
     Invalid("doctype-billion-laughs", BILLION_LAUGHS, ("entity",)),
@@ -224,19 +313,34 @@ def test_invalid_network_is_refused_precisely(case: Invalid) -> None:
 @pytest.mark.parametrize(
     ("xml", "check"),
     [
-        pytest.param(with_bridge("vtest0123456789"), lambda n: n.bridge.name == "vtest0123456789", id="bridge-15-chars"),
+        pytest.param(
+            with_bridge("vtest0123456789"), lambda n: n.bridge.name == "vtest0123456789", id="bridge-15-chars"
+        ),
         pytest.param(with_bridge("v_b-r.0"), lambda n: n.bridge.name == "v_b-r.0", id="bridge-punctuation"),
         pytest.param(with_name("my-net_2.test+x"), lambda n: n.name == "my-net_2.test+x", id="name-punctuation"),
-        pytest.param(with_ip('<ip address="192.168.101.1" netmask="255.255.255.128"/>'),
-                     lambda n: n.ips[1].prefix == 25, id="netmask-25"),
-        pytest.param(with_ip_attrs('address="192.168.100.1" prefix="24"'), lambda n: n.ips[0].prefix == 24, id="prefix-24"),
+        pytest.param(
+            with_ip('<ip address="192.168.101.1" netmask="255.255.255.128"/>'),
+            lambda n: n.ips[1].prefix == 25,
+            id="netmask-25",
+        ),
+        pytest.param(
+            with_ip_attrs('address="192.168.100.1" prefix="24"'), lambda n: n.ips[0].prefix == 24, id="prefix-24"
+        ),
         pytest.param(with_nat_port("1", "65535"), lambda n: n.nat.ports == (1, 65535), id="nat-port-full-range"),
-        pytest.param(with_range("192.168.100.9", "192.168.100.9"), lambda n: n.ips[0].ranges[0].start == n.ips[0].ranges[0].end,
-                     id="dhcp-range-one-address"),
-        pytest.param(with_dhcp('<host mac="52:54:00:AB:00:01" name="vm1" ip="192.168.100.10"/>'),
-                     lambda n: n.ips[0].hosts[0].mac == "52:54:00:ab:00:01", id="dhcp-host"),
+        pytest.param(
+            with_range("192.168.100.9", "192.168.100.9"),
+            lambda n: n.ips[0].ranges[0].start == n.ips[0].ranges[0].end,
+            id="dhcp-range-one-address",
+        ),
+        pytest.param(
+            with_dhcp('<host mac="52:54:00:AB:00:01" name="vm1" ip="192.168.100.10"/>'),
+            lambda n: n.ips[0].hosts[0].mac == "52:54:00:ab:00:01",
+            id="dhcp-host",
+        ),
         pytest.param(with_ip(IPV6_IP), lambda n: [ip.family for ip in n.ips] == ["ipv4", "ipv6"], id="ipv6-alongside"),
-        pytest.param(with_ip('<ip address="192.168.101.1" prefix="24"/>'), lambda n: len(n.ips) == 2, id="ipv4-adjacent"),
+        pytest.param(
+            with_ip('<ip address="192.168.101.1" prefix="24"/>'), lambda n: len(n.ips) == 2, id="ipv4-adjacent"
+        ),
     ],
 )
 def test_valid_edge_values_are_accepted(xml: str, check) -> None:
@@ -283,8 +387,7 @@ def test_file_parses_to_what_it_says(path: Path) -> None:
     if port is not None:
         assert net.nat.ports == (int(port.get("start", "")), int(port.get("end", "")))
     actual = [
-        (ip.family, str(ip.address), ip.prefix, [(str(r.start), str(r.end)) for r in ip.ranges])
-        for ip in net.ips
+        (ip.family, str(ip.address), ip.prefix, [(str(r.start), str(r.end)) for r in ip.ranges]) for ip in net.ips
     ]
     assert actual == expected_ips(root)
 
@@ -337,7 +440,10 @@ def test_round_trip_keeps_every_field() -> None:
     "kept",
     [
         pytest.param('<dns><host ip="192.168.100.5"><hostname>vm</hostname></host></dns>', id="dns-one-line"),
-        pytest.param('<dns>\n    <host ip="192.168.100.5">\n      <hostname>vm</hostname>\n    </host>\n  </dns>', id="dns-indented"),
+        pytest.param(
+            '<dns>\n    <host ip="192.168.100.5">\n      <hostname>vm</hostname>\n    </host>\n  </dns>',
+            id="dns-indented",
+        ),
         pytest.param("<mtu size='9000'/>", id="mtu"),
         pytest.param("<description>lab network</description>", id="description"),
     ],
@@ -390,8 +496,14 @@ def test_route_mode_does_not_masquerade() -> None:
     rewriting = [r for r in rules if r.verdict.action in (Action.MASQUERADE, Action.SNAT) or r.chain is Chain.NAT_POST]
     assert rewriting == []
     cidr = "192.168.122.0/24"
-    assert any(Addr(cidr, source=True) in r.matches and r.verdict.action is Action.ACCEPT for r in chain_rules(net, Chain.FWD_OUT))
-    assert any(Addr(cidr, source=False) in r.matches and r.verdict.action is Action.ACCEPT for r in chain_rules(net, Chain.FWD_IN))
+    assert any(
+        Addr(cidr, source=True) in r.matches and r.verdict.action is Action.ACCEPT
+        for r in chain_rules(net, Chain.FWD_OUT)
+    )
+    assert any(
+        Addr(cidr, source=False) in r.matches and r.verdict.action is Action.ACCEPT
+        for r in chain_rules(net, Chain.FWD_IN)
+    )
 
 
 def test_nat_mode_masquerades() -> None:

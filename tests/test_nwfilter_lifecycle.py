@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from faults import Instant, Wrappers, describe, error_problems, group_alive
 from nsutil import Netns, Virtfw, add_port, dir_files, firewall_snapshot, netns, run, virtfw_argv
 
@@ -99,7 +98,12 @@ OTHER = """<filter name='lc-other' chain='root'>
 
 
 def binding_xml(port: str, filt: str, mac: str, params: dict[str, str | list[str]] | None = None) -> str:
-    lines = [f"<filterbinding>", f"  <portdev name='{port}'/>", f"  <mac address='{mac}'/>", f"  <filterref filter='{filt}'>"]
+    lines = [
+        "<filterbinding>",
+        f"  <portdev name='{port}'/>",
+        f"  <mac address='{mac}'/>",
+        f"  <filterref filter='{filt}'>",
+    ]
     for name, values in (params or {}).items():
         for value in [values] if isinstance(values, str) else values:
             lines.append(f"    <parameter name='{name}' value='{value}'/>")
@@ -173,7 +177,7 @@ def blocks(fw: dict[str, str]) -> dict[str, list[str]]:
             table = block = None
             for line in text.splitlines():
                 if line.startswith("table "):
-                    table, block = line[len("table "):].rstrip(" {"), None
+                    table, block = line[len("table ") :].rstrip(" {"), None
                 elif line.startswith("\t") and not line.startswith("\t\t"):
                     stripped = line.strip()
                     if stripped.endswith("{"):
@@ -247,7 +251,11 @@ def dispatch_order_free(snap: dict) -> dict:
                     result.extend(sorted(pending))
                     pending = []
                     header = line.strip()
-                    active = header.endswith("{") and header.split()[:1] == ["chain"] and header.split()[1] in DISPATCH_CHAINS
+                    active = (
+                        header.endswith("{")
+                        and header.split()[:1] == ["chain"]
+                        and header.split()[1] in DISPATCH_CHAINS
+                    )
                     result.append(line)
                 elif active and line.startswith("\t\t") and not line.strip().startswith("type "):
                     pending.append(line)
@@ -471,7 +479,8 @@ def test_delete_one_keeps_the_other(labs, backend):
         assert not port_view(after, "vnet1"), f"rules of the deleted binding remain:\n{port_text(after, 'vnet1')}"
         b_after = port_view(after, "vnet2")
         assert b_after == b_before, "the other binding's chains/dispatch changed:\n" + _diff_text(
-            "vnet2", port_text(both, "vnet2"), port_text(after, "vnet2"), ("before", "after"))
+            "vnet2", port_text(both, "vnet2"), port_text(after, "vnet2"), ("before", "after")
+        )
         d = diff(only_b, after, ("only vnet2 bound", "vnet1 bound then deleted"))
         assert not d, f"the firewall differs from a namespace where only vnet2 was bound:\n{d}"
         assert lab.bound() == {"vnet2": "lc-inner"}
@@ -531,7 +540,8 @@ def test_redefinition_reinstantiates_every_user(labs, backend):
         lab.bind("vnet1", "lc-inner", {"IP": "10.0.0.5"})
         assert port_view(lab.fw(), "vnet1") == port_view(redefined, "vnet1"), (
             "re-instantiated rules differ from a fresh binding of the same filter:\n"
-            + _diff_text("vnet1", port_text(redefined, "vnet1"), port_text(lab.fw(), "vnet1"), ("redefined", "fresh")))
+            + _diff_text("vnet1", port_text(redefined, "vnet1"), port_text(lab.fw(), "vnet1"), ("redefined", "fresh"))
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -666,8 +676,8 @@ def _filt(name: str, body: str) -> str:
     return f"<filter name='{name}' chain='root'>\n  {body}\n</filter>\n"
 
 
-BAD_PORTS = ["vnet0;x", "a b", "$(x)", "{x}", "vnet`id`", "x" * 16, "../x", "vnet0\"", "-vnet0"]
-BAD_VALUES = ["10.0.0.5;x", "10.0.0.5 x", "$(x)", "{x}", "10.0.0.5\"", "`id`", "10.0.0.5}"]
+BAD_PORTS = ["vnet0;x", "a b", "$(x)", "{x}", "vnet`id`", "x" * 16, "../x", 'vnet0"', "-vnet0"]
+BAD_VALUES = ["10.0.0.5;x", "10.0.0.5 x", "$(x)", "{x}", '10.0.0.5"', "`id`", "10.0.0.5}"]
 
 BAD_CASES = [
     Bad("filterref cycle A -> B -> A", _filter_cmd(_filt("lc-cyc-a", "<filterref filter='lc-cyc-b'/>")),
@@ -986,8 +996,11 @@ def test_sigkill_during_create_is_cleaned_up(labs, backend, wrappers, scenario):
                     elif sc.port in lab.bound():
                         # reload finished the binding: it must be exactly a clean run's
                         # (reload hooks ports in in its own order: the dispatch order is free)
-                        d = diff(dispatch_order_free(comparable(base.after)),
-                                 dispatch_order_free(comparable(lab.snapshot())), ("clean create", "kill + reload"))
+                        d = diff(
+                            dispatch_order_free(comparable(base.after)),
+                            dispatch_order_free(comparable(lab.snapshot())),
+                            ("clean create", "kill + reload"),
+                        )
                         if d:
                             problems.append(f"reload completed the binding, but not as a clean create:\n{d}")
                 proc = lab.unbind(sc.port, check=False)

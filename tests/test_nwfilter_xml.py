@@ -21,8 +21,8 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
-
 from nsutil import TESTDATA
+
 from virtfw.errors import VirtfwError
 from virtfw.filter import schema
 from virtfw.filter.model import Binding, Filter, FilterRef, FilterRule, ProtocolMatch, VarRef

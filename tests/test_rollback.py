@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from faults import Instant, Wrappers, describe, error_problems, group_alive
 from nsutil import TESTDATA, Netns, Virtfw, netns, normalize_nft, ruleset, run, virtfw_argv
 
@@ -95,8 +94,12 @@ def _prepare_second(vf: Virtfw) -> None:
 SCENARIOS = {
     "a": Scenario("a", "net-start default on a clean namespace", "default", lambda vf: ["net-start", "default"]),
     "b": Scenario(
-        "b", "net-start second while default is active", "second",
-        lambda vf: ["net-start", "second"], _prepare_second, other="default",
+        "b",
+        "net-start second while default is active",
+        "second",
+        lambda vf: ["net-start", "second"],
+        _prepare_second,
+        other="default",
     ),  # fmt: skip
     "c": Scenario("c", "net-create nat-ipv6.xml (dual stack)", "default", lambda vf: ["net-create", str(NAT_IPV6)]),
 }
@@ -301,7 +304,9 @@ def test_start_rolls_back_on_any_tool_failure(tmp_path, wrappers, backend, scena
                     failures.append(f"{case}\n  (virtfw exited 0)\n  " + "\n  ".join(problems))
             else:
                 failures.append(f"{case}\n  unexpected exit status: {describe(proc)}")
-    assert not failures, f"{len(failures)} of {len(base.start_calls)} injected failures mishandled:\n\n" + "\n\n".join(failures)
+    assert not failures, f"{len(failures)} of {len(base.start_calls)} injected failures mishandled:\n\n" + "\n\n".join(
+        failures
+    )
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -336,7 +341,9 @@ def test_destroy_survives_any_tool_failure(tmp_path, wrappers, backend, scenario
                 problems.append("unexpected exit status")
             if problems:
                 failures.append(f"{case}\n  first net-destroy: {describe(proc)}\n  " + "\n  ".join(problems))
-    assert not failures, f"{len(failures)} of {len(base.destroy_calls)} injected failures mishandled:\n\n" + "\n\n".join(failures)
+    assert not failures, (
+        f"{len(failures)} of {len(base.destroy_calls)} injected failures mishandled:\n\n" + "\n\n".join(failures)
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -445,7 +452,13 @@ def test_destroy_cleans_up_after_sigkill(tmp_path, wrappers, backend, scenario):
                         old, new = json.loads(old_files[path]), json.loads(new_files[path])
                         old.pop("firewall", None), new.pop("firewall", None)
                         if old != new:
-                            problems.append(_diff_text(f"state {path} (without 'firewall')", json.dumps(old, indent=1, sort_keys=True), json.dumps(new, indent=1, sort_keys=True)))
+                            problems.append(
+                                _diff_text(
+                                    f"state {path} (without 'firewall')",
+                                    json.dumps(old, indent=1, sort_keys=True),
+                                    json.dumps(new, indent=1, sort_keys=True),
+                                )
+                            )
             d = diff(before, after)
             if d:
                 problems.append(f"not the pre-start snapshot after net-destroy:\n{d}")

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-
 from nsutil import ROOT, TESTDATA, filter_ruleset, netns, run, virtfw_argv
 
 SHIPPED = ROOT / "etc" / "nwfilter"
@@ -143,8 +142,12 @@ def test_uuids_are_distinct_and_not_libvirts(shipped):
     ours = [_uuid(root) for root in shipped.values()]
     assert len(set(ours)) == len(ours), "two shipped filters share a uuid"
     if LIBVIRT_DEFAULTS.is_dir():
-        theirs = set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-                                " ".join(p.read_text().lower() for p in LIBVIRT_DEFAULTS.glob("*.xml"))))
+        theirs = set(
+            re.findall(
+                r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                " ".join(p.read_text().lower() for p in LIBVIRT_DEFAULTS.glob("*.xml")),
+            )
+        )
         assert not theirs & set(ours)
 
 
@@ -211,14 +214,16 @@ def _meaning(root: etree._Element) -> list[tuple]:
                 attrs = {key: _norm_value(value) for key, value in elements[0].attrib.items() if key != "comment"}
                 attrs.setdefault("match", "yes")
                 match = (elements[0].tag, tuple(sorted(attrs.items())))
-            out.append((
-                "rule",
-                child.get("action"),
-                child.get("direction"),
-                int(child.get("priority", "500")),
-                child.get("statematch", "true") in ("true", "1"),
-                match,
-            ))
+            out.append(
+                (
+                    "rule",
+                    child.get("action"),
+                    child.get("direction"),
+                    int(child.get("priority", "500")),
+                    child.get("statematch", "true") in ("true", "1"),
+                    match,
+                )
+            )
     return out
 
 
@@ -275,7 +280,7 @@ def test_every_shipped_filter_is_listed_without_defining(cli, shipped):
         assert listed[name] == _uuid(root), f"{name}: listed uuid differs from the file's"
     plain = cli("nwfilter-list").stdout
     for name in COMPAT:
-        assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", plain, re.M), f"{name} missing from nwfilter-list"
+        assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", plain, re.MULTILINE), f"{name} missing from nwfilter-list"
 
 
 def test_every_shipped_file_is_accepted_by_nwfilter_define(cli):
@@ -354,12 +359,12 @@ def test_each_shipped_filter_instantiates_and_is_removed(port_ns, name, tmp_path
     proc = cli("nwfilter-binding-create", str(xml), check=False)
     try:
         assert proc.returncode == 0, f"nwfilter-binding-create ({name}, {backend}) failed: {proc.stderr.strip()}"
-        assert re.search(r"(^|\s)vnet0(\s|$)", _bindings(cli), re.M), "binding not listed"
+        assert re.search(r"(^|\s)vnet0(\s|$)", _bindings(cli), re.MULTILINE), "binding not listed"
         assert filter_ruleset(ns, backend) != before, f"binding of {name} installed no rules"
     finally:
         deleted = cli("nwfilter-binding-delete", "vnet0", check=False)
     assert deleted.returncode == 0, f"nwfilter-binding-delete failed: {deleted.stderr.strip()}"
-    assert not re.search(r"(^|\s)vnet0(\s|$)", _bindings(cli), re.M), "binding still listed after delete"
+    assert not re.search(r"(^|\s)vnet0(\s|$)", _bindings(cli), re.MULTILINE), "binding still listed after delete"
     after = filter_ruleset(ns, backend)
     if after != before:
         import difflib

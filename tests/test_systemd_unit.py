@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "etc" / "systemd" / "virtfw.service"
 MAN = ROOT / "man"
 
-FIREWALL_SERVICES = ["nftables.service", "firewalld.service", "iptables.service", "ip6tables.service", "ebtables.service"]
+FIREWALL_SERVICES = [
+    "nftables.service",
+    "firewalld.service",
+    "iptables.service",
+    "ip6tables.service",
+    "ebtables.service",
+]
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:

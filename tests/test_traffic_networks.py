@@ -9,14 +9,11 @@ saw, so NAT versus routing is visible.  Nothing runs in the root namespace.
 
 from __future__ import annotations
 
-
 import pytest
-
-from nsutil import our_namespaces, ruleset, run
+from nsutil import our_namespaces, ruleset
 from topology import HOST_UPLINK, LAN_ADDR, Topology, ping, raw_rulesets, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
-
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import time
 import uuid
 
 import pytest
-
 from nsutil import filter_ruleset, our_namespaces
 from topology import (
     ARP_REPLY,
@@ -33,11 +32,11 @@ from topology import (
     neigh_lladdr,
     neigh_static,
     ping,
+    send_arp,
     set_mac,
     tcp_probe,
     tcp_probe_from,
     topology,
-    send_arp,
 )
 
 pytestmark = pytest.mark.netns
@@ -256,14 +255,21 @@ def _gullible(ns) -> None:
 
 def _announce(lab: Lab, ip: str) -> None:
     """g1 broadcasts a gratuitous ARP: "ip is at g1's MAC"."""
-    send_arp(lab.g1, op=ARP_REQUEST, eth_src=lab.mac1, eth_dst=BROADCAST_MAC,
-             sha=lab.mac1, spa=ip, tha="00:00:00:00:00:00", tpa=ip)
+    send_arp(
+        lab.g1,
+        op=ARP_REQUEST,
+        eth_src=lab.mac1,
+        eth_dst=BROADCAST_MAC,
+        sha=lab.mac1,
+        spa=ip,
+        tha="00:00:00:00:00:00",
+        tpa=ip,
+    )
 
 
 def _reply_to_g2(lab: Lab, sha: str, spa: str) -> None:
     """g1 sends g2 an unsolicited ARP reply: "spa is at sha" (Ethernet source: g1's MAC)."""
-    send_arp(lab.g1, op=ARP_REPLY, eth_src=lab.mac1, eth_dst=lab.mac2,
-             sha=sha, spa=spa, tha=lab.mac2, tpa=IP2)
+    send_arp(lab.g1, op=ARP_REPLY, eth_src=lab.mac1, eth_dst=lab.mac2, sha=sha, spa=spa, tha=lab.mac2, tpa=IP2)
 
 
 def _learnt(ns, ip: str) -> str | None:

@@ -36,7 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from nsutil import Netns, add_port, firewall_snapshot, netns, ruleset, run
 from topology import VirtfwRunner
 
@@ -118,7 +117,9 @@ def delete_network_rules(h: Host) -> list[tuple[str, ...]]:
     ns = h.ns
     if h.backend == "nftables":
         # the plain masquerade (not the tcp/udp port-range ones) and the bridge-to-itself accept
-        masq, masq_text = nft_rule(h, "guest_nat", r"^ip saddr 192\.168\.122\.0/24 ip daddr != 192\.168\.122\.0/24 counter masquerade$")
+        masq, masq_text = nft_rule(
+            h, "guest_nat", r"^ip saddr 192\.168\.122\.0/24 ip daddr != 192\.168\.122\.0/24 counter masquerade$"
+        )
         cross, cross_text = nft_rule(h, "guest_cross", r'iif "virbr0" oif "virbr0"')
         ns.sh("nft", "delete", "rule", "ip", NFT_TABLE, "guest_nat", "handle", str(masq))
         ns.sh("nft", "delete", "rule", "ip", NFT_TABLE, "guest_cross", "handle", str(cross))
@@ -197,17 +198,21 @@ def delete_binding_rule(h: Host) -> str:
     mac = "52:54:00:00:00:01"
     if h.backend == "nftables":
         table = "virtfw_nwfilter_ethernet"
-        chains = [line.split()[1] for line in ns.sh("nft", "list", "table", "bridge", table).splitlines() if line.strip().startswith("chain ")]
+        chains = [
+            line.split()[1]
+            for line in ns.sh("nft", "list", "table", "bridge", table).splitlines()
+            if line.strip().startswith("chain ")
+        ]
         for chain in chains:
             out = ns.sh("nft", "-a", "list", "chain", "bridge", table, chain)
-            m = re.search(rf"^\s*ether saddr {mac} return # handle (\d+)$", out, re.M)
+            m = re.search(rf"^\s*ether saddr {mac} return # handle (\d+)$", out, re.MULTILINE)
             if m:
                 ns.sh("nft", "delete", "rule", "bridge", table, chain, "handle", m.group(1))
                 assert f"ether saddr {mac} return" not in ns.sh("nft", "list", "chain", "bridge", table, chain)
                 return f"ether saddr {mac}"
         raise AssertionError(f"no 'ether saddr {mac} return' rule in bridge {table}")
     saved = ns.sh("ebtables-save")
-    m = re.search(rf"^-A (\S+) -s {mac} -j RETURN$", saved, re.M)
+    m = re.search(rf"^-A (\S+) -s {mac} -j RETURN$", saved, re.MULTILINE)
     assert m, f"no '-s {mac} -j RETURN' rule in ebtables:\n{saved}"
     chain = m.group(1)
     rules = [line for line in saved.splitlines() if line.startswith(f"-A {chain} ")]

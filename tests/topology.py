@@ -124,7 +124,9 @@ class Listener:
             self._out += chunk
         if not self._out.startswith(b"READY\n"):
             self.stop()
-            raise AssertionError(f"listener in {self.ns} on port {self.port} did not start: {self._out!r} {self._err!r}")
+            raise AssertionError(
+                f"listener in {self.ns} on port {self.port} did not start: {self._out!r} {self._err!r}"
+            )
 
     def peer(self, wait: float = 3.0) -> str | None:
         """Wait (bounded) for the server to finish; the peer address it saw, or None."""
@@ -150,7 +152,7 @@ class Listener:
             self.proc.kill()
         self._finish(5)
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,7 +259,9 @@ class Topology:
         # inherit ip_forward from the root namespace; make the start state known).
         self.sysctl_set(self.host, "net.ipv4.ip_forward", "0")
 
-        self.host.sh("ip", "link", "add", HOST_UPLINK_DEV, "type", "veth", "peer", "name", "eth0", "netns", self.lan.name)
+        self.host.sh(
+            "ip", "link", "add", HOST_UPLINK_DEV, "type", "veth", "peer", "name", "eth0", "netns", self.lan.name
+        )
         self.host.sh("ip", "addr", "add", f"{HOST_UPLINK}/{UPLINK_PREFIX}", "dev", HOST_UPLINK_DEV)
         self.host.sh("ip", "link", "set", HOST_UPLINK_DEV, "up")
         self.lan.sh("ip", "addr", "add", f"{LAN_ADDR}/{UPLINK_PREFIX}", "dev", "eth0")
@@ -300,7 +304,9 @@ class Topology:
         guest = self._stack.enter_context(netns("vfwg"))
         port = f"vg{n}"
         if not self.link_exists(self.host, bridge):
-            raise AssertionError(f"bridge {bridge} does not exist in {self.host}:\n" + self.host.sh("ip", "-br", "link"))
+            raise AssertionError(
+                f"bridge {bridge} does not exist in {self.host}:\n" + self.host.sh("ip", "-br", "link")
+            )
         self.host.sh("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", guest.name)
         self.host.sh("ip", "link", "set", port, "master", bridge)
         self.host.sh("ip", "link", "set", port, "up")
@@ -320,7 +326,9 @@ class Topology:
         guest = self._stack.enter_context(netns("vfwg"))
         port = f"vg{n}"
         if not self.link_exists(self.host, bridge):
-            raise AssertionError(f"bridge {bridge} does not exist in {self.host}:\n" + self.host.sh("ip", "-br", "link"))
+            raise AssertionError(
+                f"bridge {bridge} does not exist in {self.host}:\n" + self.host.sh("ip", "-br", "link")
+            )
         self.host.sh("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", guest.name)
         if mac:
             guest.sh("ip", "link", "set", "eth0", "address", mac)
@@ -454,7 +462,19 @@ def tcp_probe_from(
     with Listener(dst, port) as listener:
         start = time.monotonic()
         proc = run(
-            ["ip", "netns", "exec", src.name, sys.executable, "-c", _CONNECT_FROM, source, addr, str(port), str(timeout)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                src.name,
+                sys.executable,
+                "-c",
+                _CONNECT_FROM,
+                source,
+                addr,
+                str(port),
+                str(timeout),
+            ],
             check=False,
             timeout=timeout + 10,
         )
@@ -505,4 +525,6 @@ def send_arp(
     ``sha``/``spa``: sender hardware/protocol address inside the ARP payload;
     ``tha``/``tpa``: target; ``eth_src``/``eth_dst``: the Ethernet header.
     """
-    ns.run([sys.executable, "-c", _SEND_ARP, dev, str(count), eth_dst, eth_src, str(op), sha, spa, tha, tpa], timeout=10)
+    ns.run(
+        [sys.executable, "-c", _SEND_ARP, dev, str(count), eth_dst, eth_src, str(op), sha, spa, tha, tpa], timeout=10
+    )

@@ -90,9 +90,7 @@ class Config:
         """The backend asked for by option/env or network.conf; None means autodetect."""
         if self.backend_override:
             if self.backend_override not in BACKENDS:
-                raise VirtfwError(
-                    f"unknown backend {self.backend_override!r}: use one of {', '.join(BACKENDS)}"
-                )
+                raise VirtfwError(f"unknown backend {self.backend_override!r}: use one of {', '.join(BACKENDS)}")
             return self.backend_override
         return self.network_conf().get("firewall_backend")
 

@@ -10,15 +10,16 @@ from virtfw.errors import VirtfwError
 # in nft and iptables syntax, shell-free argv, and file names alike.
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 _OBJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def check_ifname(name: str, what: str = "interface name") -> str:
     if not _IFNAME.match(name) or name in (".", ".."):
         raise VirtfwError(
-            f"{what} {name!r} is not a valid interface name "
-            "(1-15 characters: letters, digits, '_', '.', '-')"
+            f"{what} {name!r} is not a valid interface name (1-15 characters: letters, digits, '_', '.', '-')"
         )
     return name
 

@@ -118,11 +118,7 @@ def _items(names: Iterable[str], incomplete: str, helps: dict[str, str] | None =
     from click.shell_completion import CompletionItem
 
     helps = helps or {}
-    return [
-        CompletionItem(name, help=helps.get(name))
-        for name in sorted(set(names))
-        if name.startswith(incomplete)
-    ]
+    return [CompletionItem(name, help=helps.get(name)) for name in sorted(set(names)) if name.startswith(incomplete)]
 
 
 # ---------------------------------------------------------------------------------

@@ -54,9 +54,8 @@ class AppContext:
 
     def bindings(self, store=None, *, need_backend: bool = True):
         """A binding manager; read-only commands pass ``need_backend=False``."""
-        from virtfw.filter.bindings import BindingManager
-
         from virtfw.cli.output import progress
+        from virtfw.filter.bindings import BindingManager
 
         backend = self.backend_name() if need_backend else None
         manager = BindingManager(self.config, self.runner, store or self.filter_store(), backend)

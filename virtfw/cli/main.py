@@ -16,12 +16,24 @@ from virtfw.rules.runner import Runner
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-dir", type=click.Path(path_type=Path), envvar="VIRTFW_CONFIG_DIR",
-              help="Persistent definitions (default /etc/virtfw; per-user when not root).")
-@click.option("--state-dir", type=click.Path(path_type=Path), envvar="VIRTFW_STATE_DIR",
-              help="Runtime status and the lock (default /run/virtfw; per-user when not root).")
-@click.option("--backend", type=click.Choice(["nftables", "iptables"]), envvar="VIRTFW_BACKEND",
-              help="Firewall tools to drive (default: network.conf, else nftables if present).")
+@click.option(
+    "--config-dir",
+    type=click.Path(path_type=Path),
+    envvar="VIRTFW_CONFIG_DIR",
+    help="Persistent definitions (default /etc/virtfw; per-user when not root).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    envvar="VIRTFW_STATE_DIR",
+    help="Runtime status and the lock (default /run/virtfw; per-user when not root).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["nftables", "iptables"]),
+    envvar="VIRTFW_BACKEND",
+    help="Firewall tools to drive (default: network.conf, else nftables if present).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the exact commands and batches; change nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="Print less.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every command run.")
@@ -61,7 +73,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - users get one line, never a traceback
+    except Exception as exc:
         if os.environ.get("VIRTFW_DEBUG"):
             raise
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)

@@ -31,6 +31,7 @@ def format_network(net: Network) -> str:
 
     return render(net)
 
+
 pass_app = click.pass_obj
 
 
@@ -136,7 +137,10 @@ def net_list(app: AppContext, show_all: bool, as_json: bool) -> None:
     yes_no = {True: "yes", False: "no"}
     table(
         ["Name", "State", "Autostart", "Persistent", "Bridge", "Forward"],
-        [[r["name"], r["state"], yes_no[r["autostart"]], yes_no[r["persistent"]], r["bridge"] or "", r["forward"]] for r in rows],
+        [
+            [r["name"], r["state"], yes_no[r["autostart"]], yes_no[r["persistent"]], r["bridge"] or "", r["forward"]]
+            for r in rows
+        ],
     )
 
 

@@ -25,8 +25,8 @@ from virtfw.errors import VirtfwError
 from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
-from virtfw.rules.backend import Backend, Installed, load_filter_backend
 from virtfw.names import check_ifname
+from virtfw.rules.backend import Backend, Installed, load_filter_backend
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import locked, read_json, remove_file, write_json, write_json_many
 from virtfw.transaction import Transaction

@@ -81,7 +81,7 @@ def check_acyclic(root: Filter, lookup: Lookup) -> None:
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            cycle = path[path.index(name):] + [name]
+            cycle = path[path.index(name) :] + [name]
             raise VirtfwError(f"filter '{root.name}': filterref cycle {' -> '.join(cycle)}")
         try:
             current = root if name == root.name else lookup(name)
@@ -100,12 +100,14 @@ def _walk(filt: Filter, variables: Variables, lookup: Lookup, path: list[str], o
             continue
         assert isinstance(entry, FilterRef)
         if entry.filter in path:
-            cycle = path[path.index(entry.filter):] + [entry.filter]
+            cycle = path[path.index(entry.filter) :] + [entry.filter]
             raise VirtfwError(f"filterref cycle {' -> '.join(cycle)}")
         try:
             child = lookup(entry.filter)
         except VirtfwError:
-            raise VirtfwError(f"filter '{filt.name}' references filter '{entry.filter}', which is not defined") from None
+            raise VirtfwError(
+                f"filter '{filt.name}' references filter '{entry.filter}', which is not defined"
+            ) from None
         merged = {name: list(values) for name, values in entry.params.items()}
         merged.update(variables)
         _walk(child, merged, lookup, path + [entry.filter], out)

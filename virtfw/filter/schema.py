@@ -90,9 +90,7 @@ def _uint(bits: int, hex_ok: bool = True, maximum: int | None = None) -> Datatyp
     return Datatype(name, parse)
 
 
-def _named_number(
-    names: dict[str, int], bits: int, minimum: int, hex_ok: bool, hex_kept: bool, what: str
-) -> Datatype:
+def _named_number(names: dict[str, int], bits: int, minimum: int, hex_ok: bool, hex_kept: bool, what: str) -> Datatype:
     """A number that may also be given by name (case-insensitive) and prints as its name.
 
     Numbers without a name print in the base they were written in (``hex_kept``) or
@@ -495,9 +493,7 @@ def chain_type(chain: str) -> str:
     for kind in CHAIN_TYPES[1:]:
         if chain.startswith(kind):
             return kind
-    raise VirtfwError(
-        f"chain name '{chain}' must be 'root' or start with one of {', '.join(CHAIN_TYPES[1:])}"
-    )
+    raise VirtfwError(f"chain name '{chain}' must be 'root' or start with one of {', '.join(CHAIN_TYPES[1:])}")
 
 
 def default_chain_priority(chain: str) -> int:
@@ -520,9 +516,7 @@ def parse_variable(text: str) -> VarRef:
     """``$NAME``, ``$NAME[2]`` or ``$NAME[@1]``; ``$NAME[@0]`` is ``$NAME`` (iterator 0)."""
     match = _VARIABLE.fullmatch(text)
     if not match:
-        raise VirtfwError(
-            f"'{show_value(text)}' is not a variable reference ($NAME, $NAME[index] or $NAME[@iterator])"
-        )
+        raise VirtfwError(f"'{show_value(text)}' is not a variable reference ($NAME, $NAME[index] or $NAME[@iterator])")
     name, at, number = match.groups()
     if number is None:
         return VarRef(name)
@@ -538,9 +532,7 @@ def parse_variable(text: str) -> VarRef:
 
 def check_param_name(name: str) -> str:
     if not _PARAM_NAME.fullmatch(name):
-        raise VirtfwError(
-            f"parameter name '{show_value(name)}' is not allowed (letters, digits and _ only)"
-        )
+        raise VirtfwError(f"parameter name '{show_value(name)}' is not allowed (letters, digits and _ only)")
     return name
 
 

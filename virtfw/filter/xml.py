@@ -269,9 +269,7 @@ def _check_ports(where: _Located, protocol: str, values: dict[str, tuple[AttrVal
     if isinstance(given, str) and schema.typed_value(protocol, "protocol", given) in schema.PORT_PROTOCOLS:
         return
     what = "a variable" if isinstance(given, VarRef) else (f"'{given}'" if given else "missing")
-    raise where.fail(
-        f"ports need attribute 'protocol' to be tcp, udp, sctp or 33 (dccp); it is {what}"
-    )
+    raise where.fail(f"ports need attribute 'protocol' to be tcp, udp, sctp or 33 (dccp); it is {what}")
 
 
 def _filterref(origin: str, element: etree._Element) -> FilterRef:

@@ -69,7 +69,9 @@ class Links:
         """
         name = net.bridge_name
         if self.dry_run:
-            print(f"+ ip link add {name} type bridge stp_state {int(net.bridge.stp)} forward_delay {net.bridge.delay * 100}")
+            print(
+                f"+ ip link add {name} type bridge stp_state {int(net.bridge.stp)} forward_delay {net.bridge.delay * 100}"
+            )
             for ip in net.ips:
                 print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
             print(f"+ ip link set {name} up")

@@ -130,7 +130,9 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
 
     exe = shutil.which("dnsmasq")
     if exe is None and not dry_run:
-        raise VirtfwError(f"network '{net.name}' needs dnsmasq for DHCP/DNS, and dnsmasq is not on PATH: {PACKAGE_HINT}")
+        raise VirtfwError(
+            f"network '{net.name}' needs dnsmasq for DHCP/DNS, and dnsmasq is not on PATH: {PACKAGE_HINT}"
+        )
     rendered = render_config(net, files)
     if dry_run:
         print(f"+ dnsmasq --conf-file={files.conf}")
@@ -153,7 +155,9 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     if proc.returncode != 0:
         remove_files(files)
         message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise VirtfwError(f"dnsmasq for network '{net.name}' failed to start: {message[-1] if message else proc.returncode}")
+        raise VirtfwError(
+            f"dnsmasq for network '{net.name}' failed to start: {message[-1] if message else proc.returncode}"
+        )
     pid = read_pid(files)
     if pid is None:
         raise VirtfwError(f"dnsmasq for network '{net.name}' started but wrote no pid file")
@@ -174,7 +178,9 @@ def is_ours(pid: int, files: DnsmasqFiles) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(cmdline) and os.path.basename(cmdline[0]) == b"dnsmasq" and f"--conf-file={files.conf}".encode() in cmdline
+    return (
+        bool(cmdline) and os.path.basename(cmdline[0]) == b"dnsmasq" and f"--conf-file={files.conf}".encode() in cmdline
+    )
 
 
 def stop(files: DnsmasqFiles, pid: int | None, dry_run: bool = False) -> None:

@@ -171,7 +171,9 @@ class NetworkManager:
         files = dnsmasq.files_for(self.config.state_dir, net.name)
         status["dnsmasq"] = {"pid": None}
         self._save(status)  # a kill from here on leaves the name to look for
-        tx.on_rollback(f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, status["dnsmasq"]["pid"], self.runner.dry_run))
+        tx.on_rollback(
+            f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, status["dnsmasq"]["pid"], self.runner.dry_run)
+        )
         status["dnsmasq"]["pid"] = dnsmasq.start(net, files, self.runner.dry_run)
         self._save(status)
 

@@ -143,7 +143,9 @@ class _Issued:
         for proto in ("udp", "tcp"):
             self.add(family, Chain.NAT_POST, Proto(proto), src, not_dst, self._dev_out(), verdict=ported)
         if family is Family.IPV4:
-            self.add(family, Chain.NAT_POST, self._dev_out(), src, Addr("255.255.255.255/32", source=False), verdict=RETURN)
+            self.add(
+                family, Chain.NAT_POST, self._dev_out(), src, Addr("255.255.255.255/32", source=False), verdict=RETURN
+            )
             multicast = "224.0.0.0/24"
         else:
             multicast = "ff02::/16"
@@ -155,4 +157,3 @@ class _Issued:
                 Family.IPV4, Chain.MANGLE_POST, self._out(), Proto("udp"), DPort("udp", 68),
                 verdict=Verdict(Action.CHECKSUM_FILL),
             )  # fmt: skip
-

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
+from virtfw.names import check_object_name
 from virtfw.net.model import Network
 from virtfw.net.xml import format_network, parse_network
-from virtfw.names import check_object_name
 from virtfw.statefiles import ensure_dir, write_atomic
 
 

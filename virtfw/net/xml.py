@@ -9,6 +9,7 @@ from lxml import etree
 
 from virtfw import xmlsafe
 from virtfw.errors import VirtfwError
+from virtfw.names import check_hostname, check_ifname, check_mac, check_object_name
 from virtfw.net.model import (
     Bridge,
     DhcpHost,
@@ -18,7 +19,6 @@ from virtfw.net.model import (
     Nat,
     Network,
 )
-from virtfw.names import check_hostname, check_ifname, check_mac, check_object_name
 from virtfw.xmlsafe import Reader
 
 # libvirt elements virtfw does not act on but keeps, so libvirt files load unchanged
@@ -198,9 +198,7 @@ def _address(reader: Reader, attr: str, version: int | None = None):
 
 def _ip(origin: str, element: etree._Element) -> IPDef:
     reader = Reader(origin, element)
-    reader.check_known(
-        ("address", "netmask", "prefix", "family", "localPtr"), ("dhcp", "tftp")
-    )
+    reader.check_known(("address", "netmask", "prefix", "family", "localPtr"), ("dhcp", "tftp"))
     family = reader.get("family", "ipv4")
     if family not in ("ipv4", "ipv6"):
         raise reader.fail(f"attribute 'family': '{family}' must be ipv4 or ipv6")
@@ -264,7 +262,11 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
             if address is not None and address not in ip.network:
                 raise reader.fail(f"attribute 'ip': {address} is outside the network {ip.network}")
             ip.hosts.append(
-                DhcpHost(mac=check_mac(mac, "<host mac>") if mac else None, ip=address, name=_hostname(reader.get("name"), "<host name>"))
+                DhcpHost(
+                    mac=check_mac(mac, "<host mac>") if mac else None,
+                    ip=address,
+                    name=_hostname(reader.get("name"), "<host name>"),
+                )
             )
         elif child.tag == "bootp":
             reader.check_known(("file", "server"))

@@ -68,8 +68,7 @@ def select_backend_name(requested: str | None) -> str:
     if requested:
         if shutil.which(TOOLS[requested]) is None:
             raise VirtfwError(
-                f"requested firewall_backend '{requested}' is not available: "
-                f"{TOOLS[requested]} not found on PATH"
+                f"requested firewall_backend '{requested}' is not available: {TOOLS[requested]} not found on PATH"
             )
         return requested
     for name, tool in TOOLS.items():

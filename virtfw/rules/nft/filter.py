@@ -228,8 +228,8 @@ def layer3_expr(rule: PortRule, mirrored: bool) -> str:
     """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
     if rule.get("state") is not None or rule.get("connlimit-above") is not None:
         raise Unsupported(
-            f"the nftables backend cannot match state= or connlimit-above= on a bridge port "
-            f"(no connection tracking in the bridge family here); use --backend iptables"
+            "the nftables backend cannot match state= or connlimit-above= on a bridge port "
+            "(no connection tracking in the bridge family here); use --backend iptables"
         )
     _refuse(rule, "ipset", "ipsetflags", "option")
     if mirrored:
@@ -308,7 +308,9 @@ class NftFilterBackend:
                     target = verdict or f"jump {root}-{entry.chain}"
                     body.append(f"{_jump_match(entry.chain)} {target}".strip())
                 else:
-                    body.extend(_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest))
+                    body.extend(
+                        _rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest)
+                    )
             for sub_name, sub_body in subchains.items():
                 if not _bare_verdict(sub_name, sub_body):
                     chains[(ETHERNET, f"{root}-{sub_name}")] = sub_body
@@ -429,7 +431,9 @@ class NftFilterBackend:
                 # transaction; map entries and chains it no longer has go after the swap
                 lines += [f"add chain bridge {t} {c}\nflush chain bridge {t} {c}" for t, c in port_chains]
                 before = self._record_elements(previous)
-                dropped += [f"delete element bridge {t} {m} {{ {k} }}" for t, m, k, _ in before if [t, m, k, _] not in elements]
+                dropped += [
+                    f"delete element bridge {t} {m} {{ {k} }}" for t, m, k, _ in before if [t, m, k, _] not in elements
+                ]
                 kept = set(port_chains)
                 dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
                 elements = [e for e in elements if e not in before]

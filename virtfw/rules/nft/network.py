@@ -266,5 +266,7 @@ class NftablesBackend:
         if not old or not new:
             return new or old
         tables = {**old["tables"], **new["tables"]}
-        merged = self._base_record(list(tables), tables, any_handle=bool(old.get("any_handle") or new.get("any_handle")))
+        merged = self._base_record(
+            list(tables), tables, any_handle=bool(old.get("any_handle") or new.get("any_handle"))
+        )
         return merged

@@ -43,7 +43,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from virtfw.errors import ToolError, VirtfwError
+from virtfw.names import check_ifname
 from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.portrules import PortRules
+from virtfw.rules.runner import Runner
+from virtfw.rules.xtables.appeared import drop_appeared
 from virtfw.rules.xtables.filter_render import (
     BASE_CHAINS,
     BASE_HOOKS,
@@ -57,10 +61,6 @@ from virtfw.rules.xtables.filter_render import (
     restore_line,
 )
 from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
-from virtfw.names import check_ifname
-from virtfw.rules.portrules import PortRules
-from virtfw.rules.xtables.appeared import drop_appeared
-from virtfw.rules.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,11 @@ class Tool:
 
     @property
     def restore(self) -> list[str]:
-        return [f"{self.cli}-restore", "--noflush"] if self.key == "ebtables" else [f"{self.cli}-restore", "-w", "--noflush"]
+        return (
+            [f"{self.cli}-restore", "--noflush"]
+            if self.key == "ebtables"
+            else [f"{self.cli}-restore", "-w", "--noflush"]
+        )
 
     def single(self, line: str) -> list[str]:
         """One removal line as its own command (the GONE-tolerant fallback)."""
@@ -220,7 +224,7 @@ class EbiptablesFilterBackend:
         # ports by their new ones, so that no port is ever seen unfiltered.
         port_roots: dict[str, list[str]] = {}
         for root in sorted(roots):
-            port_roots.setdefault(root[len("virtfw-X-"):], []).append(root)
+            port_roots.setdefault(root[len("virtfw-X-") :], []).append(root)
         for port in [p for p in port_roots if p not in planned_ports]:
             self._eb_teardown(batch, model, port_roots[port], hooks, None)
         batch.cut()
@@ -363,10 +367,9 @@ class EbiptablesFilterBackend:
                 batch.append(chain, args)
             for rule in plan.families[tool.key].rules:
                 batch.append(rule[1], rule[2:])
-            removals[owner] = (
-                [f"-D {chain} {restore_line(args)}" for chain, args in links]
-                + [line for chain in chains for line in (f"-F {chain}", f"-X {chain}")]
-            )
+            removals[owner] = [f"-D {chain} {restore_line(args)}" for chain, args in links] + [
+                line for chain in chains for line in (f"-F {chain}", f"-X {chain}")
+            ]
         base = {tool.table: base_lines} if base_lines else {}
         return _Work(tool, batch, removals, base, sorted(fresh))
 

@@ -36,15 +36,18 @@ from virtfw.rules.portrules import PortRule, PortRules, Value
 # Element names that are layer 2 (ebtables) and layer 3 per family (iptables/ip6tables).
 ETHERNET = frozenset({"mac", "vlan", "stp", "arp", "rarp", "ip", "ipv6"})
 IPV4 = frozenset({"tcp", "udp", "udplite", "esp", "ah", "sctp", "icmp", "igmp", "all"})
-IPV6 = frozenset({"tcp-ipv6", "udp-ipv6", "udplite-ipv6", "esp-ipv6", "ah-ipv6", "sctp-ipv6",
-                  "icmpv6", "all-ipv6"})
+IPV6 = frozenset({"tcp-ipv6", "udp-ipv6", "udplite-ipv6", "esp-ipv6", "ah-ipv6", "sctp-ipv6", "icmpv6", "all-ipv6"})
 
 # Global iptables chains and their hooks (libvirt: libvirt-in, -out, -in-post, -host-in).
 IN_CHAIN, OUT_CHAIN, IN_POST_CHAIN, HOST_IN_CHAIN = "virtfw-in", "virtfw-out", "virtfw-in-post", "virtfw-host-in"
 BASE_CHAINS = (IN_CHAIN, OUT_CHAIN, IN_POST_CHAIN, HOST_IN_CHAIN)
 # (builtin chain, position, our chain) as libvirt inserts them: -I FORWARD 1/2/3, -I INPUT 1.
-BASE_HOOKS = (("FORWARD", 1, IN_CHAIN), ("FORWARD", 2, OUT_CHAIN), ("FORWARD", 3, IN_POST_CHAIN),
-              ("INPUT", 1, HOST_IN_CHAIN))
+BASE_HOOKS = (
+    ("FORWARD", 1, IN_CHAIN),
+    ("FORWARD", 2, OUT_CHAIN),
+    ("FORWARD", 3, IN_POST_CHAIN),
+    ("INPUT", 1, HOST_IN_CHAIN),
+)
 
 # Sub-chain protocols by prefix, in libvirt's lookup order (l3_protocols[]), with the
 # match on the root chain's jump: an ethertype, or STP's bridge group address.
@@ -222,14 +225,18 @@ def _eb_arp(a: _Args, reverse: bool) -> None:
     # libvirt keeps one mask buffer: a destination without its own mask reuses the
     # source's mask when one was given (else /32).
     mask: str | None = None
-    for addr, own_mask, flag, rflag in (("arpsrcipaddr", "arpsrcipmask", "--arp-ip-src", "--arp-ip-dst"),
-                                         ("arpdstipaddr", "arpdstipmask", "--arp-ip-dst", "--arp-ip-src")):
+    for addr, own_mask, flag, rflag in (
+        ("arpsrcipaddr", "arpsrcipmask", "--arp-ip-src", "--arp-ip-dst"),
+        ("arpdstipaddr", "arpdstipmask", "--arp-ip-dst", "--arp-ip-src"),
+    ):
         if a.has(addr):
             if a.has(own_mask):
                 mask = fmt(a.val(own_mask))
             a.opt_neg_val(addr, rflag if reverse else flag, f"{fmt(a.val(addr))}/{mask if mask is not None else '32'}")
-    for addr, flag, rflag in (("arpsrcmacaddr", "--arp-mac-src", "--arp-mac-dst"),
-                              ("arpdstmacaddr", "--arp-mac-dst", "--arp-mac-src")):
+    for addr, flag, rflag in (
+        ("arpsrcmacaddr", "--arp-mac-src", "--arp-mac-dst"),
+        ("arpdstmacaddr", "--arp-mac-dst", "--arp-mac-src"),
+    ):
         if a.has(addr):
             a.opt_neg_val(addr, rflag if reverse else flag, fmt(a.val(addr)))
     if a.rule.get("gratuitous") is True:
@@ -293,8 +300,10 @@ def ebtables_rule(rule: PortRule, chain: str, reverse: bool) -> list[str]:
 
 def _ip_header(a: _Args, direction_in: bool) -> tuple[bool, bool]:
     """Addresses, ranges and dscp; returns (skip_rule, skip_match) for connlimit."""
-    for addr, mask, frm, to, src in (("srcipaddr", "srcipmask", "srcipfrom", "srcipto", True),
-                                      ("dstipaddr", "dstipmask", "dstipfrom", "dstipto", False)):
+    for addr, mask, frm, to, src in (
+        ("srcipaddr", "srcipmask", "srcipfrom", "srcipto", True),
+        ("dstipaddr", "dstipmask", "dstipfrom", "dstipto", False),
+    ):
         is_src = src != direction_in
         if a.has(addr):
             a.neg_opt_val(addr, "--source" if is_src else "--destination", _pair(a, addr, mask, "/"))

@@ -28,9 +28,9 @@ from virtfw.rules.netrules import (
     RuleSet,
     Verdict,
 )
+from virtfw.rules.runner import Runner
 from virtfw.rules.xtables.appeared import drop_appeared
 from virtfw.rules.xtables.save import GONE
-from virtfw.rules.runner import Runner
 
 TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from virtfw.rules.xtables.filter_render import restore_line
 
-
 # What xtables tools say when a rule or chain to delete is not there (already gone).
 GONE = ("does a matching rule exist", "does not exist", "No chain/target/match", "doesn't exist")
 
