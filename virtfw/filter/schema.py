@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import VarRef
 from virtfw.rules.portrules import Value
+from virtfw.rules.protocols import ETHERTYPES
 
 
 class BadValue(ValueError):
@@ -317,7 +318,6 @@ TCP_FLAGS = Datatype("TCP flags MASK/FLAGS", _parse_tcp_flags)
 IPSET = Datatype("ipset name", _parse_ipset)
 IPSET_FLAGS = Datatype("ipset flags", _parse_ipset_flags)
 
-ETHERTYPES = {"arp": 0x0806, "rarp": 0x8035, "ipv4": 0x0800, "ipv6": 0x86DD, "vlan": 0x8100}
 ARP_OPCODES = {
     "Request": 1, "Reply": 2, "Request_Reverse": 3, "Reply_Reverse": 4,
     "DRARP_Request": 5, "DRARP_Reply": 6, "DRARP_Error": 7, "InARP_Request": 8,
