@@ -1,7 +1,7 @@
 """iptables-mode nwfilter backend: ebtables (layer 2) + iptables/ip6tables (layer 3).
 
 Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
-``tearOldRules`` (see ``filter_render`` for the rule facts), but as one
+``tearOldRules`` (see ``filter_render`` and ``syntax`` for the rule facts), but as one
 ``*-restore --noflush`` batch per tool for any number of ports (for ebtables, one per
 segment of a few thousand lines, see ``EB_SEGMENT_LINES``), instead of one process
 per rule:
