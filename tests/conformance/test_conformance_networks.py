@@ -12,7 +12,7 @@ twice, each in its own network namespace:
 * namespace B: the bridge is made by hand and libvirt's expected commands are replayed
   verbatim, with libvirt's names mapped to virtfw's (:data:`NAME_MAP`);
 
-and the two normalized rulesets (``tests/nsutil.ruleset``) must be equal.
+and the two normalized rulesets (``tests/helpers/nsutil.ruleset``) must be equal.
 
 One deliberate difference is left out of the replay: in nftables mode libvirt fixes DHCP
 reply checksums with a ``tc`` ``csum`` action on the bridge (the ``tc qdisc``/``tc
@@ -23,7 +23,7 @@ test checks instead that virtfw left no tc filter on the bridge in namespace A. 
 iptables mode virtfw installs the same mangle ``CHECKSUM --checksum-fill`` rule as
 libvirt, so nothing is skipped there.
 
-The libvirt data is read from ``../shared`` (``nsutil.TESTDATA``) and never copied into
+The libvirt data is read from ``../shared`` (``helpers.nsutil.TESTDATA``) and never copied into
 this repository.
 """
 
@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nsutil import (
+from helpers.nsutil import (
     TESTDATA,
     Netns,
     Virtfw,

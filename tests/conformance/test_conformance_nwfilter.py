@@ -19,7 +19,7 @@ each case runs twice, each in its own network namespace:
 Compared: normalized ``ebtables-save``, ``iptables-save`` and ``ip6tables-save`` (chain
 order ignored, rule order kept) and the list of nft tables.
 
-The libvirt data is read from ``../shared`` (``nsutil.TESTDATA``) and never copied here.
+The libvirt data is read from ``../shared`` (``helpers.nsutil.TESTDATA``) and never copied here.
 Run as a script (``python THIS install CASE``) it is the Python fallback installer.
 """
 
@@ -31,18 +31,14 @@ import os
 import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 if __name__ == "__main__":  # the fallback installer runs with only this folder on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
 import pytest
-from nsutil import CONFORMANCE_NOTES, TESTDATA, Netns, Virtfw, netns, normalize_iptables_save, read_commands, ruleset
-
-DATA = TESTDATA / "nwfilterxml2firewalldata"
-PORT = "vnet0"
-MAC = "52:54:00:00:00:01"
+from helpers.nsutil import CONFORMANCE_NOTES, Netns, Virtfw, netns, normalize_iptables_save, read_commands, ruleset
+from helpers.nwfilter_cases import DATA, MAC, PARAMETERS, PORT, case_filter, case_port_rules
 
 #: libvirt's test cases (tests/nwfilterxml2firewalltest.c), one ``NAME-linux.args`` each.
 #: Listed rather than globbed so that a missing shared/ folder fails instead of collecting nothing.
@@ -52,14 +48,6 @@ CASES: tuple[str, ...] = (
     "icmp-direction", "icmp", "icmpv6", "igmp", "ip", "ipset", "ipt-no-macspoof", "ipv6",
     "iter1", "iter2", "iter3", "mac", "rarp", "sctp", "sctp-ipv6", "stp", "target2",
     "target", "tcp", "tcp-ipv6", "udp", "udp-ipv6", "udplite", "udplite-ipv6", "vlan",
-)  # fmt: skip
-
-#: The variables libvirt's test sets (testSetDefaultParameters), lists in order.
-PARAMETERS: tuple[tuple[str, str], ...] = (
-    ("IPSETNAME", "tck_test"),
-    ("A", "1.1.1.1"), ("A", "2.2.2.2"), ("A", "3.3.3.3"), ("A", "3.3.3.3"),
-    ("B", "80"), ("B", "90"), ("B", "80"), ("B", "80"),
-    ("C", "1080"), ("C", "1090"), ("C", "1100"), ("C", "1110"),
 )  # fmt: skip
 
 #: libvirt's object names -> virtfw's, applied to every replayed argument.
@@ -117,10 +105,6 @@ def rename(arg: str) -> str:
 
 ETHERNET = {"mac", "vlan", "stp", "arp", "rarp", "ip", "ipv6"}
 IPV6 = {"tcp-ipv6", "udp-ipv6", "udplite-ipv6", "esp-ipv6", "ah-ipv6", "sctp-ipv6", "icmpv6", "all-ipv6"}
-
-
-def case_filter(name: str) -> ET.Element:
-    return ET.parse(DATA / f"{name}.xml").getroot()
 
 
 def referenced(name: str) -> list[str]:
@@ -263,25 +247,6 @@ def install_cli(ns: Netns, name: str, tmp: Path) -> None:
 
 def install_python(ns: Netns, name: str) -> None:
     ns.run([sys.executable, str(Path(__file__).resolve()), "install", name])
-
-
-def case_port_rules(name: str):
-    """The case's PortRules, made by virtfw's own XML parser and instantiation."""
-    from virtfw.filter.instantiate import instantiate
-    from virtfw.filter.model import Binding
-    from virtfw.filter.xml import parse_filter
-
-    root_name = case_filter(name).get("name")
-
-    def lookup(filter_name: str):
-        file = name if filter_name == root_name else filter_name
-        return parse_filter((DATA / f"{file}.xml").read_text(), f"{file}.xml")
-
-    params: dict[str, list[str]] = {}
-    for key, value in PARAMETERS:
-        params.setdefault(key, []).append(value)
-    binding = Binding(portdev=PORT, mac=MAC, filter=root_name or "", params=params)
-    return instantiate(binding, lookup)
 
 
 def main(argv: list[str]) -> int:

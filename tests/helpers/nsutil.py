@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: tests/helpers/ is two below
 SHARED = ROOT.parent / "shared"
 TESTDATA = SHARED / "libvirt-testdata"
 

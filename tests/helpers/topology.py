@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from nsutil import ROOT, Netns, Virtfw, netns, run
+from helpers.nsutil import ROOT, Netns, Virtfw, netns, run
 
 HOST_UPLINK = "10.99.0.1"
 LAN_ADDR = "10.99.0.2"

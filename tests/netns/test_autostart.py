@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 
 import pytest
-from nsutil import Netns, add_port, dir_files, firewall_snapshot, netns, run
-from topology import VirtfwRunner
+from helpers.nsutil import Netns, add_port, dir_files, firewall_snapshot, netns, run
+from helpers.topology import VirtfwRunner
 
 pytestmark = pytest.mark.netns
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nsutil import Netns, firewall_snapshot, netns, run
-from topology import HOST_UPLINK, LAN_ADDR, Topology, VirtfwRunner, mac_of, ping, tcp_probe, topology
+from helpers.nsutil import Netns, firewall_snapshot, netns, run
+from helpers.topology import HOST_UPLINK, LAN_ADDR, Topology, VirtfwRunner, mac_of, ping, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
 

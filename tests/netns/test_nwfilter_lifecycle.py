@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults import Instant, Wrappers, describe, error_problems, group_alive
-from nsutil import Netns, Virtfw, add_port, dir_files, firewall_snapshot, netns, run, virtfw_argv
+from helpers.faults import Instant, Wrappers, describe, error_problems, group_alive
+from helpers.nsutil import Netns, Virtfw, add_port, dir_files, firewall_snapshot, netns, run, virtfw_argv
 
 pytestmark = pytest.mark.netns
 

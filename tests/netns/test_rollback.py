@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults import Instant, Wrappers, describe, error_problems, group_alive
-from nsutil import TESTDATA, Netns, Virtfw, netns, normalize_nft, ruleset, run, virtfw_argv
+from helpers.faults import Instant, Wrappers, describe, error_problems, group_alive
+from helpers.nsutil import TESTDATA, Netns, Virtfw, netns, normalize_nft, ruleset, run, virtfw_argv
 
 pytestmark = pytest.mark.netns
 

@@ -1,6 +1,6 @@
 """Real traffic through networks virtfw starts, in namespaces the tests create.
 
-Each test builds a fresh topology (see topology.py): a host namespace where
+Each test builds a fresh topology (see helpers/topology.py): a host namespace where
 virtfw runs, a lan namespace on the host's uplink (10.99.0.1 <-> 10.99.0.2),
 and guest namespaces plugged into the bridges virtfw creates.  Reachability is
 checked with real TCP connections; the listener reports the source address it
@@ -10,8 +10,8 @@ saw, so NAT versus routing is visible.  Nothing runs in the root namespace.
 from __future__ import annotations
 
 import pytest
-from nsutil import our_namespaces, ruleset
-from topology import HOST_UPLINK, LAN_ADDR, Topology, ping, raw_rulesets, tcp_probe, topology
+from helpers.nsutil import our_namespaces, ruleset
+from helpers.topology import HOST_UPLINK, LAN_ADDR, Topology, ping, raw_rulesets, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
 

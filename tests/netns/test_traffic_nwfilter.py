@@ -1,6 +1,6 @@
 """Real traffic through network filters virtfw attaches to guest ports.
 
-Each test builds a fresh topology (see topology.py): a host namespace where
+Each test builds a fresh topology (see helpers/topology.py): a host namespace where
 virtfw runs an isolated network on bridge vfwnf1 (192.168.131.1/24, STP off),
 and two guest namespaces on it, g1 (192.168.131.10, port vg1) and g2
 (192.168.131.11, port vg2).  Filters are attached to a guest's port with
@@ -21,8 +21,8 @@ import time
 import uuid
 
 import pytest
-from nsutil import filter_ruleset, our_namespaces
-from topology import (
+from helpers.nsutil import filter_ruleset, our_namespaces
+from helpers.topology import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST_MAC,

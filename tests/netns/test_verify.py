@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nsutil import Netns, add_port, firewall_snapshot, netns, ruleset, run
-from topology import VirtfwRunner
+from helpers.nsutil import Netns, add_port, firewall_snapshot, netns, ruleset, run
+from helpers.topology import VirtfwRunner
 
 pytestmark = pytest.mark.netns
 

@@ -307,7 +307,7 @@ def test_function_precise_sets(dirs, wired) -> None:
     assert offered("net-destroy") == ["gamma"]
     assert offered("net-info") == ["alpha", "beta", "default", "gamma"]
     assert offered("nwfilter-binding-delete") == ["vnet7"]
-    shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "etc" / "nwfilter").glob("*.xml")}
+    shipped = {p.stem for p in (Path(__file__).resolve().parents[2] / "etc" / "nwfilter").glob("*.xml")}
     assert set(offered("nwfilter-edit")) == shipped | {"my-filter-1", "my-filter-2"}
     helps = {i.value: i.help for i in wired.get_completions([*dir_options(dirs), "net-info"], "")}
     assert helps == {"alpha": "inactive", "beta": "inactive", "default": "inactive", "gamma": "active"}
@@ -346,7 +346,7 @@ def test_function_never_fails(tmp_path) -> None:
     for function in functions:
         assert function(Broken(), None, "") == []
         offered = [i.value for i in function(ctx, None, "")]
-        assert set(offered) <= {p.stem for p in (Path(__file__).resolve().parents[1] / "etc").glob("*/*.xml")}
+        assert set(offered) <= {p.stem for p in (Path(__file__).resolve().parents[2] / "etc").glob("*/*.xml")}
     bad_status = tmp_path / "locked"
     (bad_status / "networks").mkdir(parents=True)
     (bad_status / "networks" / "x.json").write_text("{")

@@ -22,7 +22,7 @@ import pytest
 import virtfw
 from virtfw.cli.main import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAN = ROOT / "man"
 PAGES = ["virtfw.1", "virtfw-network.conf.5", "virtfw-network.5", "virtfw-nwfilter.5"]
 

@@ -11,7 +11,7 @@
 * Bad input of every kind is refused with one line naming the thing and why.
 * ``<filterbinding>`` XML both ways, and its parameter values restricted to a safe set.
 
-The test data is read from ../shared (tests/nsutil.py TESTDATA), never copied here.
+The test data is read from ../shared (tests/helpers/nsutil.py TESTDATA), never copied here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
-from nsutil import TESTDATA
+from helpers.nsutil import TESTDATA
 
 from virtfw.errors import VirtfwError
 from virtfw.filter import schema
