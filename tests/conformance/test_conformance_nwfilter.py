@@ -232,7 +232,9 @@ def via() -> str:
     """ "cli" or "python": how namespace A gets its rules (see INSTALL_VIA)."""
     if INSTALL_VIA != "auto":
         return INSTALL_VIA
-    help_text = subprocess.run([sys.executable, "-m", "virtfw", "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "virtfw", "--help"], capture_output=True, text=True, check=False
+    ).stdout
     return "cli" if "nwfilter-binding-create" in help_text else "python"
 
 

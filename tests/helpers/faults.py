@@ -71,7 +71,7 @@ class Wrappers:
         for tool in WRAPPED:
             found = subprocess.run(
                 ["sh", "-c", 'command -v "$1"', "sh", tool],
-                capture_output=True, text=True, env={**os.environ, "PATH": original},
+                capture_output=True, text=True, env={**os.environ, "PATH": original}, check=False,
             ).stdout.strip()  # fmt: skip
             if not found.startswith("/"):
                 continue  # not installed: virtfw will not find it either

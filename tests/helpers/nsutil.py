@@ -39,7 +39,7 @@ def need_root() -> None:
 def run(
     argv: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -30,8 +30,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helpers.nsutil import ROOT, Netns, Virtfw, netns, run
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 HOST_UPLINK = "10.99.0.1"
 LAN_ADDR = "10.99.0.2"
@@ -45,7 +49,7 @@ _ports = itertools.count(20000 + (os.getpid() % 1000) * 20)
 # A one-shot TCP server: prints READY once listening, then for the first
 # connection sends the banner and prints "PEER <address>"; "TIMEOUT" if nobody
 # connected within the timeout.  argv: bind address, port, timeout seconds.
-_LISTENER = r"""
+_LISTENER = rf"""
 import socket, sys
 bind, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -62,15 +66,15 @@ except socket.timeout:
 print("PEER", addr[0], flush=True)
 c.settimeout(2)
 try:
-    c.sendall(b"%s\n")
+    c.sendall(b"{BANNER.encode()}\n")
 finally:
     c.close()
     s.close()
-""" % BANNER.encode()
+"""
 
 # A TCP connect attempt: exit 0 and print the banner if the server answered.
 # argv: address, port, timeout seconds.
-_CONNECT = r"""
+_CONNECT = rf"""
 import socket, sys
 addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 try:
@@ -82,8 +86,8 @@ except OSError as e:
     print("FAIL", type(e).__name__, e, flush=True)
     sys.exit(1)
 print("GOT", data.decode(errors="replace").strip(), flush=True)
-sys.exit(0 if data.startswith(b"%s") else 4)
-""" % BANNER.encode()
+sys.exit(0 if data.startswith(b"{BANNER.encode()}") else 4)
+"""
 
 
 def next_port() -> int:
@@ -152,7 +156,7 @@ class Listener:
             self.proc.kill()
         self._finish(5)
 
-    def __enter__(self) -> Listener:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -438,7 +442,7 @@ def neigh_static(ns: Netns, addr: str, mac: str, dev: str = "eth0") -> None:
 
 # A TCP connect attempt from a chosen local address; otherwise like _CONNECT.
 # argv: source address, address, port, timeout seconds.
-_CONNECT_FROM = r"""
+_CONNECT_FROM = rf"""
 import socket, sys
 src, addr, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 try:
@@ -450,8 +454,8 @@ except OSError as e:
     print("FAIL", type(e).__name__, e, flush=True)
     sys.exit(1)
 print("GOT", data.decode(errors="replace").strip(), flush=True)
-sys.exit(0 if data.startswith(b"%s") else 4)
-""" % BANNER.encode()
+sys.exit(0 if data.startswith(b"{BANNER.encode()}") else 4)
+"""
 
 
 def tcp_probe_from(

@@ -459,9 +459,9 @@ def _diff(before: dict, after: dict) -> str:
     import difflib
 
     out = []
-    for key in before:
-        if before[key] != after[key]:
-            old = json.dumps(before[key], indent=1, sort_keys=True).splitlines()
+    for key, value in before.items():
+        if value != after[key]:
+            old = json.dumps(value, indent=1, sort_keys=True).splitlines()
             new = json.dumps(after[key], indent=1, sort_keys=True).splitlines()
             out.append(f"--- {key}\n" + "\n".join(difflib.unified_diff(old, new, "before", "after", lineterm="", n=2)))
     return "\n".join(out)

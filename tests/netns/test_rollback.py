@@ -100,7 +100,7 @@ SCENARIOS = {
         lambda vf: ["net-start", "second"],
         _prepare_second,
         other="default",
-    ),  # fmt: skip
+    ),
     "c": Scenario("c", "net-create nat-ipv6.xml (dual stack)", "default", lambda vf: ["net-create", str(NAT_IPV6)]),
 }
 

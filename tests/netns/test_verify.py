@@ -117,10 +117,10 @@ def delete_network_rules(h: Host) -> list[tuple[str, ...]]:
     ns = h.ns
     if h.backend == "nftables":
         # the plain masquerade (not the tcp/udp port-range ones) and the bridge-to-itself accept
-        masq, masq_text = nft_rule(
+        masq, _ = nft_rule(
             h, "guest_nat", r"^ip saddr 192\.168\.122\.0/24 ip daddr != 192\.168\.122\.0/24 counter masquerade$"
         )
-        cross, cross_text = nft_rule(h, "guest_cross", r'iif "virbr0" oif "virbr0"')
+        cross, _ = nft_rule(h, "guest_cross", r'iif "virbr0" oif "virbr0"')
         ns.sh("nft", "delete", "rule", "ip", NFT_TABLE, "guest_nat", "handle", str(masq))
         ns.sh("nft", "delete", "rule", "ip", NFT_TABLE, "guest_cross", "handle", str(cross))
         left = ns.sh("nft", "-a", "list", "table", "ip", NFT_TABLE)

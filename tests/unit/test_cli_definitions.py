@@ -45,7 +45,7 @@ class Local:
         argv = virtfw_argv(*args, config_dir=self.config_dir, state_dir=self.state_dir)
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-            env={**os.environ, **NO_EDITOR, **(env or {})},
+            env={**os.environ, **NO_EDITOR, **(env or {})}, check=False,
         )  # fmt: skip
 
     def files(self) -> tuple[dict, dict]:

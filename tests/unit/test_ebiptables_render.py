@@ -133,8 +133,10 @@ def test_iptables_directions_states_and_skips() -> None:
         "-A HI-vnet0 -p tcp --sport 22 -j RETURN",
         "-A FI-vnet0 -p icmp --icmp-type 8 -m conntrack --ctstate NEW,ESTABLISHED -j RETURN",
         "-A HI-vnet0 -p icmp --icmp-type 8 -m conntrack --ctstate NEW,ESTABLISHED -j RETURN",
-        "-A FO-vnet0 -p udp -m mac --mac-source 52:54:00:00:00:01 -m conntrack --ctstate NEW,ESTABLISHED "
-        "-m conntrack --ctdir Original -j ACCEPT",
+        (
+            "-A FO-vnet0 -p udp -m mac --mac-source 52:54:00:00:00:01 -m conntrack --ctstate NEW,ESTABLISHED "
+            "-m conntrack --ctdir Original -j ACCEPT"
+        ),
         "-A FI-vnet0 -p all -m connlimit --connlimit-above 3 -j DROP",
         "-A HI-vnet0 -p all -m connlimit --connlimit-above 3 -j DROP",
         "-A FO-vnet0 -p tcp -m conntrack --ctstate NEW,ESTABLISHED -m comment --comment x y -j ACCEPT",

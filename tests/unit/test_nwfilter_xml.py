@@ -493,8 +493,8 @@ def test_bad_rule_attributes(rule: str, expected: list[str]) -> None:
         ("<filter name='f' policy='drop'/>", ["<filter>", "unknown attribute 'policy'"]),
         ("<filter name='f'><description/></filter>", ["<description>", "unknown element in <filter>"]),
         ("<filter name='f'><uuid>xyz</uuid></filter>", ["<uuid>", "'xyz' is not a UUID"]),
-        ("<filter name='f'><uuid>5c6d49af-b071-6127-b4ec-6f8ed4b55335</uuid>"
-         "<uuid>5c6d49af-b071-6127-b4ec-6f8ed4b55336</uuid></filter>", ["only one <uuid>"]),
+        (("<filter name='f'><uuid>5c6d49af-b071-6127-b4ec-6f8ed4b55335</uuid>"
+          "<uuid>5c6d49af-b071-6127-b4ec-6f8ed4b55336</uuid></filter>"), ["only one <uuid>"]),
         ("<network name='f'/>", ["root element must be <filter>, not <network>"]),
         ("<filter name='f'>", ["malformed XML"]),
         ("<!DOCTYPE f [<!ENTITY x 'y'>]><filter name='f'/>", ["DOCTYPE"]),
