@@ -148,7 +148,7 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.
     proc = subprocess.run(
         [exe, f"--conf-file={files.conf}"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if proc.returncode != 0:
         remove_files(files)
