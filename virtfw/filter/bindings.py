@@ -6,6 +6,10 @@ and completed after; it goes last on delete. Every change is one backend install
 redefining a filter used by 500 bindings is still one batch per tool, all or none.
 A status also keeps a digest of what its rules were rendered from (see ``_digest``):
 ``reload`` installs a binding whose digest still holds from its record, unrendered.
+
+Status files, the backends' base records and the temp files a killed write leaves are
+handled through :class:`~virtfw.statefiles.StatusDir`; removal records are read into the
+backend's typed records (``load_record``/``load_base``) and never looked into here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
@@ -26,10 +31,15 @@ from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tre
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.names import check_ifname
-from virtfw.rules.backend import Backend, Installed, load_filter_backend
+from virtfw.rules.backend import FilterBackend, Installed, load_filter_backend, merged_base, module_digest
 from virtfw.rules.runner import Runner
-from virtfw.statefiles import json_text, locked, read_json, remove_file, write_json, write_many
+from virtfw.statefiles import StatusDir, locked, remove_file, write_many
 from virtfw.transaction import Transaction
+
+AnyFilterBackend = FilterBackend[Any, Any]
+# The code that turns a binding and its filter tree into PortRules: part of every digest,
+# with the backend's own rendering code (``render_digest``).
+INSTANTIATE_MODULES = ("virtfw.filter.instantiate", "virtfw.filter.model")
 
 
 @dataclass
@@ -53,6 +63,13 @@ class ActiveBinding:
 
         return parse_binding(self.status["xml"], f"status of binding '{self.portdev}'")
 
+    def record(self, backend: AnyFilterBackend) -> Any | None:
+        """The backend's removal record of this binding's rules; None before it has one."""
+        data = self.status.get("firewall")
+        if not data:
+            return None
+        return backend.load_record(data, f"status of binding '{self.portdev}'.firewall")
+
 
 class BindingManager:
     def __init__(self, config: Config, runner: Runner, store: FilterStore, backend_name: str | None) -> None:
@@ -60,56 +77,46 @@ class BindingManager:
         self.runner = runner
         self.store = store
         self._backend_name = backend_name
-        self.status_dir = config.state_dir / "bindings"
+        # bindings/PORT.json, and the base records nwfilter-BACKEND.json beside the folder
+        self.statuses = StatusDir(config.state_dir / "bindings", "nwfilter", dry_run=runner.dry_run)
         # Wraps long loops; the CLI puts a progress bar here on a terminal.
         self.progress: Callable[[list, str], Iterable] = lambda items, label: items
-        self._code_digests: dict[str, str] = {}  # backend name -> digest of its rendering code
+        self._code_digests: dict[str, str | None] = {}  # backend name -> digest of the code rendering its records
         self._tree_digests: dict[str, str] = {}  # filter name -> digest of its tree
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> AnyFilterBackend:
         if self._backend_name is None:
             raise VirtfwError("no firewall backend selected")
         return load_filter_backend(self._backend_name)
 
     # ---- status files -------------------------------------------------------
 
-    def _path(self, portdev: str) -> Path:
-        return self.status_dir / f"{portdev}.json"
-
-    def _base_path(self, backend: str) -> Path:
-        return self.config.state_dir / f"nwfilter-{backend}.json"
-
     def active(self) -> list[ActiveBinding]:
-        if not self.status_dir.is_dir():
-            return []
-        found = [read_json(p) for p in sorted(self.status_dir.glob("*.json"))]
-        return [ActiveBinding(s) for s in found if s]
+        return [ActiveBinding(status) for status in self.statuses.load_all()]
 
     def get(self, portdev: str) -> ActiveBinding | None:
         check_ifname(portdev, "port device")
-        status = read_json(self._path(portdev))
+        status = self.statuses.load(portdev)
         return ActiveBinding(status) if status else None
 
     def _save(self, status: dict) -> None:
-        if not self.runner.dry_run:
-            write_json(self._path(status["portdev"]), status)
+        self.statuses.save(status["portdev"], status)
 
     def _save_many(self, statuses: list[dict]) -> None:
-        if not self.runner.dry_run:
-            write_many([(self._path(s["portdev"]), json_text(s)) for s in statuses])
+        self.statuses.save_many([(status["portdev"], status) for status in statuses])
 
     def _drop(self, portdev: str) -> None:
-        if not self.runner.dry_run:
-            remove_file(self._path(portdev))
+        self.statuses.drop(portdev)
 
-    def _save_base(self, backend: Backend, base: dict | None) -> None:
-        if self.runner.dry_run:
-            return
-        if base is None:
-            remove_file(self._base_path(backend.name))
-        else:
-            write_json(self._base_path(backend.name), base)
+    def _load_base(self, backend: AnyFilterBackend) -> Any | None:
+        data = self.statuses.load_base(backend.name)
+        if not data:
+            return None
+        return backend.load_base(data, f"status file {self.statuses.base_path(backend.name)}")
+
+    def _save_base(self, backend: AnyFilterBackend, base: Any | None) -> None:
+        self.statuses.save_base(backend.name, base.to_json() if base is not None else None)
 
     # ---- changes ------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class BindingManager:
             ports = [instantiate(b, self.store.load) for b in self.progress(bindings, "Instantiating bindings")]
             backend = self.backend
             digests = {binding_owner(b.portdev): self._digest(backend, b) for b in bindings}
-            statuses = {}
+            statuses: dict[str, dict] = {}
             with Transaction() as tx:
                 for binding, port_rules in zip(bindings, ports):
                     statuses[port_rules.owner] = {
@@ -141,7 +148,7 @@ class BindingManager:
                         "state": "starting",
                         "firewall": None,
                     }
-                    tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
+                    tx.on_rollback(f"status of {binding.portdev}", partial(self._drop, binding.portdev))
                 self._save_many(list(statuses.values()))
                 self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
                 self._install(tx, backend, ports, statuses, digests, old={}, new_ports=self._has_peers(backend, seen))
@@ -155,8 +162,6 @@ class BindingManager:
     def _record(self, tx: Transaction, entries: list[tuple[str, str]]) -> None:
         if self.runner.dry_run:
             return
-        from virtfw.statefiles import write_many
-
         paths = [(self.records_dir / f"{portdev}.xml", xml) for portdev, xml in entries]
         previous = [(path, path.read_text()) for path, _ in paths if path.exists()]
         fresh = [path for path, _ in paths if not path.exists()]
@@ -189,10 +194,10 @@ class BindingManager:
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
             backend = load_filter_backend(active.status["backend"])
-            firewall = active.status.get("firewall")
+            record = active.record(backend)
             with Transaction() as tx:
-                rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
-                if firewall and active.status.get("state") == "active":
+                rebuild = record is not None and not backend.remove(self.runner, record)
+                if record is not None and active.status.get("state") == "active":
                     # a later step failing puts the binding's rules back as they were
                     tx.on_rollback(f"rules of {portdev}", lambda: self._reinstall(backend, active))
                 self._after_removal(backend, rebuild, leaving=portdev)
@@ -201,24 +206,24 @@ class BindingManager:
                 self._drop_leftovers([portdev])
             self._drop(portdev)
 
-    def _reinstall(self, backend: Backend, active: ActiveBinding) -> None:
+    def _reinstall(self, backend: AnyFilterBackend, active: ActiveBinding) -> None:
         installed = backend.install(self.runner, [instantiate(active.binding, self.store.load)])
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
-        active.status["firewall"] = installed.removals[active.owner]
+        self._save_base(backend, merged_base(self._load_base(backend), installed.base))
+        active.status["firewall"] = installed.removals[active.owner].to_json()
         active.status["digest"] = self._digest(backend, active.binding)
         self._save(active.status)
 
     def _drop_leftovers(self, portdevs: list[str]) -> None:
         """Temp files of writes that a killed process never finished renaming
         (one listing per folder, whatever the number of bindings)."""
-        for folder, suffix in ((self.records_dir, "xml"), (self.status_dir, "json")):
-            if not folder.is_dir():
-                continue
-            prefixes = tuple(f".{portdev}.{suffix}." for portdev in portdevs)
-            for name in os.listdir(folder):
+        if self.runner.dry_run:
+            return
+        if self.records_dir.is_dir():
+            prefixes = tuple(f".{portdev}.xml." for portdev in portdevs)
+            for name in os.listdir(self.records_dir):
                 if name.startswith(prefixes):
-                    remove_file(folder / name)
+                    remove_file(self.records_dir / name)
+        self.statuses.drop_leftovers(portdevs)
 
     def users_of(self, filter_name: str) -> list[ActiveBinding]:
         """Active bindings whose filter tree uses ``filter_name``, directly or not."""
@@ -247,7 +252,7 @@ class BindingManager:
             ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
             statuses = {a.owner: a.status for a in group}
             digests = {a.owner: self._digest(backend, a.binding) for a in group}
-            old = {a.owner: a.status["firewall"] for a in group if a.status.get("firewall")}
+            old = {a.owner: record for a in group if (record := a.record(backend)) is not None}
             with Transaction() as tx:
                 self._install(tx, backend, ports, statuses, digests, old=old)
         return len(actives)
@@ -262,8 +267,9 @@ class BindingManager:
             for active in actives:
                 if target and active.status["backend"] != target.name:
                     old = load_filter_backend(active.status["backend"])
-                    if active.status.get("firewall"):
-                        old.remove(self.runner, active.status["firewall"])
+                    record = active.record(old)
+                    if record is not None:
+                        old.remove(self.runner, record)
                     active.status["backend"] = target.name
                     active.status["firewall"] = active.status["digest"] = None
                     self._save(active.status)
@@ -274,7 +280,7 @@ class BindingManager:
     def verify(self) -> tuple[int, list[str]]:
         problems: list[str] = []
         actives = self.active()
-        backends: dict[str, Backend] = {}
+        backends: dict[str, AnyFilterBackend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
             if active.status.get("state") != "active" or not active.status.get("firewall"):
@@ -282,40 +288,37 @@ class BindingManager:
                 continue
             # one backend object per kind: it reads the live ruleset once for all bindings
             backend = backends.setdefault(active.status["backend"], load_filter_backend(active.status["backend"]))
-            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.status["firewall"])]
+            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.record(backend))]
         for name, backend in sorted(backends.items()):
-            base = read_json(self._base_path(name))
+            base = self._load_base(backend)
             if base:
                 problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
 
-    def _has_peers(self, backend: Backend, creating: set[str]) -> bool:
+    def _has_peers(self, backend: AnyFilterBackend, creating: set[str]) -> bool:
         """Whether another binding of ``backend`` is in place (its status says so): the
         first one found ends the search, so this costs a directory listing, not a read
         of every status."""
-        if not self.status_dir.is_dir():
-            return False
-        for name in sorted(os.listdir(self.status_dir)):
-            if not name.endswith(".json") or name[:-5] in creating:
+        for name in self.statuses.names():
+            if name in creating:
                 continue
-            status = read_json(self.status_dir / name) or {}
+            status = self.statuses.load(name) or {}
             if status.get("backend") == backend.name and status.get("state") == "active" and status.get("firewall"):
                 return True
         return False
 
-    def _digest(self, backend: Backend, binding: Binding) -> str | None:
+    def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str | None:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
-        definitions and the code that renders them. None when the backend cannot install
-        a record again (``render_modules``)."""
-        modules = getattr(backend, "render_modules", None)
-        if not modules:
-            return None
-        code = self._code_digests.get(backend.name)
+        definitions and the code that instantiates and renders them. None when the
+        backend cannot install a record again (its ``render_digest`` is None)."""
+        if backend.name not in self._code_digests:
+            rendering = backend.render_digest()
+            self._code_digests[backend.name] = rendering and f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
+        code = self._code_digests[backend.name]
         if code is None:
-            code = self._code_digests[backend.name] = _code_digest(
-                ("virtfw.filter.instantiate", "virtfw.filter.model", *modules))  # fmt: skip
+            return None
         tree = self._tree_digests.get(binding.filter)
         if tree is None:
             tree = self._tree_digests[binding.filter] = tree_digest(binding.filter, self.store.load)
@@ -325,7 +328,7 @@ class BindingManager:
     def _install(
         self,
         tx: Transaction,
-        backend: Backend,
+        backend: AnyFilterBackend,
         ports: list,
         statuses: dict[str, dict],
         digests: dict[str, str | None],
@@ -333,14 +336,15 @@ class BindingManager:
         old: dict,
         new_ports: bool = False,
     ) -> None:
-        old_base = read_json(self._base_path(backend.name))
-        tx.on_rollback("nwfilter base record", lambda: self._save_base(backend, old_base))
+        old_base_file = self.statuses.load_base(backend.name)  # put back as it was on rollback
+        tx.on_rollback("nwfilter base record", lambda: self.statuses.save_base(backend.name, old_base_file))
+        old_base = self._load_base(backend)
         previous = {owner: dict(status) for owner, status in statuses.items()}
 
-        def record(installed: Installed) -> None:
-            self._save_base(backend, backend.merge_base(old_base, installed.base))
+        def record(installed: Installed[Any, Any]) -> None:
+            self._save_base(backend, merged_base(old_base, installed.base))
             for owner, removal in installed.removals.items():
-                statuses[owner]["firewall"] = removal
+                statuses[owner]["firewall"] = removal.to_json()
                 statuses[owner]["digest"] = digests.get(owner)
             self._save_many([statuses[owner] for owner in installed.removals])
 
@@ -358,17 +362,19 @@ class BindingManager:
             if installed.base:
                 tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))
             for removal in installed.removals.values():
-                tx.on_rollback("binding rules", lambda removal=removal: backend.remove(self.runner, removal))
+                tx.on_rollback("binding rules", partial(backend.remove, self.runner, removal))
         for status in statuses.values():
             status["state"] = "active"
         record(installed)
 
-    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+    def _after_removal(self, backend: AnyFilterBackend, rebuild: bool, leaving: str) -> None:
+        """After a removal: rebuild the other bindings of ``backend`` if it could not be
+        run as recorded, or remove the base if no binding uses it any more."""
         users = [
             a for a in self.active()
             if a.status.get("backend") == backend.name and a.portdev != leaving and a.status.get("firewall")
         ]  # fmt: skip
-        base = read_json(self._base_path(backend.name))
+        base = self._load_base(backend)
         if users and rebuild:
             self._rebuild(users)
         elif not users and base:
@@ -378,8 +384,6 @@ class BindingManager:
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
         missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
         if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
-            from virtfw.statefiles import write_many
-
             write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
@@ -388,36 +392,23 @@ class BindingManager:
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.
         reuse = {
-            a.owner: a.status["firewall"] for a in actives
+            a.owner: a.record(backend) for a in actives
             if digests[a.owner] and a.status.get("digest") == digests[a.owner]
             and a.status.get("firewall") and a.status.get("state") == "active"
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
         installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse)
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
+        self._save_base(backend, merged_base(self._load_base(backend), installed.base))
         changed = []
         for active in actives:
             before = (active.status.get("firewall"), active.status.get("state"), active.status.get("digest"))
-            active.status["firewall"] = installed.removals[active.owner]
+            active.status["firewall"] = installed.removals[active.owner].to_json()
             active.status["state"] = "active"
             active.status["digest"] = digests[active.owner]
             if before != (active.status["firewall"], "active", digests[active.owner]):
                 changed.append(active.status)
         self._save_many(changed)  # a reload that changes no record writes no file
-
-
-def _code_digest(modules: Iterable[str]) -> str:
-    from importlib import import_module
-
-    from virtfw import __version__
-
-    digest = hashlib.sha256(__version__.encode())
-    for name in modules:
-        module = sys.modules.get(name) or import_module(name)
-        digest.update(Path(str(module.__file__)).read_bytes())
-    return digest.hexdigest()
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:
