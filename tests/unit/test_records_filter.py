@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from virtfw.config import Config
-from virtfw.filter.bindings import BindingManager
+from virtfw.filter.bindings import BindingManager, BindingStatus
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.rules.backend import merged_base, module_digest
@@ -420,3 +420,74 @@ def test_a_malformed_status_record_is_an_error_not_a_command(tmp_path: Path) -> 
     with pytest.raises(RecordError, match="status of binding 'vnet0'.firewall"):
         manager.delete("vnet0")
     assert runner.log == [] and path.exists()
+
+
+# A status file as the untyped version wrote it (iptables, no-mac-spoofing, with an owner).
+OLD_STATUS = {
+    "backend": "iptables",
+    "binding": {
+        "filter": "no-mac-spoofing",
+        "linkdev": None,
+        "mac": "52:54:00:00:00:03",
+        "owner": "guest",
+        "owner_uuid": "c7a5fdbd-edaf-9455-926a-d65c16db1809",
+        "params": {"X": ["1", "2"]},
+        "portdev": "vnet3",
+    },
+    "created": 1700000000.25,
+    "digest": None,
+    "firewall": {
+        "backend": "iptables",
+        "counts": {"ebtables": {"I-vnet3-mac": 2, "virtfw-I-vnet3": 1}},
+        "ebtables": {
+            "nat": [
+                "-D PREROUTING -i vnet3 -j virtfw-I-vnet3",
+                "-F virtfw-I-vnet3",
+                "-F I-vnet3-mac",
+                "-X virtfw-I-vnet3",
+                "-X I-vnet3-mac",
+            ]
+        },
+        "kind": "nwfilter",
+        "port": "vnet3",
+        "texts": {"I-vnet3-mac": ["-s 52:54:00:00:00:03 -j RETURN", "-j DROP"], "virtfw-I-vnet3": ["-j I-vnet3-mac"]},
+    },
+    "portdev": "vnet3",
+    "state": "active",
+    "xml": "<filterbinding>\n  <owner>\n    <name>guest</name>\n    <uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>\n  </owner>\n  <portdev name='vnet3'/>\n  <mac address='52:54:00:00:00:03'/>\n  <filterref filter='no-mac-spoofing'>\n    <parameter name='X' value='1'/>\n    <parameter name='X' value='2'/>\n  </filterref>\n</filterbinding>\n",
+}
+
+
+def test_binding_status_old_file_loads_and_keeps_its_json() -> None:
+    status = BindingStatus.from_json(copy.deepcopy(OLD_STATUS), "status of binding 'vnet3'")
+    assert status.to_json() == OLD_STATUS
+    assert status.binding == Binding(
+        "vnet3", "52:54:00:00:00:03", "no-mac-spoofing", {"X": ["1", "2"]}, "guest",
+        "c7a5fdbd-edaf-9455-926a-d65c16db1809",
+    )  # fmt: skip
+    assert EbiptablesFilterBackend().load_record(status.firewall, "firewall").port == "vnet3"
+    starting = {key: value for key, value in OLD_STATUS.items() if key not in ("digest", "binding")}
+    starting.update(state="starting", firewall=None)  # a create's first write, before it had a digest
+    loaded = BindingStatus.from_json(starting, "s")
+    assert loaded.digest is None and loaded.binding is None and loaded.firewall is None
+
+
+STATUS_MALFORMED = {
+    "unknown key": lambda d: d.update(pid=3),
+    "xml missing": lambda d: d.pop("xml"),
+    "portdev not a name": lambda d: d.update(portdev="vnet3/../x"),
+    "unknown state": lambda d: d.update(state="stopping"),
+    "created not a number": lambda d: d.update(created="now"),
+    "firewall not an object": lambda d: d.update(firewall=["-F FORWARD"]),
+    "binding of another port": lambda d: d["binding"].update(portdev="vnet4"),
+    "binding with an unknown field": lambda d: d["binding"].update(script="x"),
+    "binding params not lists": lambda d: d["binding"].update(params={"X": "1"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATUS_MALFORMED))
+def test_binding_status_malformed_is_refused(case: str) -> None:
+    data = copy.deepcopy(OLD_STATUS)
+    STATUS_MALFORMED[case](data)
+    with pytest.raises(RecordError, match="status of binding 'vnet3'"):
+        BindingStatus.from_json(data, "status of binding 'vnet3'")

@@ -31,6 +31,7 @@ from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tre
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.names import check_ifname
+from virtfw.rules import records
 from virtfw.rules.backend import FilterBackend, Installed, load_filter_backend, merged_base, module_digest
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked, remove_file, write_many
@@ -42,13 +43,99 @@ AnyFilterBackend = FilterBackend[Any, Any]
 INSTANTIATE_MODULES = ("virtfw.filter.instantiate", "virtfw.filter.model")
 
 
+STARTING, ACTIVE = "starting", "active"  # a status is written before the install, completed after
+
+
+@dataclass
+class BindingStatus:
+    """A binding's status file, ``bindings/PORT.json``: what is installed for it now.
+
+    JSON: ``{"portdev", "xml", "binding": {Binding's fields}, "backend", "created",
+    "state": "starting"|"active", "firewall": the backend's removal record or null,
+    "digest": str or null}``. ``firewall`` stays JSON here: only its backend reads it
+    (:meth:`ActiveBinding.record`). Files of the untyped version load: they may lack
+    ``binding`` (then the XML is parsed) and, while starting, ``digest``.
+    """
+
+    portdev: str
+    xml: str
+    binding: Binding | None  # validated when the binding was created: no XML parsing on reload
+    backend: str
+    created: float
+    state: str = STARTING
+    firewall: dict | None = None
+    digest: str | None = None  # what the record was rendered from (see BindingManager._digest)
+
+    def to_json(self) -> dict:
+        return {
+            "portdev": self.portdev,
+            "xml": self.xml,
+            "binding": dataclasses.asdict(self.binding) if self.binding else None,
+            "backend": self.backend,
+            "created": self.created,
+            "state": self.state,
+            "firewall": self.firewall,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> BindingStatus:
+        keys = {"portdev", "xml", "binding", "backend", "created", "state", "firewall", "digest"}
+        fields = records.obj(data, where, keys)
+        for key in ("portdev", "xml", "backend", "created", "state"):
+            if key not in fields:
+                raise records.fail(where, f"{key!r} is missing")
+        portdev = records.text(fields["portdev"], f"{where}.portdev")
+        try:
+            check_ifname(portdev, "port device")
+        except VirtfwError as error:
+            raise records.fail(f"{where}.portdev", str(error)) from None
+        created = fields["created"]
+        if isinstance(created, bool) or not isinstance(created, (int, float)):
+            raise records.fail(f"{where}.created", "expected a number")
+        state = records.text(fields["state"], f"{where}.state")
+        if state not in (STARTING, ACTIVE):
+            raise records.fail(f"{where}.state", f"expected {STARTING!r} or {ACTIVE!r}")
+        firewall = fields.get("firewall")
+        digest = fields.get("digest")
+        return cls(
+            portdev,
+            records.text(fields["xml"], f"{where}.xml"),
+            _binding(fields.get("binding"), f"{where}.binding", portdev),
+            records.text(fields["backend"], f"{where}.backend"),
+            created,
+            state,
+            records.obj(firewall, f"{where}.firewall") if firewall is not None else None,
+            records.text(digest, f"{where}.digest") if digest is not None else None,
+        )
+
+
+def _binding(data: object, where: str, portdev: str) -> Binding | None:
+    """Binding's fields as ``dataclasses.asdict`` wrote them; None when not recorded."""
+    if data is None:
+        return None
+    names = {f.name for f in dataclasses.fields(Binding)}
+    fields = records.obj(data, where, names)
+    optional = ("owner", "owner_uuid", "linkdev")
+    values: dict[str, Any] = {
+        name: records.text(fields.get(name), f"{where}.{name}") for name in ("portdev", "mac", "filter")
+    }
+    values["params"] = records.mapping(fields.get("params", {}), f"{where}.params", records.texts)
+    values.update(
+        {name: records.text(fields[name], f"{where}.{name}") for name in optional if fields.get(name) is not None}
+    )
+    if values["portdev"] != portdev:
+        raise records.fail(f"{where}.portdev", f"not the status's port {portdev}")
+    return Binding(**values)
+
+
 @dataclass
 class ActiveBinding:
-    status: dict
+    status: BindingStatus
 
     @property
     def portdev(self) -> str:
-        return self.status["portdev"]
+        return self.status.portdev
 
     @property
     def owner(self) -> str:
@@ -56,19 +143,17 @@ class ActiveBinding:
 
     @property
     def binding(self) -> Binding:
-        fields = self.status.get("binding")
-        if fields:  # validated when the binding was created: no XML parsing on reload
-            return Binding(**fields)
+        if self.status.binding:
+            return self.status.binding
         from virtfw.filter.xml import parse_binding
 
-        return parse_binding(self.status["xml"], f"status of binding '{self.portdev}'")
+        return parse_binding(self.status.xml, f"status of binding '{self.portdev}'")
 
     def record(self, backend: AnyFilterBackend) -> Any | None:
         """The backend's removal record of this binding's rules; None before it has one."""
-        data = self.status.get("firewall")
-        if not data:
+        if not self.status.firewall:
             return None
-        return backend.load_record(data, f"status of binding '{self.portdev}'.firewall")
+        return backend.load_record(self.status.firewall, f"status of binding '{self.portdev}'.firewall")
 
 
 class BindingManager:
@@ -93,18 +178,23 @@ class BindingManager:
     # ---- status files -------------------------------------------------------
 
     def active(self) -> list[ActiveBinding]:
-        return [ActiveBinding(status) for status in self.statuses.load_all()]
+        found = (self._load(name) for name in self.statuses.names())
+        return [ActiveBinding(status) for status in found if status]
 
     def get(self, portdev: str) -> ActiveBinding | None:
         check_ifname(portdev, "port device")
-        status = self.statuses.load(portdev)
+        status = self._load(portdev)
         return ActiveBinding(status) if status else None
 
-    def _save(self, status: dict) -> None:
-        self.statuses.save(status["portdev"], status)
+    def _load(self, portdev: str) -> BindingStatus | None:
+        data = self.statuses.load(portdev)
+        return BindingStatus.from_json(data, f"status of binding '{portdev}'") if data else None
 
-    def _save_many(self, statuses: list[dict]) -> None:
-        self.statuses.save_many([(status["portdev"], status) for status in statuses])
+    def _save(self, status: BindingStatus) -> None:
+        self.statuses.save(status.portdev, status.to_json())
+
+    def _save_many(self, statuses: list[BindingStatus]) -> None:
+        self.statuses.save_many([(status.portdev, status.to_json()) for status in statuses])
 
     def _drop(self, portdev: str) -> None:
         self.statuses.drop(portdev)
@@ -136,21 +226,15 @@ class BindingManager:
             ports = [instantiate(b, self.store.load) for b in self.progress(bindings, "Instantiating bindings")]
             backend = self.backend
             digests = {binding_owner(b.portdev): self._digest(backend, b) for b in bindings}
-            statuses: dict[str, dict] = {}
+            statuses: dict[str, BindingStatus] = {}
             with Transaction() as tx:
                 for binding, port_rules in zip(bindings, ports):
-                    statuses[port_rules.owner] = {
-                        "portdev": binding.portdev,
-                        "xml": format_binding(binding),
-                        "binding": dataclasses.asdict(binding),
-                        "backend": backend.name,
-                        "created": time.time(),
-                        "state": "starting",
-                        "firewall": None,
-                    }
+                    statuses[port_rules.owner] = BindingStatus(
+                        binding.portdev, format_binding(binding), binding, backend.name, time.time()
+                    )
                     tx.on_rollback(f"status of {binding.portdev}", partial(self._drop, binding.portdev))
                 self._save_many(list(statuses.values()))
-                self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
+                self._record(tx, [(s.portdev, s.xml) for s in statuses.values()])
                 self._install(tx, backend, ports, statuses, digests, old={}, new_ports=self._has_peers(backend, seen))
 
     # ---- records that outlive a reboot (the state dir does not) --------------
@@ -164,10 +248,10 @@ class BindingManager:
             return
         paths = [(self.records_dir / f"{portdev}.xml", xml) for portdev, xml in entries]
         previous = [(path, path.read_text()) for path, _ in paths if path.exists()]
-        fresh = [path for path, _ in paths if not path.exists()]
+        created = [path for path, _ in paths if not path.exists()]
 
         def undo() -> None:
-            for path in fresh:
+            for path in created:
                 remove_file(path)
             write_many(previous, 0o644)
 
@@ -193,11 +277,11 @@ class BindingManager:
             active = self.get(portdev)
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
-            backend = load_filter_backend(active.status["backend"])
+            backend = load_filter_backend(active.status.backend)
             record = active.record(backend)
             with Transaction() as tx:
                 rebuild = record is not None and not backend.remove(self.runner, record)
-                if record is not None and active.status.get("state") == "active":
+                if record is not None and active.status.state == ACTIVE:
                     # a later step failing puts the binding's rules back as they were
                     tx.on_rollback(f"rules of {portdev}", lambda: self._reinstall(backend, active))
                 self._after_removal(backend, rebuild, leaving=portdev)
@@ -209,8 +293,8 @@ class BindingManager:
     def _reinstall(self, backend: AnyFilterBackend, active: ActiveBinding) -> None:
         installed = backend.install(self.runner, [instantiate(active.binding, self.store.load)])
         self._save_base(backend, merged_base(self._load_base(backend), installed.base))
-        active.status["firewall"] = installed.removals[active.owner].to_json()
-        active.status["digest"] = self._digest(backend, active.binding)
+        active.status.firewall = installed.removals[active.owner].to_json()
+        active.status.digest = self._digest(backend, active.binding)
         self._save(active.status)
 
     def _drop_leftovers(self, portdevs: list[str]) -> None:
@@ -246,7 +330,7 @@ class BindingManager:
             return 0
         by_backend: dict[str, list[ActiveBinding]] = {}
         for active in actives:
-            by_backend.setdefault(active.status["backend"], []).append(active)
+            by_backend.setdefault(active.status.backend, []).append(active)
         for name, group in by_backend.items():
             backend = load_filter_backend(name)
             ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
@@ -265,13 +349,13 @@ class BindingManager:
                 return 0
             target = self.backend if self._backend_name else None
             for active in actives:
-                if target and active.status["backend"] != target.name:
-                    old = load_filter_backend(active.status["backend"])
+                if target and active.status.backend != target.name:
+                    old = load_filter_backend(active.status.backend)
                     record = active.record(old)
                     if record is not None:
                         old.remove(self.runner, record)
-                    active.status["backend"] = target.name
-                    active.status["firewall"] = active.status["digest"] = None
+                    active.status.backend = target.name
+                    active.status.firewall = active.status.digest = None
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
             self._rebuild(actives)
@@ -283,11 +367,11 @@ class BindingManager:
         backends: dict[str, AnyFilterBackend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
-            if active.status.get("state") != "active" or not active.status.get("firewall"):
+            if active.status.state != ACTIVE or not active.status.firewall:
                 problems.append(f"{where}: creation was interrupted (run nwfilter-binding-delete {active.portdev})")
                 continue
             # one backend object per kind: it reads the live ruleset once for all bindings
-            backend = backends.setdefault(active.status["backend"], load_filter_backend(active.status["backend"]))
+            backend = backends.setdefault(active.status.backend, load_filter_backend(active.status.backend))
             problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.record(backend))]
         for name, backend in sorted(backends.items()):
             base = self._load_base(backend)
@@ -304,8 +388,8 @@ class BindingManager:
         for name in self.statuses.names():
             if name in creating:
                 continue
-            status = self.statuses.load(name) or {}
-            if status.get("backend") == backend.name and status.get("state") == "active" and status.get("firewall"):
+            status = self._load(name)
+            if status and status.backend == backend.name and status.state == ACTIVE and status.firewall:
                 return True
         return False
 
@@ -330,7 +414,7 @@ class BindingManager:
         tx: Transaction,
         backend: AnyFilterBackend,
         ports: list,
-        statuses: dict[str, dict],
+        statuses: dict[str, BindingStatus],
         digests: dict[str, str | None],
         *,
         old: dict,
@@ -339,21 +423,20 @@ class BindingManager:
         old_base_file = self.statuses.load_base(backend.name)  # put back as it was on rollback
         tx.on_rollback("nwfilter base record", lambda: self.statuses.save_base(backend.name, old_base_file))
         old_base = self._load_base(backend)
-        previous = {owner: dict(status) for owner, status in statuses.items()}
+        previous = {owner: dataclasses.replace(status) for owner, status in statuses.items()}
 
         def record(installed: Installed[Any, Any]) -> None:
             self._save_base(backend, merged_base(old_base, installed.base))
             for owner, removal in installed.removals.items():
-                statuses[owner]["firewall"] = removal.to_json()
-                statuses[owner]["digest"] = digests.get(owner)
+                statuses[owner].firewall = removal.to_json()
+                statuses[owner].digest = digests.get(owner)
             self._save_many([statuses[owner] for owner in installed.removals])
 
         def restore_statuses() -> None:
             for owner, status in previous.items():
-                if status.get("state") == "starting":
+                if status.state == STARTING:
                     continue  # a new binding: its status file goes with its own rollback
-                statuses[owner].clear()
-                statuses[owner].update(status)
+                vars(statuses[owner]).update(vars(status))  # in place: callers hold these objects
                 self._save(status)
 
         tx.on_rollback("binding status", restore_statuses)
@@ -364,7 +447,7 @@ class BindingManager:
             for removal in installed.removals.values():
                 tx.on_rollback("binding rules", partial(backend.remove, self.runner, removal))
         for status in statuses.values():
-            status["state"] = "active"
+            status.state = ACTIVE
         record(installed)
 
     def _after_removal(self, backend: AnyFilterBackend, rebuild: bool, leaving: str) -> None:
@@ -372,7 +455,7 @@ class BindingManager:
         run as recorded, or remove the base if no binding uses it any more."""
         users = [
             a for a in self.active()
-            if a.status.get("backend") == backend.name and a.portdev != leaving and a.status.get("firewall")
+            if a.status.backend == backend.name and a.portdev != leaving and a.status.firewall
         ]  # fmt: skip
         base = self._load_base(backend)
         if users and rebuild:
@@ -384,17 +467,17 @@ class BindingManager:
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
         missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
         if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
-            write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
+            write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
-        backend = load_filter_backend(actives[0].status["backend"])
+        backend = load_filter_backend(actives[0].status.backend)
         digests = {a.owner: self._digest(backend, a.binding) for a in actives}
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.
         reuse = {
             a.owner: a.record(backend) for a in actives
-            if digests[a.owner] and a.status.get("digest") == digests[a.owner]
-            and a.status.get("firewall") and a.status.get("state") == "active"
+            if digests[a.owner] and a.status.digest == digests[a.owner]
+            and a.status.firewall and a.status.state == ACTIVE
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
@@ -402,11 +485,11 @@ class BindingManager:
         self._save_base(backend, merged_base(self._load_base(backend), installed.base))
         changed = []
         for active in actives:
-            before = (active.status.get("firewall"), active.status.get("state"), active.status.get("digest"))
-            active.status["firewall"] = installed.removals[active.owner].to_json()
-            active.status["state"] = "active"
-            active.status["digest"] = digests[active.owner]
-            if before != (active.status["firewall"], "active", digests[active.owner]):
+            before = (active.status.firewall, active.status.state, active.status.digest)
+            active.status.firewall = installed.removals[active.owner].to_json()
+            active.status.state = ACTIVE
+            active.status.digest = digests[active.owner]
+            if before != (active.status.firewall, ACTIVE, digests[active.owner]):
                 changed.append(active.status)
         self._save_many(changed)  # a reload that changes no record writes no file
 
