@@ -62,6 +62,8 @@ def items(data: object, where: str, read: Callable[[object, str], T]) -> list[T]
 
 
 def texts(data: object, where: str) -> list[str]:
+    if isinstance(data, list) and all(isinstance(value, str) for value in data):
+        return list(data)  # the common case, without a location per element (records hold thousands)
     return items(data, where, text)
 
 

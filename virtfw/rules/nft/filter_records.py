@@ -31,7 +31,8 @@ VMAPS = {"vmap-iif": "out", "vmap-oif": "in"}
 _SUBCHAIN = re.compile(r"[A-Za-z0-9_.:-]{1,12}")  # a filter chain name (filter/schema.py)
 # A rule inside a chain block: no block or statement ends, no newline, except inside
 # the one trailing comment the renderer may add (itself free of quotes).
-_RULE = re.compile(r'[^{};#"\n\r]*( comment "[^"\n\r]*")?')
+_RULE = r'[^{};#"\n\r\0]*(?: comment "[^"\n\r\0]*")?'
+_RULES = re.compile(f"{_RULE}(?:\0{_RULE})*")  # a chain's rules joined by NULs: one match per chain
 
 
 def chain_names(port: str, direction: str) -> str:
@@ -132,9 +133,9 @@ class NftPortRecord:
             key = f"{table} {name}"
             if key not in texts or counts.get(key) != len(texts[key]):
                 raise records.fail(at, "its rules and their count are not recorded")
-            for rule in texts[key]:
-                if not _RULE.fullmatch(rule):
-                    raise records.fail(f"{where}.texts.{key}", f"{rule!r} is not one rule")
+            if not _RULES.fullmatch("\0".join(texts[key])):
+                bad = next(rule for rule in texts[key] if not _RULES.fullmatch(rule) or "\0" in rule)
+                raise records.fail(f"{where}.texts.{key}", f"{bad!r} is not one rule")
             chains.append(PortChain(table, name, tuple(texts[key])))
         names = {chain.key for chain in chains}
         for key in sorted(set(counts) | set(texts)):

@@ -119,7 +119,7 @@ class OwnNames:
     def step(self, line: object, where: str, tool: FilterTool) -> Step:
         """The step of a ``*-restore`` removal line, if it names only these chains."""
         text = records.text(line, where)
-        if any(char in text for char in "\n\r\0"):
+        if "\n" in text or "\r" in text or "\0" in text:
             raise records.fail(where, "a removal line holds a line break")
         parts = text.split(" ", 2)
         step: Step
@@ -137,20 +137,25 @@ class OwnNames:
         raise records.fail(where, f"{text!r} is not a removal line (-D CHAIN RULE, -F CHAIN or -X CHAIN)")
 
     def steps(self, data: object, where: str, tool: FilterTool) -> tuple[Step, ...]:
-        return tuple(records.items(data, where, lambda line, at: self.step(line, at, tool)))
+        if not isinstance(data, list):
+            raise records.fail(where, "expected an array")
+        return tuple(self.step(line, f"{where}[{index}]", tool) for index, line in enumerate(data))
 
 
 def port_names(tool: FilterTool, port: str) -> OwnNames:
     """A port's chains in TOOL; in iptables, its links sit in the shared chains."""
     if tool is EBTABLES_FILTER:
         roots = {eb_root("I", port), eb_root("O", port)}
-        prefixes = (f"I-{port}-", f"O-{port}-")
+        prefixes = (f"I-{port}-", f"O-{port}-")  # of one length
+        known = set(roots)  # each chain is named up to four times in a record
 
         def own(chain: str) -> bool:
-            if chain in roots:
+            if chain in known:
                 return True
-            prefix = next((p for p in prefixes if chain.startswith(p)), None)
-            return prefix is not None and bool(_SUBCHAIN_NAME.fullmatch(chain[len(prefix) :]))
+            if chain.startswith(prefixes) and _SUBCHAIN_NAME.fullmatch(chain, len(prefixes[0])):
+                known.add(chain)
+                return True
+            return False
 
         return OwnNames(own, own)
     chains = {ipt_chain(prefix, port) for prefix in IPT_PORT_PREFIXES}
