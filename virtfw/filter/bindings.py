@@ -120,7 +120,7 @@ def _binding(data: object, where: str, portdev: str) -> Binding | None:
     values: dict[str, Any] = {
         name: records.text(fields.get(name), f"{where}.{name}") for name in ("portdev", "mac", "filter")
     }
-    values["params"] = records.mapping(fields.get("params", {}), f"{where}.params", records.texts)
+    values["params"] = records.texts_by_key(fields.get("params", {}), f"{where}.params")
     values.update(
         {name: records.text(fields[name], f"{where}.{name}") for name in optional if fields.get(name) is not None}
     )
@@ -486,7 +486,8 @@ class BindingManager:
         changed = []
         for active in actives:
             before = (active.status.firewall, active.status.state, active.status.digest)
-            active.status.firewall = installed.removals[active.owner].to_json()
+            if installed.removals[active.owner] is not reuse.get(active.owner):  # else: the same record
+                active.status.firewall = installed.removals[active.owner].to_json()
             active.status.state = ACTIVE
             active.status.digest = digests[active.owner]
             if before != (active.status.firewall, ACTIVE, digests[active.owner]):

@@ -117,22 +117,26 @@ class NftPortRecord:
         except VirtfwError as error:
             raise records.fail(f"{where}.port", str(error)) from None
         if "elements" in fields:
-            read = lambda value, at: MapElement.from_json(value, at, port)
-            elements = tuple(records.items(fields["elements"], f"{where}.elements", read))
+            elements = _elements(fields["elements"], f"{where}.elements", port)
         else:
             elements = cls.elements_for(port)
-        counts = records.mapping(fields["rules"], f"{where}.rules", records.integer)
-        texts = records.mapping(fields["texts"], f"{where}.texts", records.texts)
+        counts = records.integers_by_key(fields["rules"], f"{where}.rules")
+        texts = records.texts_by_key(fields["texts"], f"{where}.texts")
+        own = _PortChains(port)
         chains = []
-        for index, pair in enumerate(records.items(fields["chains"], f"{where}.chains", records.texts)):
-            at = f"{where}.chains[{index}]"
-            if len(pair) != 2:
-                raise records.fail(at, "expected [table, chain]")
+        if not isinstance(fields["chains"], list):
+            raise records.fail(f"{where}.chains", "expected an array")
+        for index, pair in enumerate(fields["chains"]):
+            if type(pair) is not list or len(pair) != 2 or not all(type(part) is str for part in pair):
+                raise records.fail(f"{where}.chains[{index}]", "expected [table, chain]")
             table, name = pair
-            _check_chain(table, name, port, at)
+            if table not in TABLES:
+                raise records.fail(f"{where}.chains[{index}]", f"table {table!r} is not virtfw's")
+            if not own.holds(name):
+                raise records.fail(f"{where}.chains[{index}]", f"chain {name!r} is not a chain of port {port}")
             key = f"{table} {name}"
             if key not in texts or counts.get(key) != len(texts[key]):
-                raise records.fail(at, "its rules and their count are not recorded")
+                raise records.fail(f"{where}.chains[{index}]", "its rules and their count are not recorded")
             if not _RULES.fullmatch("\0".join(texts[key])):
                 bad = next(rule for rule in texts[key] if not _RULES.fullmatch(rule) or "\0" in rule)
                 raise records.fail(f"{where}.texts.{key}", f"{bad!r} is not one rule")
@@ -144,15 +148,34 @@ class NftPortRecord:
         return cls(port, elements, tuple(chains))
 
 
-def _check_chain(table: str, name: str, port: str, where: str) -> None:
-    """A chain of the port: ``n-PORT-DIR`` or ``n-PORT-DIR-SUBCHAIN`` in one of our tables."""
-    if table not in TABLES:
-        raise records.fail(where, f"table {table!r} is not virtfw's")
-    for direction in VMAPS.values():
-        root = chain_names(port, direction)
-        if name == root or (name.startswith(f"{root}-") and _SUBCHAIN.fullmatch(name[len(root) + 1 :])):
-            return
-    raise records.fail(where, f"chain {name!r} is not a chain of port {port}")
+def _elements(data: object, where: str, port: str) -> tuple[MapElement, ...]:
+    """The recorded map entries: each one of the port's four possible ones."""
+    possible = {
+        (table, vmap, port, chain_names(port, direction)) for table in TABLES for vmap, direction in VMAPS.items()
+    }
+    if not isinstance(data, list):
+        raise records.fail(where, "expected an array")
+    found = []
+    for index, value in enumerate(data):
+        if type(value) is list and tuple(value) in possible:
+            found.append(MapElement(*value))
+        else:
+            found.append(MapElement.from_json(value, f"{where}[{index}]", port))  # it says what is wrong
+    return tuple(found)
+
+
+class _PortChains:
+    """The names of a port's chains: ``n-PORT-DIR`` and ``n-PORT-DIR-SUBCHAIN``."""
+
+    def __init__(self, port: str) -> None:
+        self.roots = {chain_names(port, direction) for direction in VMAPS.values()}
+        self.prefixes = tuple(f"{root}-" for root in self.roots)
+
+    def holds(self, name: str) -> bool:
+        if name in self.roots:
+            return True
+        prefix = next((p for p in self.prefixes if name.startswith(p)), None)
+        return prefix is not None and bool(_SUBCHAIN.fullmatch(name, len(prefix)))
 
 
 @dataclass(frozen=True)

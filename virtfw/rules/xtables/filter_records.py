@@ -218,13 +218,12 @@ class XtablesPortRecord:
         for key, chains in records.mapping(fields.get("counts", {}), f"{where}.counts", records.obj).items():
             if key not in TOOLS_BY_KEY:
                 raise records.fail(f"{where}.counts", f"unexpected key {key!r}")
-            counts[key] = records.mapping(chains, f"{where}.counts.{key}", records.integer)
+            counts[key] = records.integers_by_key(chains, f"{where}.counts.{key}")
             _check_chains(counts[key], names[key], f"{where}.counts.{key}")
         rules = None
         if "texts" in fields:
             rules = {
-                chain: tuple(lines)
-                for chain, lines in records.mapping(fields["texts"], f"{where}.texts", records.texts).items()
+                chain: tuple(lines) for chain, lines in records.texts_by_key(fields["texts"], f"{where}.texts").items()
             }
             _check_chains(rules, names[EBTABLES_FILTER.key], f"{where}.texts")
         return cls(port, steps, counts, rules)
