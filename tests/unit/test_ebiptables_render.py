@@ -18,15 +18,17 @@ from helpers.nwfilter_cases import case_port_rules
 
 from virtfw.rules.backend import merged_base
 from virtfw.rules.xtables.filter import EbiptablesFilterBackend
-from virtfw.rules.xtables.filter_render import fmt_ip, plan_port, quote, restore_line
-from virtfw.rules.xtables.save import Batch, Table, parse_save, tokens
+from virtfw.rules.xtables.filter_render import plan_port
+from virtfw.rules.xtables.save import Batch, Table, parse_save
+from virtfw.rules.xtables.syntax import PlannedRule, fmt_ip, quote, restore_line, tokens
 
 DATA = TESTDATA / "nwfilterxml2firewalldata"
 CASES = sorted(path.name.removesuffix("-linux.args") for path in DATA.glob("*-linux.args"))
 
 
-def lines(commands: list[list[str]]) -> list[str]:
-    return [" ".join(argv) for argv in commands]
+def lines(commands: list[list[str]] | list[PlannedRule]) -> list[str]:
+    """Rules as their ``-A CHAIN ARGS`` command lines, planned or read from libvirt's files."""
+    return [" ".join(c.command() if isinstance(c, PlannedRule) else c) for c in commands]
 
 
 # --- against libvirt's expected commands --------------------------------------------------
@@ -106,7 +108,7 @@ def test_root_rules_first_then_priority_with_subchains_interleaved() -> None:
         "-A I-vnet0-arp -p 0x806 --arp-opcode 1 -j ACCEPT",  # sorted by its own priority
         "-A I-vnet0-ipv4 -p ipv4 --ip-protocol 17 -j ACCEPT",
     ]
-    assert eb.hooks == [("PREROUTING", ["-i", "vnet0", "-j", "virtfw-I-vnet0"])]
+    assert eb.hooks == [PlannedRule("PREROUTING", ("-i", "vnet0", "-j", "virtfw-I-vnet0"))]
 
 
 def test_inout_ebtables_rule_is_reversed_in_the_from_guest_chain() -> None:

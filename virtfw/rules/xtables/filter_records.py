@@ -27,7 +27,7 @@ from virtfw.names import check_ifname
 from virtfw.rules import records
 from virtfw.rules.xtables.appeared import Appeared
 from virtfw.rules.xtables.filter_render import BASE_CHAINS, eb_root, ipt_chain
-from virtfw.rules.xtables.save import target_of, tokens
+from virtfw.rules.xtables.syntax import target_of, tokens
 
 
 @dataclass(frozen=True)
