@@ -49,10 +49,6 @@ if TYPE_CHECKING:  # the filter paths never need the network rule model
     from virtfw.rules.portrules import PortRules
     from virtfw.rules.runner import Runner
 
-# A removal record as JSON (the form status files hold). Being replaced by each
-# backend's typed record classes.
-Removal = dict
-
 R = TypeVar("R")  # a backend's per-owner removal record
 B = TypeVar("B")  # a backend's base record
 
