@@ -22,8 +22,9 @@ def snapshot(ns: Netns) -> str:
 
 
 def in_ns(ns: Netns, code: str) -> str:
-    """Run backend code in a Python process inside NS; ``ports(n)``, ``backend``, ``runner``
-    and ``json`` are at hand; what it prints comes back."""
+    """Run backend code in a Python process inside NS; ``ports(n)``, ``backend``, ``runner``,
+    ``json``, ``records`` (an install's records as JSON) and ``loaded`` (back again) are at
+    hand; what it prints comes back."""
     prelude = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(Path(__file__).resolve().parents[2])!r}, {str(Path(__file__).resolve().parents[1])!r}]\n"
@@ -31,6 +32,10 @@ def in_ns(ns: Netns, code: str) -> str:
         "from virtfw.rules.xtables.filter import EbiptablesFilterBackend\n"
         "from virtfw.rules.runner import Runner\n"
         "backend, runner = EbiptablesFilterBackend(), Runner()\n"
+        "def records(installed):\n"
+        "    return {owner: record.to_json() for owner, record in installed.removals.items()}\n"
+        "def loaded(removals):\n"
+        "    return {owner: backend.load_record(record, owner) for owner, record in removals.items()}\n"
     )
     return ns.run([sys.executable, "-c", prelude + code], timeout=300).stdout
 
@@ -42,7 +47,7 @@ def test_install_then_remove_leaves_nothing() -> None:
             ns,
             (
                 "inst = backend.install(runner, [port(demo_rules(), 'vnet0'), port(demo_rules(), 'vnet1')])\n"
-                "print(json.dumps([[a[0] for a in runner.log], inst.removals, inst.base]))\n"
+                "print(json.dumps([[a[0] for a in runner.log], records(inst), inst.base.to_json()]))\n"
             ),
         )
         assert "virtfw-I-vnet1" in snapshot(ns) and "FO-vnet1" in snapshot(ns)
@@ -58,8 +63,8 @@ def test_install_then_remove_leaves_nothing() -> None:
             ns,
             (
                 f"removals, base = {removals!r}, {base!r}\n"
-                "assert all(backend.remove(runner, r) for r in removals.values())\n"
-                "assert backend.remove(runner, base)\n"
+                "assert all(backend.remove(runner, r) for r in loaded(removals).values())\n"
+                "assert backend.remove(runner, backend.load_base(base, 'base'))\n"
             ),
         )
         assert snapshot(ns).strip() == "# iptables-save\n# ip6tables-save"
@@ -95,7 +100,7 @@ def test_failed_later_batch_rolls_back_to_the_old_rules() -> None:
             ns,
             (
                 "first = backend.install(runner, [port(demo_rules(0)), port(demo_rules(0), 'vnet1')])\n"
-                "print(json.dumps(first.removals))\n"
+                "print(json.dumps(records(first)))\n"
             ),
         )
         before = snapshot(ns)
@@ -104,7 +109,7 @@ def test_failed_later_batch_rolls_back_to_the_old_rules() -> None:
             ns,
             (
                 "from virtfw.errors import ToolError\n"
-                f"old = {removals!r}\n"
+                f"old = loaded({removals!r})\n"
                 "bad = demo_rules(1) + [rule('tcp-ipv6', ipset='missing', ipsetflags='src')]\n"
                 "try:\n"
                 "    backend.install(runner, [port(bad), port(demo_rules(1), 'vnet1')], old=old)\n"
@@ -139,13 +144,13 @@ def test_rebuild_restores_hand_flushed_rules_and_is_idempotent() -> None:
 @pytest.mark.netns
 def test_remove_tolerates_rules_already_gone() -> None:
     with netns("vfwU") as ns:
-        out = in_ns(ns, "print(json.dumps(backend.install(runner, [port(demo_rules())]).removals))\n")
+        out = in_ns(ns, "print(json.dumps(records(backend.install(runner, [port(demo_rules())]))))\n")
         ns.run(["iptables", "-w", "-F", "virtfw-in"])
         ns.run(["ip6tables", "-w", "-F", "virtfw-out"])
         ns.run(["ip6tables", "-w", "-F", "FO-vnet0"])
         ns.run(["ip6tables", "-w", "-X", "FO-vnet0"])
         ns.run(["ebtables", "-t", "nat", "-D", "PREROUTING", "-i", "vnet0", "-j", "virtfw-I-vnet0"])
-        in_ns(ns, f"assert backend.remove(runner, {json.loads(out)['binding:vnet0']!r})\n")
+        in_ns(ns, f"assert backend.remove(runner, backend.load_record({json.loads(out)['binding:vnet0']!r}, 'r'))\n")
         left = snapshot(ns)
         assert "vnet0" not in left
 
@@ -158,7 +163,7 @@ def test_records_are_handed_over_before_anything_is_applied() -> None:
             (
                 "import subprocess\n"
                 "def seen(installed):\n"
-                "    print(json.dumps(installed.removals))\n"
+                "    print(json.dumps(records(installed)))\n"
                 "    print(subprocess.run(['iptables-save'], capture_output=True, text=True).stdout.count('-A '))\n"
                 "backend.install(runner, [port(demo_rules())], before_apply=seen)\n"
             ),
@@ -233,9 +238,9 @@ def test_new_ports_skip_reading_ebtables_unless_a_chain_is_left_over() -> None:
         clean = snapshot(ns)
         in_ns(
             ns,
-            "backend.remove(runner, {'backend': 'iptables', 'kind': 'nwfilter', 'port': 'tap1', "
+            "backend.remove(runner, backend.load_record({'backend': 'iptables', 'kind': 'nwfilter', 'port': 'tap1', "
             "'ebtables': {'nat': ['-D PREROUTING -i tap1 -j virtfw-I-tap1', '-D POSTROUTING -o tap1 -j virtfw-O-tap1', "
-            "'-F virtfw-I-tap1', '-F virtfw-O-tap1', '-X virtfw-I-tap1', '-X virtfw-O-tap1']}})\n",
+            "'-F virtfw-I-tap1', '-F virtfw-O-tap1', '-X virtfw-I-tap1', '-X virtfw-O-tap1']}}, 'tap1'))\n",
         )
         assert "virtfw-I-tap1" not in ns.sh("ebtables-save") and "I-tap1-" in ns.sh("ebtables-save"), (
             "control: tap1's sub-chains are left over"

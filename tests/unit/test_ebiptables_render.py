@@ -16,6 +16,7 @@ from helpers.filter_rules import port, rule
 from helpers.nsutil import TESTDATA, read_commands
 from helpers.nwfilter_cases import case_port_rules
 
+from virtfw.rules.backend import merged_base
 from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 from virtfw.rules.xtables.filter_render import plan_port
 from virtfw.rules.xtables.save import Batch, Table, parse_save
@@ -227,7 +228,8 @@ def test_base_records_merge() -> None:
         "ebtables": {"appeared": {"tables": [], "chains": [["nat", "POSTROUTING"]]}},
         "ipv4": {"filter": ["-D INPUT -j virtfw-host-in", "-F virtfw-host-in", "-X virtfw-host-in"]},
     }
-    merged = backend.merge_base(one, two)
+    first, second = backend.load_base(one, "one"), backend.load_base(two, "two")
+    merged = merged_base(first, second).to_json()
     assert merged["ipv4"]["filter"] == [
         "-D FORWARD -j virtfw-in",
         "-D INPUT -j virtfw-host-in",
@@ -238,4 +240,4 @@ def test_base_records_merge() -> None:
     ]
     assert merged["ipv4"]["appeared"] == {"tables": ["filter"], "chains": []}
     assert merged["ebtables"] == {"appeared": {"tables": [], "chains": [["nat", "POSTROUTING"]]}}
-    assert backend.merge_base(None, two) is two
+    assert merged_base(None, second) is second

@@ -36,7 +36,7 @@ from virtfw.filter.store import FilterStore
 from virtfw.filter.xml import parse_filter
 from virtfw.net.policy import network_rules
 from virtfw.net.xml import parse_network
-from virtfw.rules.backend import Installed
+from virtfw.rules.backend import Installed, merged_base
 from virtfw.rules.netrules import RuleSet
 from virtfw.rules.nft.filter import NftFilterBackend
 from virtfw.rules.nft.network import NftablesBackend
@@ -265,7 +265,7 @@ def filter_new_port(step: Step, store: FilterStore) -> None:
     first = step.backend.install(step.runner, ports(store, "vnet0"))
     step.start()
     second = install(step, step.backend, ports(store, "vnet1"), new_ports=True)
-    step.add("merge_base(first, second)", step.backend.merge_base(first.base, second.base))
+    step.add("merge_base(first, second)", merged_base(first.base, second.base))
 
 
 def filter_rebuild(step: Step, store: FilterStore) -> None:

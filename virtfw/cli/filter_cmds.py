@@ -128,7 +128,7 @@ def nwfilter_binding_list(app: AppContext, as_json: bool) -> None:
     for active in app.bindings(need_backend=False).active():
         binding = active.binding
         rows.append({"portdev": binding.portdev, "filter": binding.filter, "mac": binding.mac,
-                     "backend": active.status.get("backend"), "state": active.status.get("state")})  # fmt: skip
+                     "backend": active.status.backend, "state": active.status.state})  # fmt: skip
     if as_json:
         emit_json(rows)
         return
@@ -143,7 +143,7 @@ def nwfilter_binding_dumpxml(app: AppContext, portdev: str) -> None:
     active = app.bindings(need_backend=False).get(portdev)
     if active is None:
         raise VirtfwError(f"port {portdev} has no filter binding")
-    click.echo(active.status["xml"], nl=False)
+    click.echo(active.status.xml, nl=False)
 
 
 COMMANDS = [

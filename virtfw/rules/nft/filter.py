@@ -18,36 +18,46 @@ import json
 from collections.abc import Callable
 
 from virtfw.errors import ToolError, VirtfwError
-from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.backend import Installed, module_digest
 from virtfw.rules.layout import Jump, layer2_layout, layer3_rules
+from virtfw.rules.nft.filter_records import (
+    ETHERNET,
+    INET,
+    TABLES,
+    VMAPS,
+    NftFilterBaseRecord,
+    NftPortRecord,
+    PortChain,
+    chain_names,
+)
 from virtfw.rules.nft.syntax import bare_verdict, jump_match, layer2_expr, layer3_expr, port_rule_text
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
 
-ETHERNET = "virtfw_nwfilter_ethernet"
-INET = "virtfw_nwfilter_inet"
-TABLES = {ETHERNET: -300, INET: -250}  # hook priority: layer 2 first, as ebtables before iptables
-
-
-def chain_names(port: str, direction: str) -> str:
-    return f"n-{port}-{direction}"
-
 
 class NftFilterBackend:
     name = "nftables"
-    # The code a port's record depends on besides its PortRules: a record made by the
-    # same code from equal inputs can be installed again as it is (``reuse``).
-    render_modules = (
-        "virtfw.rules.nft.filter",
-        "virtfw.rules.nft.syntax",
-        "virtfw.rules.layout",
-        "virtfw.rules.portrules",
-        "virtfw.rules.protocols",
-    )
+
+    # ---- records --------------------------------------------------------------
+
+    @staticmethod
+    def load_record(data: object, where: str) -> NftPortRecord:
+        return NftPortRecord.from_json(data, where)
+
+    @staticmethod
+    def load_base(data: object, where: str) -> NftFilterBaseRecord:
+        return NftFilterBaseRecord.from_json(data, where)
+
+    @staticmethod
+    def render_digest() -> str:
+        """The code a port's record depends on besides its PortRules (this module and
+        what it draws on): a record made by the same code from equal inputs can be
+        installed again as it is (``reuse``)."""
+        return module_digest(__name__)
 
     # ---- rendering ----------------------------------------------------------
 
-    def _port_chains(self, ports: PortRules) -> tuple[dict[tuple[str, str], list[str]], dict]:
+    def _port_chains(self, ports: PortRules) -> tuple[dict[tuple[str, str], list[str]], NftPortRecord]:
         """Each chain of one port with its rules, and the record of what they are."""
         chains: dict[tuple[str, str], list[str]] = {}
         rules = list(ports.rules)
@@ -85,13 +95,11 @@ class NftFilterBackend:
         # clean-traffic is all layer 2, so its packets never visit the inet table.
         used = {t for (t, _), body in chains.items() if body}
         chains = {key: body for key, body in chains.items() if key[0] in used}
-        record = {
-            "port": port,
-            "elements": self._elements(port, sorted(used)),
-            "chains": [[t, c] for t, c in chains],
-            "rules": {f"{t} {c}": len(body) for (t, c), body in chains.items()},
-            "texts": {f"{t} {c}": body for (t, c), body in chains.items()},  # for verify's messages
-        }
+        record = NftPortRecord(
+            port,
+            NftPortRecord.elements_for(port, sorted(used)),
+            tuple(PortChain(table, chain, tuple(body)) for (table, chain), body in chains.items()),
+        )
         return chains, record
 
     @staticmethod
@@ -139,17 +147,8 @@ class NftFilterBackend:
         return result.returncode == 0 and not runner.dry_run
 
     @staticmethod
-    def _elements(port: str, tables=TABLES) -> list[list[str]]:
-        return [[table, vmap, port, chain_names(port, direction)]
-                for table in tables for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
-
-    @staticmethod
-    def _recorded_chains(record: Removal) -> dict[tuple[str, str], list[str]]:
-        return {(table, chain): list(record["texts"][f"{table} {chain}"]) for table, chain in record["chains"]}
-
-    @classmethod
-    def _record_elements(cls, record: Removal) -> list[list[str]]:
-        return record.get("elements") or cls._elements(record["port"])
+    def _recorded_chains(record: NftPortRecord) -> dict[tuple[str, str], list[str]]:
+        return {(chain.table, chain.name): list(chain.rules) for chain in record.chains}
 
     # ---- the interface ------------------------------------------------------
 
@@ -158,12 +157,12 @@ class NftFilterBackend:
         runner: Runner,
         ports: list[PortRules],
         *,
-        old: dict[str, Removal] | None = None,
+        old: dict[str, NftPortRecord] | None = None,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-        reuse: dict[str, Removal] | None = None,
+        before_apply: Callable[[Installed[NftPortRecord, NftFilterBaseRecord]], None] | None = None,
+        reuse: dict[str, NftPortRecord] | None = None,
         new_ports: bool = False,
-    ) -> Installed:
+    ) -> Installed[NftPortRecord, NftFilterBaseRecord]:
         """Install (or replace) the filters of ``ports`` in one nft batch.
 
         ``reuse``: owner -> a record this backend made earlier from the same rules (the
@@ -179,7 +178,7 @@ class NftFilterBackend:
         # with them.
         probe = not (rebuild or new_ports) or runner.dry_run
         lines = self._base_lines(rebuild) if rebuild or (probe and not self._base_present(runner)) else []
-        installed = Installed(base={"tables": list(TABLES)})
+        installed: Installed[NftPortRecord, NftFilterBaseRecord] = Installed(base=NftFilterBaseRecord())
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
         added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
@@ -187,20 +186,22 @@ class NftFilterBackend:
         rendered += [(owner, self._recorded_chains(record), record) for owner, record in (reuse or {}).items()]
         for owner, port_chains, record in rendered:
             previous = old.get(owner)
-            elements = record["elements"]
+            elements = list(record.elements)
             if previous is not None and not rebuild:
                 # replaced in place: the port's chains are emptied and refilled in this same
                 # transaction; map entries and chains it no longer has go after the swap
                 lines += [f"add chain bridge {t} {c}\nflush chain bridge {t} {c}" for t, c in port_chains]
-                before = self._record_elements(previous)
+                before = previous.elements
                 dropped += [
-                    f"delete element bridge {t} {m} {{ {k} }}" for t, m, k, _ in before if [t, m, k, _] not in elements
+                    f"delete element bridge {e.table} {e.vmap} {{ {e.port} }}" for e in before if e not in elements
                 ]
                 kept = set(port_chains)
-                dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
+                dropped += [
+                    f"delete chain bridge {c.table} {c.name}" for c in previous.chains if (c.table, c.name) not in kept
+                ]
                 elements = [e for e in elements if e not in before]
-            for table, vmap, key, chain in elements:
-                added.setdefault((table, vmap), []).append(f"{key} : jump {chain}")
+            for element in elements:
+                added.setdefault((element.table, element.vmap), []).append(f"{element.port} : jump {element.chain}")
             chains.update(port_chains)
             installed.removals[owner] = record
         lines += self._blocks(chains)
@@ -217,32 +218,30 @@ class NftFilterBackend:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
         return installed
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
-        if "tables" in removal:  # the base
-            lines = [f"add table bridge {t}\ndelete table bridge {t}" for t in removal["tables"]]
+    def remove(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> bool:
+        if isinstance(record, NftFilterBaseRecord):
+            lines = [f"add table bridge {t}\ndelete table bridge {t}" for t in record.tables]
             runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
             return True
-        lines = self._removal_lines(removal, present=None)
-        result = runner.run(["nft", "-f", "-"], stdin=lines, check=False)
+        result = runner.run(["nft", "-f", "-"], stdin=self._removal_lines(record, present=None), check=False)
         if result.returncode == 0:
             return True
         present = self._present(runner)
         if not present:
             return False  # our tables are gone (flushed): the others need a rebuild
-        runner.run(["nft", "-f", "-"], stdin=self._removal_lines(removal, present))
+        runner.run(["nft", "-f", "-"], stdin=self._removal_lines(record, present))
         return True
 
-    def _removal_lines(self, removal: Removal, present: set[tuple[str, str]] | None) -> str:
-        port = removal["port"]
+    def _removal_lines(self, record: NftPortRecord, present: set[tuple[str, str]] | None) -> str:
         lines = []
-        for table, vmap, key, chain in self._record_elements(removal):
-            if present is None or (table, f"@{vmap}:{key}") in present:
-                lines.append(f"delete element bridge {table} {vmap} {{ {key} }}")
-        roots = {chain_names(port, d) for d in ("in", "out")}
-        ordered = sorted(removal["chains"], key=lambda tc: tc[1] not in roots)  # roots hold the jumps: first
-        for table, chain in ordered:
-            if present is None or (table, chain) in present:
-                lines.append(f"delete chain bridge {table} {chain}")
+        for element in record.elements:
+            if present is None or (element.table, f"@{element.vmap}:{element.port}") in present:
+                lines.append(f"delete element bridge {element.table} {element.vmap} {{ {element.port} }}")
+        roots = {chain_names(record.port, d) for d in VMAPS.values()}
+        ordered = sorted(record.chains, key=lambda chain: chain.name not in roots)  # roots hold the jumps: first
+        for chain in ordered:
+            if present is None or (chain.table, chain.name) in present:
+                lines.append(f"delete chain bridge {chain.table} {chain.name}")
         return "\n".join(lines) + "\n"
 
     def _present(self, runner: Runner) -> set[tuple[str, str]]:
@@ -261,38 +260,39 @@ class NftFilterBackend:
                         found.add((table, f"@{item['map']['name']}:{key}"))
         return found
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
         """Our chains, map entries and rule counts against the kernel's."""
         if not hasattr(self, "_listed"):  # one listing serves every record this object checks
             self._listed = {table: self._list(runner, table) for table in TABLES}
         listed = self._listed
-        if "tables" in removal:  # the base
-            problems = [f"table bridge {t} is missing" for t in removal["tables"] if listed.get(t) is None]
+        if isinstance(record, NftFilterBaseRecord):
+            problems = [f"table bridge {t} is missing" for t in record.tables if listed.get(t) is None]
             for table, items in listed.items():
                 for hook in ("prerouting", "postrouting"):
                     if items is not None and not any(r.get("chain") == hook for r in items["rules"]):
                         problems.append(f"bridge {table} {hook} no longer dispatches through its verdict map")
             return problems
         problems = []
-        port = removal["port"]
-        for table, vmap, key, chain in self._record_elements(removal):
-            items = listed.get(table)
+        for element in record.elements:
+            items = listed.get(element.table)
             if items is None:
-                problems.append(f"table bridge {table} is missing")
+                problems.append(f"table bridge {element.table} is missing")
                 continue
-            if items["maps"].get(vmap, {}).get(key) != chain:
-                problems.append(f"bridge {table} {vmap} has no entry for {key}")
-        for table, chain in removal["chains"]:
-            items = listed.get(table)
+            if items["maps"].get(element.vmap, {}).get(element.port) != element.chain:
+                problems.append(f"bridge {element.table} {element.vmap} has no entry for {element.port}")
+        for chain in record.chains:
+            items = listed.get(chain.table)
             if items is None:
                 continue
-            expected = removal.get("rules", {}).get(f"{table} {chain}")
-            found = items["counts"].get(chain, 0)
-            if chain not in items["chains"]:
-                problems.append(f"chain bridge {table} {chain} is missing")
-            elif expected is not None and found != expected:
-                texts = "; ".join(removal.get("texts", {}).get(f"{table} {chain}", []))
-                problems.append(f"chain bridge {table} {chain} holds {found} rules, {expected} were installed: {texts}")
+            expected = len(chain.rules)
+            found = items["counts"].get(chain.name, 0)
+            if chain.name not in items["chains"]:
+                problems.append(f"chain bridge {chain.table} {chain.name} is missing")
+            elif found != expected:
+                texts = "; ".join(chain.rules)
+                problems.append(
+                    f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
+                )
         return list(dict.fromkeys(problems))
 
     @staticmethod
@@ -315,6 +315,3 @@ class NftFilterBackend:
                     target = verdict.get("jump", {}).get("target") if isinstance(verdict, dict) else None
                     entries[key] = target
         return found
-
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        return new or old
