@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.rules.runner import Runner
 
 if TYPE_CHECKING:
     from virtfw.rules.backend import Backend
+    from virtfw.rules.runner import Runner
 
 
 @dataclass

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -232,6 +229,10 @@ def net_edit(app: AppContext, name: str) -> None:
 
 def edit_text(text: str, suffix: str) -> str:
     """Run $VISUAL/$EDITOR on a temporary copy, as an argument vector (no shell)."""
+    import shlex
+    import subprocess
+    import tempfile
+
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     fd, path = tempfile.mkstemp(suffix=suffix)
     try:
