@@ -9,12 +9,20 @@ from typing import TYPE_CHECKING
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext, read_input
 from virtfw.cli.output import emit_json, fields, info, table
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
+    from virtfw.cli.context import AppContext
     from virtfw.net.model import Network
+
+
+def read_input(path: str) -> bytes:
+    """An XML file named on the command line; unreadable is a user error, not a traceback."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def parse_network(text: str | bytes, origin: str) -> Network:
