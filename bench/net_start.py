@@ -2,34 +2,52 @@
 """Benchmark: how long virtfw takes to start and stop NAT networks, against libvirt.
 
     python bench/net_start.py [--counts 1,10,50] [--backend nftables|iptables|both]
-                              [--repeat R] [--virtfw PATH] [--profile]
+                              [--repeat R] [--runs S] [--virtfw PATH] [--use-installed]
+                              [--startup-only] [--profile]
+
+What runs: the console script next to this Python (``--virtfw`` for another), always
+importing the checkout this file lives in (PYTHONPATH, ahead of any installed or
+editable virtfw; ``--use-installed`` for what is installed), with its bytecode cached
+under a temporary PYTHONPYCACHEPREFIX filled by an untimed warm-up (nothing is ever
+written into the checkout). Run it with the interpreter itself, not a pyenv shim.
 
 For each backend and each count N it generates N NAT networks shaped like libvirt's
 nat-default (name netK, bridge vbK, 10.(K//250).(K%250).1/24 with a DHCP range) and
 measures, every time in a fresh network namespace with fresh state:
 
   (a) one ``virtfw net-start netK`` process per network, then one ``net-destroy`` each;
-  (b) one ``virtfw autostart`` process starting all N, then one ``net-destroy`` each;
-  (c) a replay of the commands libvirt 11.3 runs for the same networks, one process
-      per command: base.{nftables,iptables} without its list queries, then
-      nat-default-linux.{nftables,iptables} per network (renamed, tc skipped);
+  (b) one ``virtfw autostart`` process starting all N (bridges, rules and dnsmasq: end
+      to end), then one ``net-destroy`` each;
+  (c) a replay of the firewall commands libvirt 11.3 runs for the same networks, one
+      process per command: base.{nftables,iptables} without its list queries, then
+      nat-default-linux.{nftables,iptables} per network (renamed, tc skipped); it is
+      compared with virtfw's own firewall tool time from (d), like with like;
   (d) one plain ``nft -f`` (or iptables-restore + ip6tables-restore) of the final
       ruleset (b) leaves, against the time virtfw spends in firewall tools during
-      (b), measured by timing wrappers put on PATH in front of the real tools.
+      (b), measured by timing wrappers put on PATH in front of the real tools;
+  (e) nftables: the batch virtfw applied in (d), loaded as virtfw loads it
+      (``nft -j -e -a -f``: JSON echo, for the rule handles) and plainly (``nft -f``);
+  (f) the sync calls (fsync, fdatasync, sync, syncfs) of one ``autostart``, counted
+      with ``strace -f`` (children detached at exec: the tools' own are not counted),
+      and by file.
 
-Plus one ``virtfw net-start default`` (median of 5, fresh namespaces) and
-``virtfw --help`` (median of 10), each also with compiled bytecode cached under a
-temporary PYTHONPYCACHEPREFIX (nothing is ever written into the checkout), and the
-interpreter's own start-up for scale. ``--repeat R`` runs (a)-(c) R times and prints
-medians; ``--profile`` adds import times and a cProfile of one net-start. Figures are
-printed with their targets; nothing is asserted: this is a benchmark, not a test.
+Start-up (medians of ``--runs``, fresh namespace and state each): ``virtfw --help``,
+one ``net-start default`` and one first ``nwfilter-binding-create`` (clean-traffic
+on a new port), against their targets, also uncached (a copy of the checkout imported
+with no bytecode written: the first run after an install), the interpreter's own
+start-up and what ``site`` (the .pth files) imports, for scale. Each figure is wall
+clock, fork to exit, with the CPU time beside it (steadier on a busy machine).
+``--repeat R`` runs (a)-(c) R times and prints medians; ``--profile`` adds import
+times and a cProfile of one net-start. Nothing is asserted: a benchmark, not a test.
 
 Safety: every command that touches links or firewall runs inside a namespace created
-here (``ip netns add``) and deleted in a ``finally`` (and on SIGTERM). Child processes
-enter the namespace with setns(2) between fork and exec (no ``ip netns exec``, whose
-own mount-namespace set-up would be charged to every command); a child that cannot
-enter it fails instead of running in the root namespace, and each new namespace is
-checked to hold only ``lo`` before use.
+here (``ip netns add``) and deleted in a ``finally`` (and on SIGTERM), after every
+process left in it (each network's dnsmasq) is stopped by pid; the end of the output
+says whether any dnsmasq this run started is still there. Child processes enter the
+namespace with setns(2) between fork and exec (no ``ip netns exec``, whose own
+mount-namespace set-up would be charged to every command); a child that cannot enter
+it fails instead of running in the root namespace, and each new namespace is checked
+to hold only ``lo`` before use.
 """
 
 from __future__ import annotations
