@@ -1,4 +1,15 @@
-"""Status files and the lock: atomic JSON writes (temp, fsync, rename), 0600/0700."""
+"""Status files and the lock: atomic writes (temp file, rename), 0600/0700.
+
+Two kinds of file, two promises:
+
+* **Configuration** (definitions, autostart links, binding records for boot) must
+  survive a power loss: written to a temp file, fsync'ed, renamed, the folder fsync'ed.
+* **Status** (what is installed now, in the state dir) describes kernel state, which a
+  power loss or reboot discards as well; it only has to survive the process being
+  killed, and a rename does that alone: readers see the old file or the new one.
+  Status writes are therefore not fsync'ed (``durable=False``); a status directory is
+  handled through :class:`StatusDir`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from virtfw.errors import VirtfwError
@@ -18,45 +30,52 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Readers see the old file or the new one, never a torn one, even across a crash."""
+def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never a torn one; with ``durable``, even
+    across a power loss."""
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            _sync_folder(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def _sync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
-def write_json_many(items: list[tuple[Path, dict]]) -> None:
-    write_many([(path, json.dumps(data, indent=1, sort_keys=True) + "\n") for path, data in items])
+def json_text(data: dict) -> str:
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
-def write_many(items: list[tuple[Path, str]], mode: int = 0o600) -> None:
-    """Many files at once: each still atomic, but one sync for all of them.
+def write_json(path: Path, data: dict, *, durable: bool = True) -> None:
+    write_atomic(path, json_text(data), durable=durable)
+
+
+def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: bool = True) -> None:
+    """Many files at once: each still atomic, but (``durable``) one sync for all of them.
 
     A thousand bindings saved one fsync at a time cost seconds; here every file is
     written to its temp name, one ``sync`` makes them durable, then each is renamed.
     """
-    if len(items) < 8:
+    if len(items) < 8 or not durable:
         for path, text in items:
-            write_atomic(path, text, mode)
+            write_atomic(path, text, mode, durable=durable)
         return
     staged: list[tuple[str, Path]] = []
     try:
@@ -76,11 +95,7 @@ def write_many(items: list[tuple[Path, str]], mode: int = 0o600) -> None:
                 os.unlink(tmp)
         raise
     for folder in {path.parent for path, _ in items}:
-        dir_fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _sync_folder(folder)
 
 
 def read_json(path: Path) -> dict | None:
@@ -97,6 +112,70 @@ def remove_file(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+@dataclass
+class StatusDir:
+    """The status files of one kind of owner (networks, bindings), and their backends' base
+    records: ``FOLDER/NAME.json`` each, ``STATE/PREFIX-BACKEND.json`` per backend.
+
+    In a dry run nothing is written or removed, so ``--dry-run`` changes no file.
+    """
+
+    folder: Path
+    base_prefix: str  # "firewall" (networks), "nwfilter" (bindings)
+    dry_run: bool = False
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def base_path(self, backend: str) -> Path:
+        return self.folder.parent / f"{self.base_prefix}-{backend}.json"
+
+    def names(self) -> list[str]:
+        """Names with a status file, sorted; one directory listing, no file read."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(name[:-5] for name in os.listdir(self.folder) if name.endswith(".json") and name[0] != ".")
+
+    def load(self, name: str) -> dict | None:
+        return read_json(self.path(name))
+
+    def load_all(self) -> list[dict]:
+        found = (self.load(name) for name in self.names())
+        return [status for status in found if status]
+
+    def save(self, name: str, status: dict) -> None:
+        if not self.dry_run:
+            write_json(self.path(name), status, durable=False)
+
+    def save_many(self, items: list[tuple[str, dict]]) -> None:
+        if not self.dry_run:
+            write_many([(self.path(name), json_text(status)) for name, status in items], durable=False)
+
+    def drop(self, name: str) -> None:
+        if not self.dry_run:
+            remove_file(self.path(name))
+
+    def load_base(self, backend: str) -> dict | None:
+        return read_json(self.base_path(backend))
+
+    def save_base(self, backend: str, base: dict | None) -> None:
+        if self.dry_run:
+            return
+        if base is None:
+            remove_file(self.base_path(backend))
+        else:
+            write_json(self.base_path(backend), base, durable=False)
+
+    def drop_leftovers(self, names: list[str]) -> None:
+        """Temp files of writes a killed process never renamed (one listing)."""
+        if self.dry_run or not self.folder.is_dir():
+            return
+        prefixes = tuple(f".{name}.json." for name in names)
+        for entry in os.listdir(self.folder):
+            if entry.startswith(prefixes):
+                remove_file(self.folder / entry)
 
 
 @contextmanager

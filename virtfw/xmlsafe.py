@@ -58,7 +58,10 @@ class Reader:
                 raise self.fail(f"unknown attribute '{name}'")
         for child in self.element:
             if child.tag not in children:
-                raise VirtfwError(f"{self.origin}: unknown element <{child.tag}> in <{self.element.tag}>")
+                raise self.unknown_child(child)
+
+    def unknown_child(self, child: etree._Element) -> VirtfwError:
+        return VirtfwError(f"{self.origin}: unknown element <{child.tag}> in <{self.element.tag}>")
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.element.get(name)

@@ -28,7 +28,7 @@ from virtfw.filter.store import FilterStore
 from virtfw.names import check_ifname
 from virtfw.rules.backend import Backend, Installed, load_filter_backend
 from virtfw.rules.runner import Runner
-from virtfw.statefiles import locked, read_json, remove_file, write_json, write_json_many
+from virtfw.statefiles import json_text, locked, read_json, remove_file, write_json, write_many
 from virtfw.transaction import Transaction
 
 
@@ -97,7 +97,7 @@ class BindingManager:
 
     def _save_many(self, statuses: list[dict]) -> None:
         if not self.runner.dry_run:
-            write_json_many([(self._path(s["portdev"]), s) for s in statuses])
+            write_many([(self._path(s["portdev"]), json_text(s)) for s in statuses])
 
     def _drop(self, portdev: str) -> None:
         if not self.runner.dry_run:

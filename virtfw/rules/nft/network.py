@@ -12,25 +12,12 @@ from collections.abc import Callable
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.netrules import (
-    Action,
-    Addr,
-    Chain,
-    CtState,
-    DPort,
-    Family,
-    Iface,
-    Match,
-    Proto,
-    Rule,
-    RuleSet,
-    Verdict,
-)
+from virtfw.rules.netrules import Chain, RuleSet
+from virtfw.rules.nft.syntax import NFT_FAMILY as FAMILIES
+from virtfw.rules.nft.syntax import render_rule
 from virtfw.rules.runner import Runner
 
 TABLE = "virtfw_network"
-FAMILIES = {Family.IPV4: "ip", Family.IPV6: "ip6"}
-ADDR_KEYWORD = {"ip": "ip", "ip6": "ip6"}
 
 # Host input/output rules only matter where they can override a host firewall's drop;
 # an accept in a private nft table cannot (every table's verdict counts), so, as in
@@ -54,40 +41,6 @@ def base_commands(fam: str) -> list[str]:
         lines += [f"add chain {t} {chain}", f"insert rule {t} forward counter jump {chain}"]
     lines.append(f"add chain {t} guest_nat {{ type nat hook postrouting priority 100; policy accept; }}")
     return lines
-
-
-def render_match(match: Match, fam: str) -> str:
-    if isinstance(match, Iface):
-        key = ("iif" if match.inbound else "oif") + ("" if match.by_index else "name")
-        return f'{key} "{match.name}"'
-    if isinstance(match, Addr):
-        op = "!= " if match.negate else ""
-        return f"{ADDR_KEYWORD[fam]} {'saddr' if match.source else 'daddr'} {op}{match.cidr}"
-    if isinstance(match, Proto):
-        return f"meta l4proto {match.name}"
-    if isinstance(match, DPort):
-        return f"{match.proto} dport {match.port}"
-    if isinstance(match, CtState):
-        return "ct state " + ",".join(match.states)
-    raise TypeError(f"cannot render {match!r}")
-
-
-def render_verdict(verdict: Verdict, fam: str) -> str:
-    action = verdict.action
-    ports = f":{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
-    if action is Action.MASQUERADE:
-        return f"masquerade to {ports}" if ports else "masquerade"
-    if action is Action.SNAT:
-        start, end = verdict.addresses
-        return f"snat to {start}{'-' + end if end else ''}{ports}"
-    return action.value
-
-
-def render_rule(rule: Rule) -> str:
-    fam = FAMILIES[rule.family]
-    parts = [render_match(m, fam) for m in rule.matches]
-    parts += ["counter", render_verdict(rule.verdict, fam)]
-    return " ".join(parts)
 
 
 class NftablesBackend:

@@ -1,7 +1,7 @@
 """iptables-mode nwfilter backend: ebtables (layer 2) + iptables/ip6tables (layer 3).
 
 Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
-``tearOldRules`` (see ``filter_render`` for the rule facts), but as one
+``tearOldRules`` (see ``filter_render`` and ``syntax`` for the rule facts), but as one
 ``*-restore --noflush`` batch per tool for any number of ports (for ebtables, one per
 segment of a few thousand lines, see ``EB_SEGMENT_LINES``), instead of one process
 per rule:
@@ -58,9 +58,9 @@ from virtfw.rules.xtables.filter_render import (
     ipt_chain,
     ipt_links,
     plan_port,
-    restore_line,
 )
-from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
+from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save
+from virtfw.rules.xtables.syntax import restore_block, restore_line, target_of, tokens
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ LINK_CHAINS = ("virtfw-out", "virtfw-in", "virtfw-host-in")
 EB_SEGMENT_LINES = 4000
 
 
-Plans = list[tuple[str, PortPlan]]  # (owner, plan) per port, in the caller's order
+Plans = list[PortPlan]  # one per port, in the caller's order
 
 
 @dataclass
@@ -175,11 +175,11 @@ class EbiptablesFilterBackend:
             if port_rules.port in seen:
                 raise VirtfwError(f"port device {port_rules.port} is given twice")
             seen.add(port_rules.port)
-        plans: Plans = [(pr.owner, plan_port(pr)) for pr in ports]
+        plans: Plans = [plan_port(pr) for pr in ports]
         teardown = set(seen) | {rec["port"] for rec in old.values() if isinstance(rec.get("port"), str)}
         works: list[_Work] = []
         for tool in TOOLS:
-            wanted = any(self._uses(plan, tool) for _, plan in plans)
+            wanted = any(self._uses(plan, tool) for plan in plans)
             if not (wanted or rebuild or any(tool.key in rec for rec in old.values())):
                 continue
             if tool is EBTABLES and not read_ebtables:
@@ -218,7 +218,7 @@ class EbiptablesFilterBackend:
                     hooked_before.add(builtin)
                 if target in roots:
                     hooks.setdefault(target, []).append((builtin, spec))
-        planned_ports = {plan.port for _, plan in plans if plan.ebtables}
+        planned_ports = {plan.port for plan in plans if plan.ebtables}
         # The batch is cut into segments (see EB_SEGMENT_LINES). Ports whose old rules go
         # without new ones come first; then each segment replaces the old rules of its
         # ports by their new ones, so that no port is ever seen unfiltered.
@@ -229,22 +229,22 @@ class EbiptablesFilterBackend:
             self._eb_teardown(batch, model, port_roots[port], hooks, None)
         batch.cut()
         removals: dict[str, list[str]] = {}
-        for group in self._eb_groups([plan for _, plan in plans if plan.ebtables]):
+        for group in self._eb_groups([plan for plan in plans if plan.ebtables]):
             kept: set[tuple[str, str]] = set()
             for plan in group:  # within a segment: every teardown first, then every build
                 kept |= self._eb_teardown(batch, model, port_roots.get(plan.port, []), hooks, plan.ebtables)
             for plan in group:
                 self._eb_build(batch, model, kept, plan.ebtables)
             batch.cut()
-        for owner, plan in plans:
+        for plan in plans:
             if plan.ebtables:
                 eb = plan.ebtables
-                removals[owner] = (
-                    [f"-D {builtin} {restore_line(args)}" for builtin, args in eb.hooks]
+                removals[plan.owner] = (
+                    [f"-D {hook.chain} {restore_line(hook.args)}" for hook in eb.hooks]
                     + [f"-F {c}" for c in eb.chains]
                     + [f"-X {c}" for c in eb.chains]
                 )
-        fresh = sorted({b for _, plan in plans if plan.ebtables for b, _ in plan.ebtables.hooks} - hooked_before)
+        fresh = sorted({hook.chain for plan in plans if plan.ebtables for hook in plan.ebtables.hooks} - hooked_before)
         return _Work(tool, batch, removals, {}, fresh)
 
     @staticmethod
@@ -274,7 +274,7 @@ class EbiptablesFilterBackend:
         which made a reload of N ports cost N squared. The segment is one transaction.
         """
         planned = set(eb.chains) if eb else set()
-        wanted_hooks = {(builtin, restore_line(args)) for builtin, args in eb.hooks} if eb else set()
+        wanted_hooks = {(hook.chain, restore_line(hook.args)) for hook in eb.hooks} if eb else set()
         kept: set[tuple[str, str]] = set()
         for root in roots:
             for builtin, spec in hooks.get(root, []):
@@ -298,10 +298,10 @@ class EbiptablesFilterBackend:
             if not model.has(chain):
                 batch.new_chain(chain)
         for rule in eb.rules:
-            batch.append(rule[1], rule[2:])
-        for builtin, args in eb.hooks:
-            if (builtin, restore_line(args)) not in kept:
-                batch.append(builtin, args)
+            batch.append(rule.chain, rule.args)
+        for hook in eb.hooks:
+            if (hook.chain, restore_line(hook.args)) not in kept:
+                batch.append(hook.chain, hook.args)
 
     @staticmethod
     def _descendants(model: Table, roots: list[str]) -> list[str]:
@@ -323,7 +323,7 @@ class EbiptablesFilterBackend:
     def _ipt_work(self, tool: Tool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool) -> _Work:
         model = live or Table({name: [] for name in ("INPUT", "FORWARD", "OUTPUT")})
         batch = Batch(tool.table, model)
-        wanted = [(owner, plan) for owner, plan in plans if tool.key in plan.families]
+        wanted = [plan for plan in plans if tool.key in plan.families]
         base_lines: list[str] = []
         if wanted:
             for chain in BASE_CHAINS:
@@ -357,17 +357,17 @@ class EbiptablesFilterBackend:
                     base_lines.insert(0, f"-D {builtin} -j {chain}")
                     fresh.add(builtin)
         removals: dict[str, list[str]] = {}
-        for owner, plan in wanted:
+        for plan in wanted:
             port = plan.port
             chains = [ipt_chain(prefix, port) for prefix in ("FO", "FI", "HI")]
             for chain in chains:
                 batch.new_chain(chain)
             links = ipt_links(port)
-            for chain, args in links:
-                batch.append(chain, args)
+            for link in links:
+                batch.append(link.chain, link.args)
             for rule in plan.families[tool.key].rules:
-                batch.append(rule[1], rule[2:])
-            removals[owner] = [f"-D {chain} {restore_line(args)}" for chain, args in links] + [
+                batch.append(rule.chain, rule.args)
+            removals[plan.owner] = [f"-D {link.chain} {restore_line(link.args)}" for link in links] + [
                 line for chain in chains for line in (f"-F {chain}", f"-X {chain}")
             ]
         base = {tool.table: base_lines} if base_lines else {}
@@ -391,11 +391,11 @@ class EbiptablesFilterBackend:
         if plan.ebtables:
             eb = counts.setdefault(EBTABLES.key, {c: 0 for c in plan.ebtables.chains})
             for rule in plan.ebtables.rules:
-                eb[rule[1]] = eb.get(rule[1], 0) + 1
+                eb[rule.chain] = eb.get(rule.chain, 0) + 1
         for key, family in plan.families.items():
             chains = counts.setdefault(key, {ipt_chain(p, plan.port): 0 for p in ("FO", "FI", "HI")})
             for rule in family.rules:
-                chains[rule[1]] = chains.get(rule[1], 0) + 1
+                chains[rule.chain] = chains.get(rule.chain, 0) + 1
         return counts
 
     def verify(self, runner: Runner, removal: Removal) -> list[str]:
@@ -433,16 +433,17 @@ class EbiptablesFilterBackend:
 
     def _records(self, plans: Plans, works: list[_Work]) -> Installed:
         installed = Installed()
-        for owner, plan in plans:
+        for plan in plans:
+            owner = plan.owner
             record: Removal = {"backend": self.name, "kind": "nwfilter", "port": plan.port}
             for work in works:
                 if owner in work.removals:
                     record[work.tool.key] = {work.tool.table: work.removals[owner]}
             record["counts"] = self._counts(plan)
             if plan.ebtables:  # the installed ebtables rules, for verify's messages
-                record["texts"] = {r[1]: [] for r in plan.ebtables.rules}
+                record["texts"] = {r.chain: [] for r in plan.ebtables.rules}
                 for rule in plan.ebtables.rules:
-                    record["texts"][rule[1]].append(restore_line(rule[2:]))
+                    record["texts"][rule.chain].append(restore_line(rule.args))
             installed.removals[owner] = record
         base: Removal = {"backend": self.name, "kind": "nwfilter-base"}
         for work in works:
@@ -515,7 +516,7 @@ class EbiptablesFilterBackend:
         if not lines:
             return True
         try:
-            runner.run(tool.restore, stdin=restore_text(tool.table, lines))
+            runner.run(tool.restore, stdin=restore_block(tool.table, lines))
             return True
         except ToolError:
             pass

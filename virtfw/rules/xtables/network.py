@@ -14,25 +14,14 @@ from dataclasses import dataclass
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.netrules import (
-    Action,
-    Addr,
-    Chain,
-    CtState,
-    DPort,
-    Family,
-    Iface,
-    Match,
-    Proto,
-    Rule,
-    RuleSet,
-    Verdict,
-)
+from virtfw.rules.netrules import Chain, Family, RuleSet
+from virtfw.rules.nft.syntax import NFT_FAMILY
 from virtfw.rules.runner import Runner
 from virtfw.rules.xtables.appeared import drop_appeared
 from virtfw.rules.xtables.save import GONE
+from virtfw.rules.xtables.syntax import render_spec, restore_blocks
 
-TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
+IPTABLES_BY_FAMILY = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
 
 CHAINS: dict[Chain, tuple[str, str]] = {
     Chain.HOST_IN: ("filter", "VIRTFW_INP"),
@@ -55,45 +44,7 @@ HOOKS = (
     ("nat", "POSTROUTING", "VIRTFW_PRT"),
     ("mangle", "POSTROUTING", "VIRTFW_PRT"),
 )
-TABLES = ("filter", "nat", "mangle")
-# What iptables says when the rule or chain to delete is not there (any more).
-NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
-
-
-def render_match(match: Match) -> list[str]:
-    if isinstance(match, Iface):
-        return ["-i" if match.inbound else "-o", match.name]
-    if isinstance(match, Addr):
-        flag = "-s" if match.source else "-d"
-        return (["!"] if match.negate else []) + [flag, match.cidr]
-    if isinstance(match, Proto):
-        return ["-p", match.name]
-    if isinstance(match, DPort):
-        return ["--dport", str(match.port)]
-    if isinstance(match, CtState):
-        return ["-m", "conntrack", "--ctstate", ",".join(s.upper() for s in match.states)]
-    raise TypeError(f"cannot render {match!r}")
-
-
-def render_verdict(verdict: Verdict) -> list[str]:
-    action = verdict.action
-    ports = f"{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
-    if action is Action.MASQUERADE:
-        return ["-j", "MASQUERADE"] + (["--to-ports", ports] if ports else [])
-    if action is Action.SNAT:
-        start, end = verdict.addresses
-        target = start + (f"-{end}" if end else "") + (f":{ports}" if ports else "")
-        return ["-j", "SNAT", "--to-source", target]
-    if action is Action.CHECKSUM_FILL:
-        return ["-j", "CHECKSUM", "--checksum-fill"]
-    return ["-j", action.value.upper()]
-
-
-def render_spec(rule: Rule) -> str:
-    words: list[str] = []
-    for match in rule.matches:
-        words += render_match(match)
-    return " ".join(words + render_verdict(rule.verdict))
+NETWORK_TABLES = ("filter", "nat", "mangle")  # the tables our chains are in
 
 
 @dataclass
@@ -105,15 +56,11 @@ class _Live:
     tables: set[str]
 
 
-def restore_text(blocks: dict[str, list[str]]) -> str:
-    return "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in blocks.items() if lines)
-
-
 class IptablesBackend:
     name = "iptables"
 
     def _live(self, runner: Runner, family: Family) -> _Live:
-        result = runner.query([f"{TOOLS[family]}-save"])
+        result = runner.query([f"{IPTABLES_BY_FAMILY[family]}-save"])
         live = _Live(set(), set(), set())
         table = ""
         ours = {chain for _, chain in CHAINS.values()}
@@ -139,7 +86,7 @@ class IptablesBackend:
     ) -> Installed:
         installed = Installed(removals={rs.owner: self._empty() for rs in rulesets}, base=self._empty())
         texts: dict[Family, str] = {}
-        for family in TOOLS:
+        for family in IPTABLES_BY_FAMILY:
             blocks, installed.base[family.value] = self._base_blocks(runner, family, rebuild)
             for ruleset in rulesets:
                 removal = installed.removals[ruleset.owner][family.value]
@@ -149,8 +96,8 @@ class IptablesBackend:
                         spec = render_spec(rule)
                         blocks[table].append(f"-I {chain} {spec}")
                         removal.setdefault(table, []).insert(0, f"-D {chain} {spec}")
-            texts[family] = restore_text(blocks)
-        if not any(installed.base[f.value] for f in TOOLS):
+            texts[family] = restore_blocks(blocks)
+        if not any(installed.base[f.value] for f in IPTABLES_BY_FAMILY):
             installed.base = None
         if before_apply:
             before_apply(installed)  # every -D line is known before anything is applied
@@ -158,7 +105,7 @@ class IptablesBackend:
         try:
             for family, text in texts.items():
                 if text:
-                    runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+                    runner.run([f"{IPTABLES_BY_FAMILY[family]}-restore", "-w", "--noflush"], stdin=text)
                 applied.append(family)
         except ToolError:
             # Each restore is atomic; the families that went in whole come out again.
@@ -175,7 +122,7 @@ class IptablesBackend:
 
     def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], dict]:
         live = self._live(runner, family)
-        blocks: dict[str, list[str]] = {table: [] for table in TABLES}
+        blocks: dict[str, list[str]] = {table: [] for table in NETWORK_TABLES}
         removal: dict[str, list[str]] = {}
         for table, chain in dict.fromkeys(CHAINS.values()):
             if rebuild or (table, chain) not in live.chains:
@@ -198,7 +145,7 @@ class IptablesBackend:
         return True
 
     def _remove_family(self, runner: Runner, family: Family, record: dict[str, list[str]]) -> None:
-        blocks = {table: lines for table, lines in record.items() if table in TABLES}
+        blocks = {table: lines for table, lines in record.items() if table in NETWORK_TABLES}
         self._run_removal(runner, family, blocks)
         if record.get("appeared"):
             drop_appeared(runner, NFT_FAMILY[family], record["appeared"])
@@ -212,7 +159,7 @@ class IptablesBackend:
         """
         if runner.dry_run or shutil.which("nft") is None:
             return {}
-        if "nf_tables" not in runner.query([TOOLS[family], "--version"]).stdout:
+        if "nf_tables" not in runner.query([IPTABLES_BY_FAMILY[family], "--version"]).stdout:
             return {}
         listed = runner.query(["nft", "-j", "list", "chains", NFT_FAMILY[family]])
         existing = set()
@@ -220,22 +167,22 @@ class IptablesBackend:
             chain = item.get("chain")
             if chain:
                 existing.add((chain["table"], chain["name"]))
-        tables = sorted(set(TABLES) - live.tables - {t for t, _ in existing})
+        tables = sorted(set(NETWORK_TABLES) - live.tables - {t for t, _ in existing})
         hooked = {(table, parent) for table, parent, _ in HOOKS if table in removal}
         chains = sorted([t, c] for t, c in hooked - existing if t not in tables)
         return {"tables": tables, "chains": chains}
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
-        text = restore_text(blocks)
+        text = restore_blocks(blocks)
         if not text:
             return
         try:
-            runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+            runner.run([f"{IPTABLES_BY_FAMILY[family]}-restore", "-w", "--noflush"], stdin=text)
         except ToolError:
             # Something was already gone (an admin flushed): remove the rest one by one.
             for table, lines in blocks.items():
                 for line in lines:
-                    argv = [TOOLS[family], "-w", "-t", table, *line.split()]
+                    argv = [IPTABLES_BY_FAMILY[family], "-w", "-t", table, *line.split()]
                     result = runner.run(argv, check=False)
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
@@ -243,16 +190,16 @@ class IptablesBackend:
     def verify(self, runner: Runner, removal: Removal) -> list[str]:
         """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
         problems = []
-        for family in TOOLS:
+        for family in IPTABLES_BY_FAMILY:
             record = removal.get(family.value, {})
-            for table in TABLES:
+            for table in NETWORK_TABLES:
                 for line in record.get(table, []):
                     words = line.split()
                     if words[0] != "-D":
                         continue
-                    argv = [TOOLS[family], "-w", "-t", table, "-C", *words[1:]]
+                    argv = [IPTABLES_BY_FAMILY[family], "-w", "-t", table, "-C", *words[1:]]
                     if runner.run(argv, change=False, check=False).returncode != 0:
-                        problems.append(f"{TOOLS[family]} -t {table} -A {' '.join(words[1:])} is missing")
+                        problems.append(f"{IPTABLES_BY_FAMILY[family]} -t {table} -A {' '.join(words[1:])} is missing")
         return problems
 
     def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
@@ -262,12 +209,12 @@ class IptablesBackend:
         for family in (Family.IPV4.value, Family.IPV6.value):
             target = merged[family]
             for source in (old.get(family, {}), new.get(family, {})):
-                for table in TABLES:
+                for table in NETWORK_TABLES:
                     lines = target.setdefault(table, [])
                     lines.extend(line for line in source.get(table, []) if line not in lines)
                 if "appeared" in source and "appeared" not in target:
                     target["appeared"] = source["appeared"]  # the earliest record knows
-            for table in TABLES:
+            for table in NETWORK_TABLES:
                 # hook jumps go before the flush and delete of the chains they reach
                 target[table].sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}[line.split()[0]])
         return merged
