@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from lxml import etree
 
 from virtfw.errors import VirtfwError
@@ -80,6 +82,12 @@ class Reader:
         if value not in (true, false):
             raise self.fail(f"attribute '{name}': '{value}' must be '{true}' or '{false}'")
         return value == true
+
+    @overload
+    def integer(self, name: str, low: int, high: int, default: int) -> int: ...
+
+    @overload
+    def integer(self, name: str, low: int, high: int, default: None = None) -> int | None: ...
 
     def integer(self, name: str, low: int, high: int, default: int | None = None) -> int | None:
         value = self.get(name)

@@ -184,11 +184,18 @@ def net_install(*names: str) -> Scenario:
     return scenario
 
 
+def _merged(old, new):
+    """Two installs' base records as one (how the managers combine them)."""
+    if old is None or new is None:
+        return new or old
+    return old.merged(new)
+
+
 def net_add_second(step: Step, store: FilterStore) -> None:
     first = step.backend.install(step.runner, rulesets("default"))
     step.start()
     second = install(step, step.backend, rulesets("isolated"))
-    step.add("merge_base(first, second)", step.backend.merge_base(first.base, second.base))
+    step.add("merge_base(first, second)", _merged(first.base, second.base))
 
 
 def net_rebuild(step: Step, store: FilterStore) -> None:
@@ -201,7 +208,7 @@ def net_rebuild(step: Step, store: FilterStore) -> None:
 def net_remove(step: Step, store: FilterStore) -> None:
     first = step.backend.install(step.runner, rulesets("default"))
     second = step.backend.install(step.runner, rulesets("isolated"))
-    base = step.backend.merge_base(first.base, second.base)
+    base = _merged(first.base, second.base)
     step.start()
     returned = [
         step.backend.remove(step.runner, first.removals["default"]),

@@ -194,7 +194,7 @@ def _ip_mask(bits: int) -> Datatype:
             raise BadValue(f"is not a prefix length 0..{bits} or a netmask") from None
         if not _contiguous(packed):
             raise BadValue("is not a netmask (ones must come first, then zeros)")
-        prefix = bin(int.from_bytes(packed, "big")).count("1")
+        prefix = int.from_bytes(packed, "big").bit_count()
         return Parsed(prefix, str(prefix))
 
     return Datatype(f"IPv{4 if bits == 32 else 6} mask", parse)

@@ -127,15 +127,15 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     from virtfw.statefiles import ensure_dir, write_atomic
 
     exe = shutil.which("dnsmasq")
-    if exe is None and not dry_run:
-        raise VirtfwError(
-            f"network '{net.name}' needs dnsmasq for DHCP/DNS, and dnsmasq is not on PATH: {PACKAGE_HINT}"
-        )
     rendered = render_config(net, files)
     if dry_run:
         print(f"+ dnsmasq --conf-file={files.conf}")
         print(rendered[files.conf], end="")
         return None
+    if exe is None:
+        raise VirtfwError(
+            f"network '{net.name}' needs dnsmasq for DHCP/DNS, and dnsmasq is not on PATH: {PACKAGE_HINT}"
+        )
     # dnsmasq reads its hosts files after dropping to an unprivileged user: the state dir
     # must be traversable (not listable) and its dnsmasq folder readable, as libvirt's is.
     ensure_dir(files.folder)
@@ -148,7 +148,7 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.
     proc = subprocess.run(
         [exe, f"--conf-file={files.conf}"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if proc.returncode != 0:
         remove_files(files)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
+from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
@@ -18,9 +19,9 @@ from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Backend, Installed, load_backend
+from virtfw.rules.backend import Installed, NetworkBackend, load_backend
 from virtfw.rules.runner import Runner
-from virtfw.statefiles import locked, read_json, remove_file, write_json
+from virtfw.statefiles import StatusDir, locked
 from virtfw.transaction import Transaction
 
 
@@ -44,53 +45,49 @@ class ActiveNetwork:
 
 
 class NetworkManager:
-    def __init__(self, config: Config, runner: Runner, backend: Backend | None) -> None:
+    def __init__(self, config: Config, runner: Runner, backend: NetworkBackend | None) -> None:
         self.config = config
         self.runner = runner
         self._backend = backend
-        self.status_dir = config.state_dir / "networks"
+        self.statuses = StatusDir(config.state_dir / "networks", "firewall", runner.dry_run)
         self.links = Links(dry_run=runner.dry_run)
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> NetworkBackend:
         if self._backend is None:
             raise VirtfwError("no firewall backend selected")
         return self._backend
 
     # ---- status files -------------------------------------------------------
 
-    def _status_path(self, name: str) -> Path:
-        return self.status_dir / f"{name}.json"
-
-    def _base_path(self, backend: str) -> Path:
-        return self.config.state_dir / f"firewall-{backend}.json"
-
     def active(self) -> list[ActiveNetwork]:
-        if not self.status_dir.is_dir():
-            return []
-        found = [read_json(p) for p in self.status_dir.glob("*.json")]
-        return sorted((ActiveNetwork(s) for s in found if s), key=lambda a: a.status.get("started", 0))
+        found = (ActiveNetwork(status) for status in self.statuses.load_all())
+        return sorted(found, key=lambda a: a.status.get("started", 0))
 
     def get_active(self, name: str) -> ActiveNetwork | None:
-        status = read_json(self._status_path(name))
+        status = self.statuses.load(name)
         return ActiveNetwork(status) if status else None
 
     def _save(self, status: dict) -> None:
-        if not self.runner.dry_run:
-            write_json(self._status_path(status["name"]), status)
+        self.statuses.save(status["name"], status)
 
     def _drop_status(self, name: str) -> None:
-        if not self.runner.dry_run:
-            remove_file(self._status_path(name))
+        self.statuses.drop(name)
 
-    def _save_base(self, backend: Backend, base: dict | None) -> None:
-        if self.runner.dry_run:
-            return
-        path = self._base_path(backend.name)
-        if base is None:
-            remove_file(path)
-        else:
-            write_json(path, base)
+    def _record(self, backend: NetworkBackend, active: ActiveNetwork) -> Any:
+        """The network's removal record, checked by type before it reaches a command."""
+        return backend.load_record(active.status["firewall"], f"status of network '{active.name}': firewall")
+
+    def _base(self, backend: NetworkBackend) -> Any:
+        data = self.statuses.load_base(backend.name)
+        where = f"{self.statuses.base_path(backend.name)}"
+        return None if data is None else backend.load_base(data, where)
+
+    def _save_base(self, backend: NetworkBackend, base: Any) -> None:
+        self.statuses.save_base(backend.name, None if base is None else base.to_json())
+
+    def _merge_base(self, backend: NetworkBackend, old: Any, new: Any) -> None:
+        self._save_base(backend, old.merged(new) if old is not None and new is not None else new or old)
 
     # ---- start --------------------------------------------------------------
 
@@ -148,21 +145,20 @@ class NetworkManager:
         if not rulesets:
             return
         backend = self.backend
-        old_base = read_json(self._base_path(backend.name))
+        old_base = self._base(backend)
         tx.on_rollback("base record", lambda: self._save_base(backend, old_base))
 
         def record(installed: Installed) -> None:
-            self._save_base(backend, backend.merge_base(old_base, installed.base))
+            self._merge_base(backend, old_base, installed.base)
             for status in statuses:
                 if status["name"] in installed.removals:
-                    status["firewall"] = installed.removals[status["name"]]
+                    status["firewall"] = installed.removals[status["name"]].to_json()
                     self._save(status)
 
         installed = backend.install(self.runner, rulesets, before_apply=record)
-        if installed.base:
-            tx.on_rollback("base chains", lambda: backend.remove(self.runner, installed.base))
-        for removal in installed.removals.values():
-            tx.on_rollback("rules", lambda removal=removal: backend.remove(self.runner, removal))
+        for removal in [installed.base, *installed.removals.values()]:
+            if removal is not None:
+                tx.on_rollback("rules", partial(backend.remove, self.runner, removal))
         record(installed)
 
     def _start_dnsmasq(self, tx: Transaction, net: Network, status: dict) -> None:
@@ -197,19 +193,21 @@ class NetworkManager:
             self._stop_dnsmasq(status)
             if status.get("backend"):
                 backend = load_backend(status["backend"])
-                rebuild = bool(status.get("firewall")) and not backend.remove(self.runner, status["firewall"])
+                rebuild = bool(status.get("firewall")) and not backend.remove(
+                    self.runner, self._record(backend, active)
+                )
                 self._after_removal(backend, rebuild, leaving=name)
             self.links.tear_down(BridgeRecord.from_json(status["bridge"]))
             self._drop_status(name)
         self.links.close()
 
-    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+    def _after_removal(self, backend: NetworkBackend, rebuild: bool, leaving: str) -> None:
         """Drop the shared base once nobody else uses it; rebuild when handles were unknown."""
         users = [
             a for a in self.active()
             if a.status.get("backend") == backend.name and a.name != leaving and a.status.get("firewall")
         ]  # fmt: skip
-        base = read_json(self._base_path(backend.name))
+        base = self._base(backend)
         if users and rebuild:
             self._rebuild(backend, users)
         elif not users and base:
@@ -231,7 +229,7 @@ class NetworkManager:
             if status.get("backend") and status.get("firewall"):
                 backend = load_backend(status["backend"])
                 backends.add(backend.name)
-                problems += [f"{where}: {p}" for p in backend.verify(self.runner, status["firewall"])]
+                problems += [f"{where}: {p}" for p in backend.verify(self.runner, self._record(backend, active))]
             if self.links.index(status["bridge"]["name"]) is None:
                 problems.append(f"{where}: bridge {status['bridge']['name']} is missing")
             if "dnsmasq" in status:
@@ -240,12 +238,12 @@ class NetworkManager:
                 if pid is None or not dnsmasq.is_ours(pid, files):
                     problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
         for name in sorted(backends):
-            base = read_json(self._base_path(name))
+            backend = load_backend(name)
+            base = self._base(backend)
             if base:
-                problems += [f"base chains ({name}): {p}" for p in load_backend(name).verify(self.runner, base)]
-        if "nftables" in backends:
-            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == "nftables"]
-            problems += foreign_forward_drops(self.runner, bridges)
+                problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
+            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == name]
+            problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
         return len(actives), problems
 
@@ -258,7 +256,7 @@ class NetworkManager:
             for active in actives:
                 if active.status["backend"] != self.backend.name:  # backend switched
                     old = load_backend(active.status["backend"])
-                    old.remove(self.runner, active.status["firewall"])
+                    old.remove(self.runner, self._record(old, active))
                     active.status["backend"] = self.backend.name
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
@@ -281,40 +279,11 @@ class NetworkManager:
         status["dnsmasq"]["pid"] = dnsmasq.start(active.network, files, self.runner.dry_run)
         self._save(status)
 
-    def _rebuild(self, backend: Backend, actives: list[ActiveNetwork]) -> None:
+    def _rebuild(self, backend: NetworkBackend, actives: list[ActiveNetwork]) -> None:
         rulesets = [network_rules(a.network) for a in actives]
         installed = backend.install(self.runner, rulesets, rebuild=True)
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
+        self._merge_base(backend, self._base(backend), installed.base)
         for active in actives:
-            active.status["firewall"] = installed.removals[active.name]
+            active.status["firewall"] = installed.removals[active.name].to_json()
             active.status["state"] = "active"
             self._save(active.status)
-
-
-def foreign_forward_drops(runner: Runner, bridges: list[str]) -> list[str]:
-    """Another manager's forward chain with policy drop also sees guest traffic and drops it.
-
-    nftables evaluates every table's base chains: an accept in ours does not stop a drop
-    in Docker's or firewalld's, so say where it is and how to let guests through.
-    """
-    import json
-
-    result = runner.run(["nft", "-j", "list", "chains"], change=False, check=False)
-    if result.returncode != 0:
-        return []
-    problems = []
-    for item in json.loads(result.stdout or "{}").get("nftables", []):
-        chain = item.get("chain")
-        if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
-            continue
-        if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
-            continue
-        names = ", ".join(f'"{b}"' for b in bridges)
-        where = f"{chain['family']} {chain['table']} {chain['name']}"
-        problems.append(
-            f"{where} has policy drop and drops guest traffic virtfw accepts: let the bridges through "
-            f"there, e.g. 'nft insert rule {where} iifname {{ {names} }} accept' and the same with oifname"
-            + (" (Docker: 'iptables -I DOCKER-USER -i BRIDGE -j ACCEPT' and -o)" if chain["table"] == "filter" else "")
-        )
-    return problems

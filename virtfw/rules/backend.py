@@ -62,7 +62,14 @@ class Installed(Generic[R, B]):
 
 
 class NetworkBackend(Protocol):
-    """Installs virtual networks' rules; see the module docstring for the contract."""
+    """Installs virtual networks' rules (see the module docstring for the contract).
+
+    One per tool: ``rules/nft/network.py`` (one ``nft -f`` batch per change, rule
+    handles echoed into the records) and ``rules/xtables/network.py`` (one
+    ``iptables-restore``/``ip6tables-restore --noflush`` per family, the IPv4 batch
+    taken back when the IPv6 one fails). A network's record names its rules; the base
+    record names the tables or chains and hook jumps the first network created.
+    """
 
     name: str
 
@@ -82,15 +89,25 @@ class NetworkBackend(Protocol):
         ...
 
     def remove(self, runner: Runner, removal: Any) -> bool:
-        """Run a removal record; rules already gone are fine. False: needs a rebuild."""
+        """Run a network's or the base's record; rules already gone are fine. False:
+        the record cannot be run as it stands (an intent without handles), rebuild."""
         ...
 
     def verify(self, runner: Runner, removal: Any) -> list[str]:
         """What of a record's rules the kernel no longer holds, one line each."""
         ...
 
-    def merge_base(self, old: Any, new: Any) -> Any:
-        """Combine two base records (pieces created at different times)."""
+    def load_record(self, data: object, where: str) -> Any:
+        """A network's record from its JSON; RecordError (naming ``where``) if it is not one."""
+        ...
+
+    def load_base(self, data: object, where: str) -> Any:
+        """The base record from its JSON (its ``merged`` combines two installs' bases)."""
+        ...
+
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Other managers' rules that drop what virtfw accepts for ``bridges``, each with
+        the way to let the guests through (verify reports them)."""
         ...
 
 

@@ -1,8 +1,13 @@
-"""nftables backend: private ``ip``/``ip6`` tables changed by one atomic ``nft -f`` batch.
+"""nftables network backend: private ``ip``/``ip6`` tables changed by one ``nft -f`` batch.
 
 The layout is libvirt's (table ``libvirt_network`` renamed ``virtfw_network``) so an
 admin who knows one knows the other. Handles of added rules come back from the
-same batch (``--echo --handle`` with JSON output) and become the removal record.
+same batch (``--echo --handle`` with JSON output) and become the removal record
+(:mod:`virtfw.rules.nft.network_records`).
+
+Atomic: every install, removal and rebuild is one ``nft -f`` batch, which the kernel
+commits whole or not at all. Before it runs, the caller stores a pending record (no
+handles yet): a process killed then is cleaned up by a rebuild of the others.
 """
 
 from __future__ import annotations
@@ -11,13 +16,22 @@ import json
 from collections.abc import Callable
 
 from virtfw.errors import ToolError
-from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.backend import Installed
 from virtfw.rules.netrules import Chain, RuleSet
+from virtfw.rules.nft.network_records import (
+    TABLE,
+    NftNetworkBase,
+    NftNetworkRecord,
+    NftPendingRecord,
+    NftRecord,
+    NftRule,
+    load_record,
+)
 from virtfw.rules.nft.syntax import NFT_FAMILY as FAMILIES
 from virtfw.rules.nft.syntax import render_rule
 from virtfw.rules.runner import Runner
 
-TABLE = "virtfw_network"
+NetworkInstalled = Installed[NftRecord, NftNetworkBase]
 
 # Host input/output rules only matter where they can override a host firewall's drop;
 # an accept in a private nft table cannot (every table's verdict counts), so, as in
@@ -64,8 +78,8 @@ class NftablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-    ) -> Installed:
+        before_apply: Callable[[NetworkInstalled], None] | None = None,
+    ) -> NetworkInstalled:
         present = self._tables(runner)
         lines: list[str] = []
         created: list[str] = []
@@ -88,34 +102,28 @@ class NftablesBackend:
         if before_apply:
             # Handles are known only once nft has run: until then a killed process is
             # cleaned up by rebuilding our tables from what is still active.
-            before_apply(Installed(
-                removals={rs.owner: {"backend": self.name, "rebuild": True} for rs in rulesets},
-                base=self._base_record(created, {}, any_handle=True) if created else None,
-            ))  # fmt: skip
+            pending: dict[str, NftRecord] = {rs.owner: NftPendingRecord() for rs in rulesets}
+            unknown = NftNetworkBase(tuple((fam, None) for fam in created), handles_known=False)
+            before_apply(Installed(pending, unknown if created else None))
         result = runner.run_file(["nft", "-j", "-e", "-a", "-f"], "\n".join(lines) + "\n")
         handles, tables = self._echoed(result.stdout, len(owners))
         tables = {**present, **tables}
-        installed = Installed()
-        if created:
-            installed.base = self._base_record(created, tables)
-        for ruleset in rulesets:
-            installed.removals[ruleset.owner] = {"backend": self.name, "tables": {}, "batch": []}
+        rules: dict[str, list[NftRule]] = {ruleset.owner: [] for ruleset in rulesets}
         for (owner, fam, chain, text), handle in zip(owners, handles):
-            record = installed.removals[owner]
-            record["tables"][fam] = tables.get(fam)
-            record["batch"].append(f"delete rule {fam} {TABLE} {chain} handle {handle}")
-            record.setdefault("rules", {})[str(handle)] = text  # for verify's messages
+            rules[owner].append(NftRule(fam, chain, handle, text))
+        installed: NetworkInstalled = Installed()
+        if created:
+            installed.base = NftNetworkBase(tuple((fam, tables.get(fam)) for fam in created))
+        for owner, added in rules.items():
+            families = dict.fromkeys(rule.family for rule in added)
+            installed.removals[owner] = NftNetworkRecord(tuple((f, tables.get(f)) for f in families), tuple(added))
         return installed
 
-    def _base_record(self, created: list[str], tables: dict[str, int], any_handle: bool = False) -> Removal:
-        record = {
-            "backend": self.name,
-            "tables": {fam: tables.get(fam) for fam in created},
-            "batch": [f"delete table {fam} {TABLE}" for fam in created],
-        }
-        if any_handle:
-            record["any_handle"] = True
-        return record
+    def load_record(self, data: object, where: str) -> NftRecord:
+        return load_record(data, where)
+
+    def load_base(self, data: object, where: str) -> NftNetworkBase:
+        return NftNetworkBase.from_json(data, where)
 
     @staticmethod
     def _echoed(stdout: str, expected: int) -> tuple[list[int], dict[str, int]]:
@@ -138,33 +146,32 @@ class NftablesBackend:
             raise ToolError(["nft"], 0, f"nft echoed {len(handles)} rule handles, expected {expected}")
         return handles, tables
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
-        if removal.get("rebuild"):
+    def remove(self, runner: Runner, removal: NftRecord | NftNetworkBase) -> bool:
+        if isinstance(removal, NftPendingRecord):
             return False
         live = self._tables(runner)
         # A table re-created since (flush, reload) has new handles: what we recorded is gone.
-        if removal.get("any_handle"):  # intent of a killed start: our tables, whatever handle
-            lines = [f"delete table {fam} {TABLE}" for fam in removal["tables"] if fam in live]
-        else:
+        recorded = dict(removal.tables)
+        if isinstance(removal, NftNetworkBase):
             lines = [
-                line for line in removal.get("batch", [])
-                if live.get(line.split()[2]) == removal["tables"].get(line.split()[2])
-            ]  # fmt: skip
-        if not lines:
-            return True
-        try:
-            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
-        except ToolError:
-            existing = self._rule_handles(runner, {line.split()[2] for line in lines})
-            lines = [line for line in lines if self._key(line) in existing or line.startswith("delete table")]
+                f"delete table {fam} {TABLE}"
+                for fam in recorded
+                if fam in live and (not removal.handles_known or live[fam] == recorded[fam])
+            ]
             if lines:
                 runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            return True
+        rules = [rule for rule in removal.rules if live.get(rule.family) == recorded.get(rule.family)]
+        if not rules:
+            return True
+        try:
+            runner.run(["nft", "-f", "-"], stdin="".join(rule.delete + "\n" for rule in rules))
+        except ToolError:
+            existing = self._rule_handles(runner, {rule.family for rule in rules})
+            rules = [rule for rule in rules if (rule.family, rule.chain, rule.handle) in existing]
+            if rules:
+                runner.run(["nft", "-f", "-"], stdin="".join(rule.delete + "\n" for rule in rules))
         return True
-
-    @staticmethod
-    def _key(line: str) -> tuple[str, str, int]:
-        words = line.split()  # delete rule FAM TABLE CHAIN handle N
-        return (words[2], words[4], int(words[6])) if words[1] == "rule" else ("", "", -1)
 
     @staticmethod
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
@@ -182,26 +189,26 @@ class NftablesBackend:
                     found.add((fam, rule["chain"], rule["handle"]))
         return found
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, removal: NftRecord | NftNetworkBase) -> list[str]:
         """What of ``removal``'s rules the kernel no longer holds (handles are never reused)."""
-        if removal.get("rebuild"):
+        if isinstance(removal, NftPendingRecord):
             return ["the start was interrupted before its rules were recorded"]
         live = self._tables(runner)
+        any_handle = isinstance(removal, NftNetworkBase) and not removal.handles_known
         problems = [
             f"table {fam} {TABLE} is missing" if fam not in live else f"table {fam} {TABLE} was re-created"
-            for fam, handle in removal.get("tables", {}).items()
-            if live.get(fam) != handle and not removal.get("any_handle")
-        ]  # fmt: skip
+            for fam, handle in removal.tables
+            if live.get(fam) != handle and not any_handle
+        ]
         if problems:
             return problems
-        existing = self._rule_handles(runner, set(removal.get("tables", {})))
-        for line in removal.get("batch", []):
-            if line.startswith("delete rule") and self._key(line) not in existing:
-                fam, chain, handle = self._key(line)
-                text = removal.get("rules", {}).get(str(handle), f"handle {handle}")
-                problems.append(f"rule missing from {fam} {TABLE} {chain}: {text}")
-        if "delete table" in " ".join(removal.get("batch", [])):  # the base: its hook jumps
-            problems += self._verify_jumps(runner, list(removal.get("tables", {})))
+        families = [fam for fam, _ in removal.tables]
+        if isinstance(removal, NftNetworkBase):  # the base: its hook jumps
+            return self._verify_jumps(runner, families)
+        existing = self._rule_handles(runner, set(families))
+        for rule in removal.rules:
+            if (rule.family, rule.chain, rule.handle) not in existing:
+                problems.append(f"rule missing from {rule.family} {TABLE} {rule.chain}: {rule.text}")
         return problems
 
     @staticmethod
@@ -215,11 +222,31 @@ class NftablesBackend:
                     problems.append(f"{fam} {TABLE} forward no longer jumps to {chain}")
         return problems
 
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        if not old or not new:
-            return new or old
-        tables = {**old["tables"], **new["tables"]}
-        merged = self._base_record(
-            list(tables), tables, any_handle=bool(old.get("any_handle") or new.get("any_handle"))
-        )
-        return merged
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Another manager's forward chain with policy drop also sees guest traffic and drops it.
+
+        nftables evaluates every table's base chains: an accept in ours does not stop a drop
+        in Docker's or firewalld's, so say where it is and how to let guests through.
+        """
+        result = runner.run(["nft", "-j", "list", "chains"], change=False, check=False)
+        if result.returncode != 0:
+            return []
+        problems = []
+        for item in json.loads(result.stdout or "{}").get("nftables", []):
+            chain = item.get("chain")
+            if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
+                continue
+            if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
+                continue
+            names = ", ".join(f'"{b}"' for b in bridges)
+            where = f"{chain['family']} {chain['table']} {chain['name']}"
+            problems.append(
+                f"{where} has policy drop and drops guest traffic virtfw accepts: let the bridges through "
+                f"there, e.g. 'nft insert rule {where} iifname {{ {names} }} accept' and the same with oifname"
+                + (
+                    " (Docker: 'iptables -I DOCKER-USER -i BRIDGE -j ACCEPT' and -o)"
+                    if chain["table"] == "filter"
+                    else ""
+                )
+            )
+        return problems

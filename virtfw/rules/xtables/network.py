@@ -1,8 +1,12 @@
-"""iptables backend: private VIRTFW_* chains changed with ``*-restore --noflush`` batches.
+"""iptables network backend: private VIRTFW_* chains changed with ``*-restore --noflush``.
 
 One restore run per address family carries every table's changes (neutron's model:
-one process per change, not one per rule). Removal records are the exact ``-D``
-lines of what was inserted.
+one process per change, not one per rule). Removal records
+(:mod:`virtfw.rules.xtables.network_records`) are the exact ``-D`` lines of what was
+inserted, known before anything is applied.
+
+Atomic: each restore run is committed whole; when the IPv6 run fails, the IPv4 one
+that went in is taken back, so a failed install leaves the rules as they were.
 """
 
 from __future__ import annotations
@@ -13,38 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtfw.errors import ToolError
-from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.netrules import Chain, Family, RuleSet
+from virtfw.rules.backend import Installed
+from virtfw.rules.netrules import Family, RuleSet
 from virtfw.rules.nft.syntax import NFT_FAMILY
 from virtfw.rules.runner import Runner
-from virtfw.rules.xtables.appeared import drop_appeared
+from virtfw.rules.xtables.appeared import Appeared, drop_appeared
+from virtfw.rules.xtables.network_records import (
+    CHAINS,
+    HOOKS,
+    NETWORK_TABLES,
+    FamilyRemoval,
+    IptablesRecord,
+    RemovalLine,
+)
 from virtfw.rules.xtables.save import GONE
 from virtfw.rules.xtables.syntax import render_spec, restore_blocks
 
 IPTABLES_BY_FAMILY = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
 
-CHAINS: dict[Chain, tuple[str, str]] = {
-    Chain.HOST_IN: ("filter", "VIRTFW_INP"),
-    Chain.HOST_OUT: ("filter", "VIRTFW_OUT"),
-    Chain.FWD_CROSS: ("filter", "VIRTFW_FWX"),
-    Chain.FWD_IN: ("filter", "VIRTFW_FWI"),
-    Chain.FWD_OUT: ("filter", "VIRTFW_FWO"),
-    Chain.NAT_POST: ("nat", "VIRTFW_PRT"),
-    Chain.MANGLE_POST: ("mangle", "VIRTFW_PRT"),
-}
-
-# (table, builtin parent, our chain) in libvirt's order: each is inserted at the top
-# of its parent, so FORWARD ends up FWX, FWI, FWO.
-HOOKS = (
-    ("filter", "INPUT", "VIRTFW_INP"),
-    ("filter", "OUTPUT", "VIRTFW_OUT"),
-    ("filter", "FORWARD", "VIRTFW_FWO"),
-    ("filter", "FORWARD", "VIRTFW_FWI"),
-    ("filter", "FORWARD", "VIRTFW_FWX"),
-    ("nat", "POSTROUTING", "VIRTFW_PRT"),
-    ("mangle", "POSTROUTING", "VIRTFW_PRT"),
-)
-NETWORK_TABLES = ("filter", "nat", "mangle")  # the tables our chains are in
+NetworkInstalled = Installed[IptablesRecord, IptablesRecord]
 
 
 @dataclass
@@ -82,23 +73,27 @@ class IptablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-    ) -> Installed:
-        installed = Installed(removals={rs.owner: self._empty() for rs in rulesets}, base=self._empty())
+        before_apply: Callable[[NetworkInstalled], None] | None = None,
+    ) -> NetworkInstalled:
+        owners: dict[str, dict[Family, FamilyRemoval]] = {rs.owner: {} for rs in rulesets}
+        base: dict[Family, FamilyRemoval] = {}
         texts: dict[Family, str] = {}
         for family in IPTABLES_BY_FAMILY:
-            blocks, installed.base[family.value] = self._base_blocks(runner, family, rebuild)
+            blocks, base[family] = self._base_blocks(runner, family, rebuild)
             for ruleset in rulesets:
-                removal = installed.removals[ruleset.owner][family.value]
+                removal: dict[str, list[RemovalLine]] = {}
                 for rule in reversed(ruleset.rules):
                     if rule.family is family:
                         table, chain = CHAINS[rule.chain]
                         spec = render_spec(rule)
                         blocks[table].append(f"-I {chain} {spec}")
-                        removal.setdefault(table, []).insert(0, f"-D {chain} {spec}")
+                        removal.setdefault(table, []).insert(0, RemovalLine("-D", chain, spec))
+                owners[ruleset.owner][family] = _family_removal(removal)
             texts[family] = restore_blocks(blocks)
-        if not any(installed.base[f.value] for f in IPTABLES_BY_FAMILY):
-            installed.base = None
+        installed: NetworkInstalled = Installed(
+            {owner: IptablesRecord(parts[Family.IPV4], parts[Family.IPV6]) for owner, parts in owners.items()},
+            IptablesRecord(base[Family.IPV4], base[Family.IPV6]) if any(base.values()) else None,
+        )
         if before_apply:
             before_apply(installed)  # every -D line is known before anything is applied
         applied: list[Family] = []
@@ -110,47 +105,52 @@ class IptablesBackend:
         except ToolError:
             # Each restore is atomic; the families that went in whole come out again.
             for family in applied:
-                for removal in installed.removals.values():
-                    self._remove_family(runner, family, removal[family.value])
+                for record in installed.removals.values():
+                    self._remove_family(runner, family, record.family(family))
                 if installed.base:
-                    self._remove_family(runner, family, installed.base[family.value])
+                    self._remove_family(runner, family, installed.base.family(family))
             raise
         return installed
 
-    def _empty(self) -> Removal:
-        return {"backend": self.name, Family.IPV4.value: {}, Family.IPV6.value: {}}
+    def load_record(self, data: object, where: str) -> IptablesRecord:
+        return IptablesRecord.from_json(data, where)
 
-    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], dict]:
+    def load_base(self, data: object, where: str) -> IptablesRecord:
+        return IptablesRecord.from_json(data, where)
+
+    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], FamilyRemoval]:
         live = self._live(runner, family)
         blocks: dict[str, list[str]] = {table: [] for table in NETWORK_TABLES}
-        removal: dict[str, list[str]] = {}
+        removal: dict[str, list[RemovalLine]] = {}
         for table, chain in dict.fromkeys(CHAINS.values()):
             if rebuild or (table, chain) not in live.chains:
                 blocks[table].append(f":{chain} - [0:0]")  # creates, or flushes ours
             if (table, chain) not in live.chains:
-                removal.setdefault(table, []).extend([f"-F {chain}", f"-X {chain}"])
+                removal.setdefault(table, []).extend([RemovalLine("-F", chain), RemovalLine("-X", chain)])
         for table, parent, chain in HOOKS:
             if (table, parent, chain) not in live.hooks:
                 blocks[table].append(f"-I {parent} -j {chain}")
-                removal.setdefault(table, []).insert(0, f"-D {parent} -j {chain}")
-        if removal:
-            appeared = self._appeared(runner, family, live, removal)
-            if appeared:
-                removal["appeared"] = appeared
-        return blocks, removal
+                removal.setdefault(table, []).insert(0, RemovalLine("-D", parent, f"-j {chain}"))
+        appeared = self._appeared(runner, family, live, set(removal)) if removal else None
+        return blocks, _family_removal(removal, appeared)
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Nothing to report: virtfw's chains are jumped to first from the builtin chains,
+        and their ACCEPT ends the builtin chain before another manager's rules or a drop
+        policy there."""
+        return []
+
+    def remove(self, runner: Runner, removal: IptablesRecord) -> bool:
         for family in (Family.IPV4, Family.IPV6):
-            self._remove_family(runner, family, removal.get(family.value, {}))
+            self._remove_family(runner, family, removal.family(family))
         return True
 
-    def _remove_family(self, runner: Runner, family: Family, record: dict[str, list[str]]) -> None:
-        blocks = {table: lines for table, lines in record.items() if table in NETWORK_TABLES}
-        self._run_removal(runner, family, blocks)
-        if record.get("appeared"):
-            drop_appeared(runner, NFT_FAMILY[family], record["appeared"])
+    def _remove_family(self, runner: Runner, family: Family, record: FamilyRemoval) -> None:
+        self._run_removal(runner, family, record.blocks())
+        if record.appeared:
+            drop_appeared(runner, NFT_FAMILY[family], record.appeared)
 
-    def _appeared(self, runner: Runner, family: Family, live: _Live, removal: dict) -> dict:
+    def _appeared(self, runner: Runner, family: Family, live: _Live, tables: set[str]) -> Appeared | None:
         """nf_tables tables and builtin chains that our batch is about to make appear.
 
         iptables-nft creates a table, and each builtin chain, on first use; legacy
@@ -158,19 +158,19 @@ class IptablesBackend:
         if nothing else was put in it, so teardown leaves the ruleset as it found it.
         """
         if runner.dry_run or shutil.which("nft") is None:
-            return {}
+            return None
         if "nf_tables" not in runner.query([IPTABLES_BY_FAMILY[family], "--version"]).stdout:
-            return {}
+            return None
         listed = runner.query(["nft", "-j", "list", "chains", NFT_FAMILY[family]])
         existing = set()
         for item in json.loads(listed.stdout or "{}").get("nftables", []):
             chain = item.get("chain")
             if chain:
                 existing.add((chain["table"], chain["name"]))
-        tables = sorted(set(NETWORK_TABLES) - live.tables - {t for t, _ in existing})
-        hooked = {(table, parent) for table, parent, _ in HOOKS if table in removal}
-        chains = sorted([t, c] for t, c in hooked - existing if t not in tables)
-        return {"tables": tables, "chains": chains}
+        appeared = sorted(set(NETWORK_TABLES) - live.tables - {t for t, _ in existing})
+        hooked = {(table, parent) for table, parent, _ in HOOKS if table in tables}
+        chains = sorted((t, c) for t, c in hooked - existing if t not in appeared)
+        return Appeared(tuple(appeared), tuple(chains))
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
         text = restore_blocks(blocks)
@@ -187,34 +187,20 @@ class IptablesBackend:
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, removal: IptablesRecord) -> list[str]:
         """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
         problems = []
-        for family in IPTABLES_BY_FAMILY:
-            record = removal.get(family.value, {})
-            for table in NETWORK_TABLES:
-                for line in record.get(table, []):
-                    words = line.split()
-                    if words[0] != "-D":
-                        continue
-                    argv = [IPTABLES_BY_FAMILY[family], "-w", "-t", table, "-C", *words[1:]]
-                    if runner.run(argv, change=False, check=False).returncode != 0:
-                        problems.append(f"{IPTABLES_BY_FAMILY[family]} -t {table} -A {' '.join(words[1:])} is missing")
+        for family, tool in IPTABLES_BY_FAMILY.items():
+            lines = dict(removal.family(family).tables)
+            for table, line in ((t, line) for t in NETWORK_TABLES for line in lines.get(t, ())):
+                if line.verb != "-D":
+                    continue
+                argv = [tool, "-w", "-t", table, "-C", line.chain, *line.spec.split()]
+                if runner.run(argv, change=False, check=False).returncode != 0:
+                    problems.append(f"{tool} -t {table} -A {line.chain} {line.spec} is missing")
         return problems
 
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        if not old or not new:
-            return new or old
-        merged = self._empty()
-        for family in (Family.IPV4.value, Family.IPV6.value):
-            target = merged[family]
-            for source in (old.get(family, {}), new.get(family, {})):
-                for table in NETWORK_TABLES:
-                    lines = target.setdefault(table, [])
-                    lines.extend(line for line in source.get(table, []) if line not in lines)
-                if "appeared" in source and "appeared" not in target:
-                    target["appeared"] = source["appeared"]  # the earliest record knows
-            for table in NETWORK_TABLES:
-                # hook jumps go before the flush and delete of the chains they reach
-                target[table].sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}[line.split()[0]])
-        return merged
+
+def _family_removal(removal: dict[str, list[RemovalLine]], appeared: Appeared | None = None) -> FamilyRemoval:
+    """Tables in the order their first line was queued (which is the removal batch's)."""
+    return FamilyRemoval(tuple((table, tuple(lines)) for table, lines in removal.items()), appeared)
