@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext, read_input
-from virtfw.cli.net_cmds import edit_text
+from virtfw.cli.net_cmds import edit_text, read_input
 from virtfw.cli.output import emit_json, info, table
 from virtfw.errors import VirtfwError
+
+if TYPE_CHECKING:
+    from virtfw.cli.context import AppContext
 
 pass_app = click.pass_obj
 
