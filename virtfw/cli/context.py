@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from virtfw.config import Config
 
 if TYPE_CHECKING:
-    from virtfw.rules.backend import Backend
+    from virtfw.rules.backend import NetworkBackend
     from virtfw.rules.runner import Runner
 
 
@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 class AppContext:
     config: Config
     runner: Runner
-    _backend: Backend | None = field(default=None, repr=False)
+    _backend: NetworkBackend | None = field(default=None, repr=False)
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> NetworkBackend:
         if self._backend is None:
             from virtfw.rules.backend import select_backend
 

@@ -254,11 +254,8 @@ def module_digest(*names: str) -> str:
     return digest.hexdigest()
 
 
-Backend = NetworkBackend | FilterBackend  # being split: callers name the kind they use
-
 # The command that tells whether a backend's tools are installed.
 BACKEND_TOOLS = {"nftables": "nft", "iptables": "iptables"}
-TOOLS = BACKEND_TOOLS  # old name, until its users are renamed
 
 
 def select_backend(requested: str | None) -> NetworkBackend:
