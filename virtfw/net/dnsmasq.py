@@ -142,9 +142,9 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     os.chmod(files.folder.parent, 0o711)
     os.chmod(files.folder, 0o755)
     for path, text in rendered.items():
-        write_atomic(path, text, mode=0o644)
+        write_atomic(path, text, mode=0o644, durable=False)  # state, remade at every start
     if not files.leases.exists():
-        write_atomic(files.leases, "", mode=0o644)
+        write_atomic(files.leases, "", mode=0o644, durable=False)
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.
     proc = subprocess.run(
         [exe, f"--conf-file={files.conf}"],
