@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
 from virtfw.rules.runner import Runner
 
 if TYPE_CHECKING:
-    from virtfw.rules.backend import Backend
+    from virtfw.rules.backend import NetworkBackend
 
 
 @dataclass
 class AppContext:
     config: Config
     runner: Runner
-    _backend: Backend | None = field(default=None, repr=False)
+    _backend: NetworkBackend[Any, Any] | None = field(default=None, repr=False)
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> NetworkBackend[Any, Any]:
         if self._backend is None:
             from virtfw.rules.backend import select_backend
 

@@ -8,20 +8,24 @@ any instant leaves enough behind for the next net-destroy to remove everything.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
+from virtfw.lifecycle import after_removal, combined_base
 from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Backend, Installed, load_backend
+from virtfw.rules.backend import Installed, NetworkBackend, load_backend
 from virtfw.rules.runner import Runner
-from virtfw.statefiles import locked, read_json, remove_file, write_json
+from virtfw.statefiles import StatusDir, locked
 from virtfw.transaction import Transaction
+
+AnyNetworkBackend = NetworkBackend[Any, Any]  # whichever backend a status names
 
 
 @dataclass
@@ -42,55 +46,50 @@ class ActiveNetwork:
     def complete(self) -> bool:
         return self.status.get("state") == "active"
 
+    def firewall(self, backend: AnyNetworkBackend) -> Any:
+        """The record of this network's rules (None when it has none), read by ``backend``."""
+        data = self.status.get("firewall")
+        if not data:
+            return None
+        if isinstance(data, dict) and data.get("backend") != backend.name:
+            # Another backend's record: a reload switching backends removed its rules,
+            # then saved the new backend's name, and was stopped before it rebuilt.
+            return None
+        return backend.load_record(data, f"status of network '{self.name}'.firewall")
+
 
 class NetworkManager:
-    def __init__(self, config: Config, runner: Runner, backend: Backend | None) -> None:
+    def __init__(self, config: Config, runner: Runner, backend: AnyNetworkBackend | None) -> None:
         self.config = config
         self.runner = runner
         self._backend = backend
-        self.status_dir = config.state_dir / "networks"
+        self.statuses = StatusDir(config.state_dir / "networks", "firewall", dry_run=runner.dry_run)
         self.links = Links(dry_run=runner.dry_run)
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> AnyNetworkBackend:
         if self._backend is None:
             raise VirtfwError("no firewall backend selected")
         return self._backend
 
     # ---- status files -------------------------------------------------------
 
-    def _status_path(self, name: str) -> Path:
-        return self.status_dir / f"{name}.json"
-
-    def _base_path(self, backend: str) -> Path:
-        return self.config.state_dir / f"firewall-{backend}.json"
-
     def active(self) -> list[ActiveNetwork]:
-        if not self.status_dir.is_dir():
-            return []
-        found = [read_json(p) for p in self.status_dir.glob("*.json")]
-        return sorted((ActiveNetwork(s) for s in found if s), key=lambda a: a.status.get("started", 0))
+        return sorted((ActiveNetwork(s) for s in self.statuses.load_all()), key=lambda a: a.status.get("started", 0))
 
     def get_active(self, name: str) -> ActiveNetwork | None:
-        status = read_json(self._status_path(name))
+        status = self.statuses.load(name)
         return ActiveNetwork(status) if status else None
 
     def _save(self, status: dict) -> None:
-        if not self.runner.dry_run:
-            write_json(self._status_path(status["name"]), status)
+        self.statuses.save(status["name"], status)
 
-    def _drop_status(self, name: str) -> None:
-        if not self.runner.dry_run:
-            remove_file(self._status_path(name))
+    def _load_base(self, backend: AnyNetworkBackend) -> Any:
+        data = self.statuses.load_base(backend.name)
+        return backend.load_base(data, str(self.statuses.base_path(backend.name))) if data else None
 
-    def _save_base(self, backend: Backend, base: dict | None) -> None:
-        if self.runner.dry_run:
-            return
-        path = self._base_path(backend.name)
-        if base is None:
-            remove_file(path)
-        else:
-            write_json(path, base)
+    def _save_base(self, backend: AnyNetworkBackend, base: Any) -> None:
+        self.statuses.save_base(backend.name, base.to_json() if base else None)
 
     # ---- start --------------------------------------------------------------
 
@@ -134,7 +133,7 @@ class NetworkManager:
             "firewall": None,  # filled in by the backend's preview, before it applies
         }
         self._save(status)
-        tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
+        tx.on_rollback(f"status of {net.name}", lambda: self.statuses.drop(net.name))
         tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record))
         try:
             self.links.bring_up(net, record)
@@ -148,14 +147,15 @@ class NetworkManager:
         if not rulesets:
             return
         backend = self.backend
-        old_base = read_json(self._base_path(backend.name))
+        old_base = self._load_base(backend)
         tx.on_rollback("base record", lambda: self._save_base(backend, old_base))
 
-        def record(installed: Installed) -> None:
-            self._save_base(backend, backend.merge_base(old_base, installed.base))
+        def record(installed: Installed[Any, Any]) -> None:
+            if installed.base is not None:  # else the base on file stands as it is
+                self._save_base(backend, combined_base(old_base, installed.base))
             for status in statuses:
                 if status["name"] in installed.removals:
-                    status["firewall"] = installed.removals[status["name"]]
+                    status["firewall"] = installed.removals[status["name"]].to_json()
                     self._save(status)
 
         installed = backend.install(self.runner, rulesets, before_apply=record)
@@ -197,22 +197,30 @@ class NetworkManager:
             self._stop_dnsmasq(status)
             if status.get("backend"):
                 backend = load_backend(status["backend"])
-                rebuild = bool(status.get("firewall")) and not backend.remove(self.runner, status["firewall"])
+                record = active.firewall(backend)
+                rebuild = record is not None and not backend.remove(self.runner, record)
                 self._after_removal(backend, rebuild, leaving=name)
             self.links.tear_down(BridgeRecord.from_json(status["bridge"]))
-            self._drop_status(name)
+            self.statuses.drop(name)
+            self.statuses.drop_leftovers([name])
         self.links.close()
 
-    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+    def _after_removal(self, backend: AnyNetworkBackend, rebuild: bool, leaving: str) -> None:
         """Drop the shared base once nobody else uses it; rebuild when handles were unknown."""
-        users = [
+        others = [
             a for a in self.active()
             if a.status.get("backend") == backend.name and a.name != leaving and a.status.get("firewall")
         ]  # fmt: skip
-        base = read_json(self._base_path(backend.name))
-        if users and rebuild:
-            self._rebuild(backend, users)
-        elif not users and base:
+        after_removal(
+            others,
+            needs_rebuild=rebuild,
+            rebuild=lambda users: self._rebuild(backend, users),
+            drop_base=lambda: self._drop_base(backend),
+        )
+
+    def _drop_base(self, backend: AnyNetworkBackend) -> None:
+        base = self._load_base(backend)
+        if base is not None:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
@@ -222,16 +230,17 @@ class NetworkManager:
         """What the status files say is installed and the kernel no longer holds."""
         problems: list[str] = []
         actives = self.active()
-        backends: set[str] = set()
+        backends: dict[str, AnyNetworkBackend] = {}
         for active in actives:
             status = active.status
             where = f"network {active.name}"
             if not active.complete:
                 problems.append(f"{where}: start was interrupted (run net-destroy {active.name})")
             if status.get("backend") and status.get("firewall"):
-                backend = load_backend(status["backend"])
-                backends.add(backend.name)
-                problems += [f"{where}: {p}" for p in backend.verify(self.runner, status["firewall"])]
+                backend = backends.setdefault(status["backend"], load_backend(status["backend"]))
+                record = active.firewall(backend)
+                if record is not None:
+                    problems += [f"{where}: {p}" for p in backend.verify(self.runner, record)]
             if self.links.index(status["bridge"]["name"]) is None:
                 problems.append(f"{where}: bridge {status['bridge']['name']} is missing")
             if "dnsmasq" in status:
@@ -239,13 +248,13 @@ class NetworkManager:
                 pid = status["dnsmasq"].get("pid")
                 if pid is None or not dnsmasq.is_ours(pid, files):
                     problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
-        for name in sorted(backends):
-            base = read_json(self._base_path(name))
-            if base:
-                problems += [f"base chains ({name}): {p}" for p in load_backend(name).verify(self.runner, base)]
-        if "nftables" in backends:
-            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == "nftables"]
-            problems += foreign_forward_drops(self.runner, bridges)
+        for name, backend in sorted(backends.items()):
+            base = self._load_base(backend)
+            if base is not None:
+                problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
+        for name, backend in sorted(backends.items()):
+            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == name]
+            problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
         return len(actives), problems
 
@@ -258,7 +267,9 @@ class NetworkManager:
             for active in actives:
                 if active.status["backend"] != self.backend.name:  # backend switched
                     old = load_backend(active.status["backend"])
-                    old.remove(self.runner, active.status["firewall"])
+                    record = active.firewall(old)
+                    if record is not None:
+                        old.remove(self.runner, record)
                     active.status["backend"] = self.backend.name
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
@@ -281,40 +292,15 @@ class NetworkManager:
         status["dnsmasq"]["pid"] = dnsmasq.start(active.network, files, self.runner.dry_run)
         self._save(status)
 
-    def _rebuild(self, backend: Backend, actives: list[ActiveNetwork]) -> None:
+    def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> None:
         rulesets = [network_rules(a.network) for a in actives]
         installed = backend.install(self.runner, rulesets, rebuild=True)
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
+        if installed.base is not None:
+            self._save_base(backend, combined_base(self._load_base(backend), installed.base))
         for active in actives:
-            active.status["firewall"] = installed.removals[active.name]
+            record = installed.removals[active.name].to_json()
+            if (active.status.get("firewall"), active.status.get("state")) == (record, "active"):
+                continue  # a rebuild that changes no record writes no file
+            active.status["firewall"] = record
             active.status["state"] = "active"
             self._save(active.status)
-
-
-def foreign_forward_drops(runner: Runner, bridges: list[str]) -> list[str]:
-    """Another manager's forward chain with policy drop also sees guest traffic and drops it.
-
-    nftables evaluates every table's base chains: an accept in ours does not stop a drop
-    in Docker's or firewalld's, so say where it is and how to let guests through.
-    """
-    import json
-
-    result = runner.run(["nft", "-j", "list", "chains"], change=False, check=False)
-    if result.returncode != 0:
-        return []
-    problems = []
-    for item in json.loads(result.stdout or "{}").get("nftables", []):
-        chain = item.get("chain")
-        if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
-            continue
-        if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
-            continue
-        names = ", ".join(f'"{b}"' for b in bridges)
-        where = f"{chain['family']} {chain['table']} {chain['name']}"
-        problems.append(
-            f"{where} has policy drop and drops guest traffic virtfw accepts: let the bridges through "
-            f"there, e.g. 'nft insert rule {where} iifname {{ {names} }} accept' and the same with oifname"
-            + (" (Docker: 'iptables -I DOCKER-USER -i BRIDGE -j ACCEPT' and -o)" if chain["table"] == "filter" else "")
-        )
-    return problems

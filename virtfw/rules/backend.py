@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:  # the filter paths never need the network rule model
+    from typing_extensions import Self
+
     from virtfw.rules.netrules import RuleSet
     from virtfw.rules.portrules import PortRules
     from virtfw.rules.runner import Runner
@@ -53,6 +55,24 @@ R = TypeVar("R")  # a backend's per-owner removal record
 B = TypeVar("B")  # a backend's base record
 
 
+class Record(Protocol):
+    """A typed removal record: what status files hold, as JSON."""
+
+    def to_json(self) -> dict: ...
+
+
+class BaseRecord(Record, Protocol):
+    """A base record: the shared pieces one install created."""
+
+    def merged(self, other: Self) -> Self:
+        """Both records' pieces (created at different times), as one record."""
+        ...
+
+
+NR = TypeVar("NR", bound=Record)  # a network backend's per-network record
+NB = TypeVar("NB", bound=BaseRecord)  # a network backend's base record
+
+
 @dataclass
 class Installed(Generic[R, B]):
     """What one install added: per-owner removal records, and the shared base it created."""
@@ -61,10 +81,29 @@ class Installed(Generic[R, B]):
     base: B | None = None
 
 
-class NetworkBackend(Protocol):
-    """Installs virtual networks' rules; see the module docstring for the contract."""
+class NetworkBackend(Protocol[NR, NB]):
+    """Installs virtual networks' rules; the module docstring's contract, for networks:
+
+    * The owner is the network's name. Each network gets one record of its rules (type
+      ``NR``); the shared tables or chains, with the jumps into them, one base record
+      (``NB``), which the caller removes once no network of this backend has rules.
+    * ``before_apply`` gets records that already remove everything the batch may add
+      (iptables: the final ones; nftables: an intent per network, whose ``remove``
+      returns False so the caller rebuilds the networks still active, and a base that
+      removes our tables whatever their handles).
+    * Records name only the backend's own objects; ``load_record``/``load_base`` read
+      them back from status JSON and refuse anything else (:class:`~virtfw.rules.records.RecordError`).
+    """
 
     name: str
+
+    def load_record(self, data: object, where: str) -> NR:
+        """A network's record from its status file's JSON; ``where`` names it in errors."""
+        ...
+
+    def load_base(self, data: object, where: str) -> NB:
+        """The base record from its file's JSON."""
+        ...
 
     def install(
         self,
@@ -72,25 +111,27 @@ class NetworkBackend(Protocol):
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed[Any, Any]], None] | None = None,
-    ) -> Installed[Any, Any]:
+        before_apply: Callable[[Installed[NR, NB]], None] | None = None,
+    ) -> Installed[NR, NB]:
         """Add the rules of ``rulesets`` (and any missing base) as one batch per tool.
 
         ``rebuild`` first empties virtfw's own chains/tables, so the result holds
-        exactly ``rulesets``: the idempotent path ``reload`` takes.
+        exactly ``rulesets``: the idempotent path ``reload`` takes; the records returned
+        then replace every earlier one of these networks.
         """
         ...
 
-    def remove(self, runner: Runner, removal: Any) -> bool:
-        """Run a removal record; rules already gone are fine. False: needs a rebuild."""
+    def remove(self, runner: Runner, record: NR | NB) -> bool:
+        """Run a record; what is already gone is fine. False: it needs a rebuild."""
         ...
 
-    def verify(self, runner: Runner, removal: Any) -> list[str]:
-        """What of a record's rules the kernel no longer holds, one line each."""
+    def verify(self, runner: Runner, record: NR | NB) -> list[str]:
+        """What of a record's objects the kernel no longer holds, one line each."""
         ...
 
-    def merge_base(self, old: Any, new: Any) -> Any:
-        """Combine two base records (pieces created at different times)."""
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Other managers' rules that drop what ours accept on ``bridges``, one line each
+        saying where and how to let the guests through (verify reports them)."""
         ...
 
 
@@ -137,10 +178,9 @@ Backend = NetworkBackend | FilterBackend  # being split: callers name the kind t
 
 # The command that tells whether a backend's tools are installed.
 BACKEND_TOOLS = {"nftables": "nft", "iptables": "iptables"}
-TOOLS = BACKEND_TOOLS  # old name, until its users are renamed
 
 
-def select_backend(requested: str | None) -> NetworkBackend:
+def select_backend(requested: str | None) -> NetworkBackend[Any, Any]:
     """The requested backend if its tool exists, else the first available one."""
     return load_backend(select_backend_name(requested))
 
@@ -173,7 +213,7 @@ def load_filter_backend(name: str) -> FilterBackend:
     raise VirtfwError(f"unknown firewall backend {name!r}")
 
 
-def load_backend(name: str) -> NetworkBackend:
+def load_backend(name: str) -> NetworkBackend[Any, Any]:
     """The network backend of that name."""
     if name == "nftables":
         from virtfw.rules.nft.network import NftablesBackend

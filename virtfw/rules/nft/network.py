@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 from virtfw.errors import ToolError
-from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.backend import Installed
 from virtfw.rules.netrules import (
     Action,
     Addr,
@@ -26,9 +26,9 @@ from virtfw.rules.netrules import (
     RuleSet,
     Verdict,
 )
+from virtfw.rules.nft.network_records import TABLE, NftBase, NftIntent, NftRecord, NftRule, NftRules, load_record
 from virtfw.rules.runner import Runner
 
-TABLE = "virtfw_network"
 FAMILIES = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 ADDR_KEYWORD = {"ip": "ip", "ip6": "ip6"}
 
@@ -91,7 +91,15 @@ def render_rule(rule: Rule) -> str:
 
 
 class NftablesBackend:
+    """Networks' rules in our tables ``ip``/``ip6 virtfw_network``; the contract is rules/backend.py's."""
+
     name = "nftables"
+
+    def load_record(self, data: object, where: str) -> NftRecord:
+        return load_record(data, where)
+
+    def load_base(self, data: object, where: str) -> NftBase:
+        return NftBase.from_json(data, where)
 
     def _tables(self, runner: Runner) -> dict[str, int]:
         """Our tables that exist now, by family, with their kernel handles."""
@@ -111,8 +119,8 @@ class NftablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-    ) -> Installed:
+        before_apply: Callable[[Installed[NftRecord, NftBase]], None] | None = None,
+    ) -> Installed[NftRecord, NftBase]:
         present = self._tables(runner)
         lines: list[str] = []
         created: list[str] = []
@@ -136,33 +144,21 @@ class NftablesBackend:
             # Handles are known only once nft has run: until then a killed process is
             # cleaned up by rebuilding our tables from what is still active.
             before_apply(Installed(
-                removals={rs.owner: {"backend": self.name, "rebuild": True} for rs in rulesets},
-                base=self._base_record(created, {}, any_handle=True) if created else None,
+                removals={rs.owner: NftIntent() for rs in rulesets},
+                base=NftBase(dict.fromkeys(created), handles_unknown=True) if created else None,
             ))  # fmt: skip
         result = runner.run_file(["nft", "-j", "-e", "-a", "-f"], "\n".join(lines) + "\n")
         handles, tables = self._echoed(result.stdout, len(owners))
         tables = {**present, **tables}
-        installed = Installed()
-        if created:
-            installed.base = self._base_record(created, tables)
-        for ruleset in rulesets:
-            installed.removals[ruleset.owner] = {"backend": self.name, "tables": {}, "batch": []}
+        added: dict[str, list[NftRule]] = {rs.owner: [] for rs in rulesets}
         for (owner, fam, chain, text), handle in zip(owners, handles):
-            record = installed.removals[owner]
-            record["tables"][fam] = tables.get(fam)
-            record["batch"].append(f"delete rule {fam} {TABLE} {chain} handle {handle}")
-            record.setdefault("rules", {})[str(handle)] = text  # for verify's messages
+            added[owner].append(NftRule(fam, chain, handle, text))
+        installed: Installed[NftRecord, NftBase] = Installed()
+        if created:
+            installed.base = NftBase({fam: tables.get(fam) for fam in created})
+        for owner, rules in added.items():
+            installed.removals[owner] = NftRules({r.family: tables.get(r.family) for r in rules}, tuple(rules))
         return installed
-
-    def _base_record(self, created: list[str], tables: dict[str, int], any_handle: bool = False) -> Removal:
-        record = {
-            "backend": self.name,
-            "tables": {fam: tables.get(fam) for fam in created},
-            "batch": [f"delete table {fam} {TABLE}" for fam in created],
-        }
-        if any_handle:
-            record["any_handle"] = True
-        return record
 
     @staticmethod
     def _echoed(stdout: str, expected: int) -> tuple[list[int], dict[str, int]]:
@@ -185,33 +181,42 @@ class NftablesBackend:
             raise ToolError(["nft"], 0, f"nft echoed {len(handles)} rule handles, expected {expected}")
         return handles, tables
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
-        if removal.get("rebuild"):
+    def remove(self, runner: Runner, record: NftRecord | NftBase) -> bool:
+        if isinstance(record, NftIntent):
             return False
         live = self._tables(runner)
-        # A table re-created since (flush, reload) has new handles: what we recorded is gone.
-        if removal.get("any_handle"):  # intent of a killed start: our tables, whatever handle
-            lines = [f"delete table {fam} {TABLE}" for fam in removal["tables"] if fam in live]
+        if isinstance(record, NftBase):
+            self._delete_tables(runner, record, live)
         else:
-            lines = [
-                line for line in removal.get("batch", [])
-                if live.get(line.split()[2]) == removal["tables"].get(line.split()[2])
-            ]  # fmt: skip
-        if not lines:
-            return True
-        try:
-            runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
-        except ToolError:
-            existing = self._rule_handles(runner, {line.split()[2] for line in lines})
-            lines = [line for line in lines if self._key(line) in existing or line.startswith("delete table")]
-            if lines:
-                runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            self._delete_rules(runner, record, live)
         return True
 
-    @staticmethod
-    def _key(line: str) -> tuple[str, str, int]:
-        words = line.split()  # delete rule FAM TABLE CHAIN handle N
-        return (words[2], words[4], int(words[6])) if words[1] == "rule" else ("", "", -1)
+    def _delete_tables(self, runner: Runner, base: NftBase, live: dict[str, int]) -> None:
+        # A table re-created since (flush, reload) has new handles: the recorded one is gone.
+        families = [
+            fam for fam, handle in base.tables.items() if fam in live and (base.handles_unknown or live[fam] == handle)
+        ]
+        if not families:
+            return
+        try:
+            _run_batch(runner, [f"delete table {fam} {TABLE}" for fam in families])
+        except ToolError:
+            live = self._tables(runner)  # gone meanwhile? the rest still goes
+            families = [fam for fam in families if fam in live]
+            if families:
+                _run_batch(runner, [f"delete table {fam} {TABLE}" for fam in families])
+
+    def _delete_rules(self, runner: Runner, record: NftRules, live: dict[str, int]) -> None:
+        rules = [r for r in record.rules if r.family in live and live[r.family] == record.tables.get(r.family)]
+        if not rules:
+            return
+        try:
+            _run_batch(runner, [rule.delete_command() for rule in rules])
+        except ToolError:
+            existing = self._rule_handles(runner, {rule.family for rule in rules})
+            rules = [rule for rule in rules if rule.key in existing]
+            if rules:
+                _run_batch(runner, [rule.delete_command() for rule in rules])
 
     @staticmethod
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
@@ -229,27 +234,27 @@ class NftablesBackend:
                     found.add((fam, rule["chain"], rule["handle"]))
         return found
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
-        """What of ``removal``'s rules the kernel no longer holds (handles are never reused)."""
-        if removal.get("rebuild"):
+    def verify(self, runner: Runner, record: NftRecord | NftBase) -> list[str]:
+        """What of the record's rules the kernel no longer holds (handles are never reused)."""
+        if isinstance(record, NftIntent):
             return ["the start was interrupted before its rules were recorded"]
         live = self._tables(runner)
+        by_handle = not (isinstance(record, NftBase) and record.handles_unknown)
         problems = [
             f"table {fam} {TABLE} is missing" if fam not in live else f"table {fam} {TABLE} was re-created"
-            for fam, handle in removal.get("tables", {}).items()
-            if live.get(fam) != handle and not removal.get("any_handle")
+            for fam, handle in record.tables.items()
+            if by_handle and live.get(fam) != handle
         ]  # fmt: skip
         if problems:
             return problems
-        existing = self._rule_handles(runner, set(removal.get("tables", {})))
-        for line in removal.get("batch", []):
-            if line.startswith("delete rule") and self._key(line) not in existing:
-                fam, chain, handle = self._key(line)
-                text = removal.get("rules", {}).get(str(handle), f"handle {handle}")
-                problems.append(f"rule missing from {fam} {TABLE} {chain}: {text}")
-        if "delete table" in " ".join(removal.get("batch", [])):  # the base: its hook jumps
-            problems += self._verify_jumps(runner, list(removal.get("tables", {})))
-        return problems
+        if isinstance(record, NftBase):
+            return self._verify_jumps(runner, list(record.tables))
+        existing = self._rule_handles(runner, set(record.tables))
+        return [
+            f"rule missing from {rule.family} {TABLE} {rule.chain}: {rule.text}"
+            for rule in record.rules
+            if rule.key not in existing
+        ]
 
     @staticmethod
     def _verify_jumps(runner: Runner, families: list[str]) -> list[str]:
@@ -262,11 +267,35 @@ class NftablesBackend:
                     problems.append(f"{fam} {TABLE} forward no longer jumps to {chain}")
         return problems
 
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        if not old or not new:
-            return new or old
-        tables = {**old["tables"], **new["tables"]}
-        merged = self._base_record(
-            list(tables), tables, any_handle=bool(old.get("any_handle") or new.get("any_handle"))
-        )
-        return merged
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Another manager's forward chain with policy drop also sees guest traffic and drops it.
+
+        nftables evaluates every table's base chains: an accept in ours does not stop a drop
+        in Docker's or firewalld's, so say where it is and how to let guests through.
+        """
+        result = runner.run(["nft", "-j", "list", "chains"], change=False, check=False)
+        if result.returncode != 0:
+            return []
+        problems = []
+        for item in json.loads(result.stdout or "{}").get("nftables", []):
+            chain = item.get("chain")
+            if not chain or chain.get("hook") != "forward" or chain.get("policy") != "drop":
+                continue
+            if chain["table"].startswith("virtfw_") or chain["family"] not in ("ip", "ip6", "inet"):
+                continue
+            names = ", ".join(f'"{b}"' for b in bridges)
+            where = f"{chain['family']} {chain['table']} {chain['name']}"
+            problems.append(
+                f"{where} has policy drop and drops guest traffic virtfw accepts: let the bridges through "
+                f"there, e.g. 'nft insert rule {where} iifname {{ {names} }} accept' and the same with oifname"
+                + (
+                    " (Docker: 'iptables -I DOCKER-USER -i BRIDGE -j ACCEPT' and -o)"
+                    if chain["table"] == "filter"
+                    else ""
+                )
+            )
+        return problems
+
+
+def _run_batch(runner: Runner, lines: list[str]) -> None:
+    runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")

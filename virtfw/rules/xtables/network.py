@@ -1,8 +1,9 @@
 """iptables backend: private VIRTFW_* chains changed with ``*-restore --noflush`` batches.
 
 One restore run per address family carries every table's changes (neutron's model:
-one process per change, not one per rule). Removal records are the exact ``-D``
-lines of what was inserted.
+one process per change, not one per rule). Removal records (``network_records``) name
+what was inserted, the rules, our chains and the jumps to them, from which the
+``-D``/``-F``/``-X`` lines are composed.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtfw.errors import ToolError
-from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.backend import Installed
 from virtfw.rules.netrules import (
     Action,
     Addr,
-    Chain,
     CtState,
     DPort,
     Family,
@@ -29,34 +29,13 @@ from virtfw.rules.netrules import (
     Verdict,
 )
 from virtfw.rules.runner import Runner
-from virtfw.rules.xtables.appeared import drop_appeared
+from virtfw.rules.xtables.appeared import Appeared, drop_appeared
+from virtfw.rules.xtables.network_records import CHAINS, HOOKS, TABLES, IptBase, IptFamilyBase, IptRule, IptRules
 from virtfw.rules.xtables.save import GONE
 
 TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
 
-CHAINS: dict[Chain, tuple[str, str]] = {
-    Chain.HOST_IN: ("filter", "VIRTFW_INP"),
-    Chain.HOST_OUT: ("filter", "VIRTFW_OUT"),
-    Chain.FWD_CROSS: ("filter", "VIRTFW_FWX"),
-    Chain.FWD_IN: ("filter", "VIRTFW_FWI"),
-    Chain.FWD_OUT: ("filter", "VIRTFW_FWO"),
-    Chain.NAT_POST: ("nat", "VIRTFW_PRT"),
-    Chain.MANGLE_POST: ("mangle", "VIRTFW_PRT"),
-}
-
-# (table, builtin parent, our chain) in libvirt's order: each is inserted at the top
-# of its parent, so FORWARD ends up FWX, FWI, FWO.
-HOOKS = (
-    ("filter", "INPUT", "VIRTFW_INP"),
-    ("filter", "OUTPUT", "VIRTFW_OUT"),
-    ("filter", "FORWARD", "VIRTFW_FWO"),
-    ("filter", "FORWARD", "VIRTFW_FWI"),
-    ("filter", "FORWARD", "VIRTFW_FWX"),
-    ("nat", "POSTROUTING", "VIRTFW_PRT"),
-    ("mangle", "POSTROUTING", "VIRTFW_PRT"),
-)
-TABLES = ("filter", "nat", "mangle")
-# What iptables says when the rule or chain to delete is not there (any more).
+# Where iptables-nft keeps each address family's tables.
 NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 
 
@@ -110,7 +89,15 @@ def restore_text(blocks: dict[str, list[str]]) -> str:
 
 
 class IptablesBackend:
+    """Networks' rules in our ``VIRTFW_*`` chains; the contract is rules/backend.py's."""
+
     name = "iptables"
+
+    def load_record(self, data: object, where: str) -> IptRules:
+        return IptRules.from_json(data, where)
+
+    def load_base(self, data: object, where: str) -> IptBase:
+        return IptBase.from_json(data, where)
 
     def _live(self, runner: Runner, family: Family) -> _Live:
         result = runner.query([f"{TOOLS[family]}-save"])
@@ -135,25 +122,31 @@ class IptablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-    ) -> Installed:
-        installed = Installed(removals={rs.owner: self._empty() for rs in rulesets}, base=self._empty())
+        before_apply: Callable[[Installed[IptRules, IptBase]], None] | None = None,
+    ) -> Installed[IptRules, IptBase]:
         texts: dict[Family, str] = {}
+        bases: dict[Family, IptFamilyBase] = {}
+        added: dict[str, dict[Family, list[IptRule]]] = {rs.owner: {} for rs in rulesets}
         for family in TOOLS:
-            blocks, installed.base[family.value] = self._base_blocks(runner, family, rebuild)
+            blocks, bases[family] = self._base_blocks(runner, family, rebuild)
             for ruleset in rulesets:
-                removal = installed.removals[ruleset.owner][family.value]
+                rules = added[ruleset.owner].setdefault(family, [])
                 for rule in reversed(ruleset.rules):
                     if rule.family is family:
                         table, chain = CHAINS[rule.chain]
                         spec = render_spec(rule)
                         blocks[table].append(f"-I {chain} {spec}")
-                        removal.setdefault(table, []).insert(0, f"-D {chain} {spec}")
+                        rules.insert(0, IptRule(table, chain, spec))
             texts[family] = restore_text(blocks)
-        if not any(installed.base[f.value] for f in TOOLS):
-            installed.base = None
+        base = IptBase(bases[Family.IPV4], bases[Family.IPV6])
+        installed: Installed[IptRules, IptBase] = Installed(
+            removals={
+                owner: IptRules(tuple(rules[Family.IPV4]), tuple(rules[Family.IPV6])) for owner, rules in added.items()
+            },
+            base=base or None,
+        )
         if before_apply:
-            before_apply(installed)  # every -D line is known before anything is applied
+            before_apply(installed)  # every removal is known before anything is applied
         applied: list[Family] = []
         try:
             for family, text in texts.items():
@@ -164,46 +157,47 @@ class IptablesBackend:
             # Each restore is atomic; the families that went in whole come out again.
             for family in applied:
                 for removal in installed.removals.values():
-                    self._remove_family(runner, family, removal[family.value])
-                if installed.base:
-                    self._remove_family(runner, family, installed.base[family.value])
+                    self._remove_rules(runner, family, removal.of(family))
+                self._remove_base(runner, family, base.of(family))
             raise
         return installed
 
-    def _empty(self) -> Removal:
-        return {"backend": self.name, Family.IPV4.value: {}, Family.IPV6.value: {}}
-
-    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], dict]:
+    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], IptFamilyBase]:
         live = self._live(runner, family)
         blocks: dict[str, list[str]] = {table: [] for table in TABLES}
-        removal: dict[str, list[str]] = {}
         for table, chain in dict.fromkeys(CHAINS.values()):
             if rebuild or (table, chain) not in live.chains:
                 blocks[table].append(f":{chain} - [0:0]")  # creates, or flushes ours
-            if (table, chain) not in live.chains:
-                removal.setdefault(table, []).extend([f"-F {chain}", f"-X {chain}"])
-        for table, parent, chain in HOOKS:
-            if (table, parent, chain) not in live.hooks:
-                blocks[table].append(f"-I {parent} -j {chain}")
-                removal.setdefault(table, []).insert(0, f"-D {parent} -j {chain}")
-        if removal:
-            appeared = self._appeared(runner, family, live, removal)
-            if appeared:
-                removal["appeared"] = appeared
-        return blocks, removal
+        chains = tuple(chain for chain in dict.fromkeys(CHAINS.values()) if chain not in live.chains)
+        hooks = tuple(hook for hook in HOOKS if hook not in live.hooks)
+        for table, parent, chain in hooks:
+            blocks[table].append(f"-I {parent} -j {chain}")
+        # each jump was inserted at the top: they come out in the reverse order
+        base = IptFamilyBase(hooks[::-1], chains)
+        if base:
+            base = replace(base, appeared=self._appeared(runner, family, live, base))
+        return blocks, base
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
+    def remove(self, runner: Runner, record: IptRules | IptBase) -> bool:
         for family in (Family.IPV4, Family.IPV6):
-            self._remove_family(runner, family, removal.get(family.value, {}))
+            if isinstance(record, IptBase):
+                self._remove_base(runner, family, record.of(family))
+            else:
+                self._remove_rules(runner, family, record.of(family))
         return True
 
-    def _remove_family(self, runner: Runner, family: Family, record: dict[str, list[str]]) -> None:
-        blocks = {table: lines for table, lines in record.items() if table in TABLES}
-        self._run_removal(runner, family, blocks)
-        if record.get("appeared"):
-            drop_appeared(runner, NFT_FAMILY[family], record["appeared"])
+    def _remove_rules(self, runner: Runner, family: Family, rules: tuple[IptRule, ...]) -> None:
+        blocks: dict[str, list[str]] = {}
+        for rule in rules:
+            blocks.setdefault(rule.table, []).append(rule.delete_line())
+        self._run_removal(runner, family, {table: blocks[table] for table in sorted(blocks)})
 
-    def _appeared(self, runner: Runner, family: Family, live: _Live, removal: dict) -> dict:
+    def _remove_base(self, runner: Runner, family: Family, base: IptFamilyBase) -> None:
+        self._run_removal(runner, family, base.removal_blocks())
+        if base.appeared:
+            drop_appeared(runner, NFT_FAMILY[family], base.appeared)
+
+    def _appeared(self, runner: Runner, family: Family, live: _Live, base: IptFamilyBase) -> Appeared:
         """nf_tables tables and builtin chains that our batch is about to make appear.
 
         iptables-nft creates a table, and each builtin chain, on first use; legacy
@@ -211,9 +205,9 @@ class IptablesBackend:
         if nothing else was put in it, so teardown leaves the ruleset as it found it.
         """
         if runner.dry_run or shutil.which("nft") is None:
-            return {}
+            return Appeared()
         if "nf_tables" not in runner.query([TOOLS[family], "--version"]).stdout:
-            return {}
+            return Appeared()
         listed = runner.query(["nft", "-j", "list", "chains", NFT_FAMILY[family]])
         existing = set()
         for item in json.loads(listed.stdout or "{}").get("nftables", []):
@@ -221,9 +215,10 @@ class IptablesBackend:
             if chain:
                 existing.add((chain["table"], chain["name"]))
         tables = sorted(set(TABLES) - live.tables - {t for t, _ in existing})
-        hooked = {(table, parent) for table, parent, _ in HOOKS if table in removal}
-        chains = sorted([t, c] for t, c in hooked - existing if t not in tables)
-        return {"tables": tables, "chains": chains}
+        touched = {table for table, _ in base.chains} | {table for table, _, _ in base.hooks}
+        hooked = {(table, parent) for table, parent, _ in HOOKS if table in touched}
+        chains = sorted((t, c) for t, c in hooked - existing if t not in tables)
+        return Appeared(tuple(tables), tuple(chains))
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
         text = restore_text(blocks)
@@ -240,34 +235,22 @@ class IptablesBackend:
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, record: IptRules | IptBase) -> list[str]:
         """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
         problems = []
-        for family in TOOLS:
-            record = removal.get(family.value, {})
+        for family, tool in TOOLS.items():
+            if isinstance(record, IptBase):
+                checks = [(table, [parent, "-j", chain]) for table, parent, chain in record.of(family).hooks]
+            else:
+                checks = [(rule.table, [rule.chain, *rule.spec.split()]) for rule in record.of(family)]
             for table in TABLES:
-                for line in record.get(table, []):
-                    words = line.split()
-                    if words[0] != "-D":
-                        continue
-                    argv = [TOOLS[family], "-w", "-t", table, "-C", *words[1:]]
+                for words in (words for at, words in checks if at == table):
+                    argv = [tool, "-w", "-t", table, "-C", *words]
                     if runner.run(argv, change=False, check=False).returncode != 0:
-                        problems.append(f"{TOOLS[family]} -t {table} -A {' '.join(words[1:])} is missing")
+                        problems.append(f"{tool} -t {table} -A {' '.join(words)} is missing")
         return problems
 
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        if not old or not new:
-            return new or old
-        merged = self._empty()
-        for family in (Family.IPV4.value, Family.IPV6.value):
-            target = merged[family]
-            for source in (old.get(family, {}), new.get(family, {})):
-                for table in TABLES:
-                    lines = target.setdefault(table, [])
-                    lines.extend(line for line in source.get(table, []) if line not in lines)
-                if "appeared" in source and "appeared" not in target:
-                    target["appeared"] = source["appeared"]  # the earliest record knows
-            for table in TABLES:
-                # hook jumps go before the flush and delete of the chains they reach
-                target[table].sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}[line.split()[0]])
-        return merged
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """None looked for: another manager's iptables drops sit behind our jumps in the same
+        builtin chains. (On iptables-nft, a foreign nft table's drop is not checked yet.)"""
+        return []
