@@ -157,7 +157,7 @@ class IptablesBackend:
             # Each restore is atomic; the families that went in whole come out again.
             for family in applied:
                 for removal in installed.removals.values():
-                    self._remove_rules(runner, family, removal.of(family))
+                    self._remove_rules(runner, family, removal)
                 self._remove_base(runner, family, base.of(family))
             raise
         return installed
@@ -183,14 +183,11 @@ class IptablesBackend:
             if isinstance(record, IptBase):
                 self._remove_base(runner, family, record.of(family))
             else:
-                self._remove_rules(runner, family, record.of(family))
+                self._remove_rules(runner, family, record)
         return True
 
-    def _remove_rules(self, runner: Runner, family: Family, rules: tuple[IptRule, ...]) -> None:
-        blocks: dict[str, list[str]] = {}
-        for rule in rules:
-            blocks.setdefault(rule.table, []).append(rule.delete_line())
-        self._run_removal(runner, family, {table: blocks[table] for table in sorted(blocks)})
+    def _remove_rules(self, runner: Runner, family: Family, record: IptRules) -> None:
+        self._run_removal(runner, family, record.removal_blocks(family))
 
     def _remove_base(self, runner: Runner, family: Family, base: IptFamilyBase) -> None:
         self._run_removal(runner, family, base.removal_blocks())

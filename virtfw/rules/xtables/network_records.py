@@ -80,6 +80,13 @@ class IptRules:
     def of(self, family: Family) -> tuple[IptRule, ...]:
         return self.ipv4 if family is Family.IPV4 else self.ipv6
 
+    def removal_blocks(self, family: Family) -> dict[str, list[str]]:
+        """Per table, the ``-D`` lines that remove this family's rules."""
+        blocks: dict[str, list[str]] = {}
+        for rule in self.of(family):
+            blocks.setdefault(rule.table, []).append(rule.delete_line())
+        return {table: blocks[table] for table in sorted(blocks)}
+
     def to_json(self) -> dict:
         data: dict = {"backend": BACKEND}
         for family in Family:
