@@ -3,7 +3,8 @@
 * every record class reads back what it writes (``from_json(r.to_json()) == r``);
 * records of the previous version (command lines) load, and give the same lines back;
 * anything off-shape, or naming objects that are not virtfw's, is refused (RecordError);
-* base records combine with ``merged``; the shared lifecycle decisions.
+* base records combine with ``merged``; the shared lifecycle decisions;
+* a network's status file, typed the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import copy
 import pytest
 
 from virtfw.lifecycle import after_removal, combined_base
+from virtfw.net.bridge import BridgeRecord
+from virtfw.net.status import DnsmasqStatus, NetworkStatus
 from virtfw.rules.netrules import Family
 from virtfw.rules.nft.network import CHAINS as NFT_CHAINS
 from virtfw.rules.nft.network import NftablesBackend
@@ -339,3 +342,52 @@ def test_after_removal(others, needs_rebuild, expected):
 
 def test_iptables_reports_no_foreign_drops():
     assert IptablesBackend().foreign_drops(None, ["vfwbr0"]) == []  # type: ignore[arg-type]
+
+
+# ---- the status file ---------------------------------------------------------------------
+
+# As net-start writes it (the previous version wrote the same shape).
+STATUS = {
+    "backend": "nftables",
+    "bridge": {"addresses": ["192.168.122.1/24"], "created": True, "name": "vfwbr0"},
+    "dnsmasq": {"pid": 4242},
+    "firewall": OLD_NFT_RULES,
+    "name": "default",
+    "started": 1764630000.25,
+    "state": "active",
+    "transient": False,
+    "xml": "<network>\n  <name>default</name>\n</network>\n",
+}
+
+
+def test_status_reads_back_what_it_writes():
+    status = NetworkStatus.from_json(STATUS, "status of network 'default'")
+    assert status.to_json() == STATUS
+    assert status.bridge == BridgeRecord("vfwbr0", True, ["192.168.122.1/24"])
+    assert status.dnsmasq == DnsmasqStatus(4242)
+    assert status.complete
+    starting = {**STATUS, "state": "starting", "firewall": None, "backend": None}
+    del starting["dnsmasq"]
+    again = NetworkStatus.from_json(starting, "s")
+    assert again.to_json() == starting
+    assert again.dnsmasq is None and not again.complete
+
+
+STATUS_REFUSED = {
+    "unknown key": {**STATUS, "pid": 1},
+    "missing key": {k: v for k, v in STATUS.items() if k != "transient"},
+    "unknown state": {**STATUS, "state": "running"},
+    "started not a number": {**STATUS, "started": "today"},
+    "bridge name not text": {**STATUS, "bridge": {"name": 1, "created": True}},
+    "bridge unknown key": {**STATUS, "bridge": {**STATUS["bridge"], "mtu": 1500}},
+    "firewall not an object": {**STATUS, "firewall": ["delete table ip filter"]},
+    "dnsmasq pid not an integer": {**STATUS, "dnsmasq": {"pid": "1"}},
+    "backend not text": {**STATUS, "backend": 1},
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATUS_REFUSED))
+def test_off_shape_status_is_refused(case):
+    with pytest.raises(RecordError) as raised:
+        NetworkStatus.from_json(STATUS_REFUSED[case], "status of network 'default'")
+    assert str(raised.value).startswith("status of network 'default'")

@@ -18,6 +18,7 @@ from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
     from virtfw.net.model import Network
+    from virtfw.net.status import NetworkStatus
 
 
 def parse_network(text: str | bytes, origin: str) -> Network:
@@ -78,7 +79,7 @@ def net_create(app: AppContext, file: str) -> None:
         if defined.uuid != net.uuid and not net.uuid_generated:
             raise VirtfwError(f"network '{net.name}' is defined with another uuid")
     if not net.bridge.name:
-        taken = {a.status["bridge"]["name"] for a in app.network_status().active()}
+        taken = {a.status.bridge.name for a in app.network_status().active()}
         taken |= {store.load(n).bridge.name for n in store.names()}
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
@@ -144,7 +145,7 @@ def net_list(app: AppContext, show_all: bool, as_json: bool) -> None:
     )
 
 
-def _lookup(app: AppContext, name: str) -> tuple[Network, dict | None]:
+def _lookup(app: AppContext, name: str) -> tuple[Network, NetworkStatus | None]:
     store = app.store()
     store.path(name)
     active = app.network_status().get_active(name)
@@ -170,7 +171,7 @@ def net_info(app: AppContext, name: str, as_json: bool) -> None:
         "autostart": persistent and store.is_autostart(name),
         "bridge": net.bridge.name,
         "forward": net.forward.mode,
-        "backend": status.get("backend") if status else None,
+        "backend": status.backend if status else None,
         "addresses": [f"{ip.address}/{ip.prefix}" for ip in net.ips],
     }
     if as_json:
