@@ -71,6 +71,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -78,6 +79,9 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))  # the checkout's virtfw, for building libvirt's commands
 
 from net_start import BenchError, Namespace, _on_signal, cleanup_all, make_wrappers, read_tool_log
+
+if TYPE_CHECKING:
+    from virtfw.rules.xtables.syntax import PlannedRule
 
 TARGETS = {
     "reload_ms": 2000.0,  # reload of 1,000 bindings on nftables, at most
@@ -245,14 +249,14 @@ class LibvirtCommands:
 
     def final_restore_lines(self, k: int) -> tuple[list[str], list[str]]:
         """(chain declarations, rules) of the ebtables nat table libvirt leaves for binding k."""
-        from virtfw.rules.xtables.filter_render import restore_line
+        from virtfw.rules.xtables.syntax import restore_line
 
         plan = self.plan(k)
         if plan.families:
             raise BenchError("the preload only covers ebtables-only filters such as clean-traffic")
         eb = plan.ebtables
         chains = [f"-N {c}" for c in eb.chains]
-        rules = [restore_line(r) for r in eb.rules] + [restore_line(["-A", hook, *args]) for hook, args in eb.hooks]
+        rules = [restore_line(r.command()) for r in eb.rules] + [restore_line(hook.command()) for hook in eb.hooks]
         return chains, rules
 
     def commands(self, k: int) -> list[Cmd]:
@@ -281,8 +285,8 @@ class LibvirtCommands:
             subchains = [c for c in plan.ebtables.chains if not c.startswith("virtfw-")]
             for root in roots:
                 add([*eb, "-N", _temp(root)], True)
-            for rule in plan.ebtables.rules:
-                rule = [rule[0], _temp(rule[1]), *rule[2:-1], _temp(rule[-1])]
+            for planned in plan.ebtables.rules:
+                rule = ["-A", _temp(planned.chain), *planned.args[:-1], _temp(planned.args[-1])]
                 if rule[-1] in {_temp(s) for s in subchains} and rule[1].startswith("virtfw-"):
                     add([*eb, "-F", rule[-1]], False)
                     add([*eb, "-X", rule[-1]], False)
@@ -291,8 +295,8 @@ class LibvirtCommands:
         for family, plan_family in plan.families.items():
             out.extend(self._iptables_apply(port, "iptables" if family == "ipv4" else "ip6tables", plan_family.rules))
         if plan.ebtables:
-            for hook, args in plan.ebtables.hooks:
-                add([*eb, "-A", hook, *[_temp(a) for a in args]], True)
+            for hook in plan.ebtables.hooks:
+                add([*eb, "-A", hook.chain, *[_temp(a) for a in hook.args]], True)
         # tearOldRules (errors ignored): iptables and ip6tables, then ebtables
         for tool in ("iptables", "ip6tables"):
             ipt = [tool, "-w"]
@@ -341,7 +345,7 @@ class LibvirtCommands:
         return out
 
     @staticmethod
-    def _iptables_apply(port: str, tool: str, rules: list[list[str]]) -> list[Cmd]:
+    def _iptables_apply(port: str, tool: str, rules: list[PlannedRule]) -> list[Cmd]:
         ipt = [tool, "-w"]
         out = [Cmd([*ipt, "-D", "virtfw-out", "-m", "physdev", "--physdev-is-bridged", "--physdev-out", port, "-g", f"FP-{port}"], False),
                Cmd([*ipt, "-D", "virtfw-out", "-m", "physdev", "--physdev-out", port, "-g", f"FP-{port}"], False),
@@ -373,7 +377,7 @@ class LibvirtCommands:
                 Cmd([*ipt, "-D", "virtfw-in-post", "-m", "physdev", "--physdev-in", port, "-j", "ACCEPT"], False),
                 Cmd([*ipt, "-A", "virtfw-in-post", "-m", "physdev", "--physdev-in", port, "-j", "ACCEPT"], True)]  # fmt: skip
         for rule in rules:
-            out.append(Cmd([*ipt, rule[0], _temp(rule[1]), *rule[2:]], True))
+            out.append(Cmd([*ipt, "-A", _temp(rule.chain), *rule.args], True))
         return out
 
 

@@ -2,34 +2,52 @@
 """Benchmark: how long virtfw takes to start and stop NAT networks, against libvirt.
 
     python bench/net_start.py [--counts 1,10,50] [--backend nftables|iptables|both]
-                              [--repeat R] [--virtfw PATH] [--profile]
+                              [--repeat R] [--runs S] [--virtfw PATH] [--use-installed]
+                              [--startup-only] [--profile]
+
+What runs: the console script next to this Python (``--virtfw`` for another), always
+importing the checkout this file lives in (PYTHONPATH, ahead of any installed or
+editable virtfw; ``--use-installed`` for what is installed), with its bytecode cached
+under a temporary PYTHONPYCACHEPREFIX filled by an untimed warm-up (nothing is ever
+written into the checkout). Run it with the interpreter itself, not a pyenv shim.
 
 For each backend and each count N it generates N NAT networks shaped like libvirt's
 nat-default (name netK, bridge vbK, 10.(K//250).(K%250).1/24 with a DHCP range) and
 measures, every time in a fresh network namespace with fresh state:
 
   (a) one ``virtfw net-start netK`` process per network, then one ``net-destroy`` each;
-  (b) one ``virtfw autostart`` process starting all N, then one ``net-destroy`` each;
-  (c) a replay of the commands libvirt 11.3 runs for the same networks, one process
-      per command: base.{nftables,iptables} without its list queries, then
-      nat-default-linux.{nftables,iptables} per network (renamed, tc skipped);
+  (b) one ``virtfw autostart`` process starting all N (bridges, rules and dnsmasq: end
+      to end), then one ``net-destroy`` each;
+  (c) a replay of the firewall commands libvirt 11.3 runs for the same networks, one
+      process per command: base.{nftables,iptables} without its list queries, then
+      nat-default-linux.{nftables,iptables} per network (renamed, tc skipped); it is
+      compared with virtfw's own firewall tool time from (d), like with like;
   (d) one plain ``nft -f`` (or iptables-restore + ip6tables-restore) of the final
       ruleset (b) leaves, against the time virtfw spends in firewall tools during
-      (b), measured by timing wrappers put on PATH in front of the real tools.
+      (b), measured by timing wrappers put on PATH in front of the real tools;
+  (e) nftables: the batch virtfw applied in (d), loaded as virtfw loads it
+      (``nft -j -e -a -f``: JSON echo, for the rule handles) and plainly (``nft -f``);
+  (f) the sync calls (fsync, fdatasync, sync, syncfs) of one ``autostart``, counted
+      with ``strace -f`` (children detached at exec: the tools' own are not counted),
+      and by file.
 
-Plus one ``virtfw net-start default`` (median of 5, fresh namespaces) and
-``virtfw --help`` (median of 10), each also with compiled bytecode cached under a
-temporary PYTHONPYCACHEPREFIX (nothing is ever written into the checkout), and the
-interpreter's own start-up for scale. ``--repeat R`` runs (a)-(c) R times and prints
-medians; ``--profile`` adds import times and a cProfile of one net-start. Figures are
-printed with their targets; nothing is asserted: this is a benchmark, not a test.
+Start-up (medians of ``--runs``, fresh namespace and state each): ``virtfw --help``,
+one ``net-start default`` and one first ``nwfilter-binding-create`` (clean-traffic
+on a new port), against their targets, also uncached (a copy of the checkout imported
+with no bytecode written: the first run after an install), the interpreter's own
+start-up and what ``site`` (the .pth files) imports, for scale. Each figure is wall
+clock, fork to exit, with the CPU time beside it (steadier on a busy machine).
+``--repeat R`` runs (a)-(c) R times and prints medians; ``--profile`` adds import
+times and a cProfile of one net-start. Nothing is asserted: a benchmark, not a test.
 
 Safety: every command that touches links or firewall runs inside a namespace created
-here (``ip netns add``) and deleted in a ``finally`` (and on SIGTERM). Child processes
-enter the namespace with setns(2) between fork and exec (no ``ip netns exec``, whose
-own mount-namespace set-up would be charged to every command); a child that cannot
-enter it fails instead of running in the root namespace, and each new namespace is
-checked to hold only ``lo`` before use.
+here (``ip netns add``) and deleted in a ``finally`` (and on SIGTERM), after every
+process left in it (each network's dnsmasq) is stopped by pid; the end of the output
+says whether any dnsmasq this run started is still there. Child processes enter the
+namespace with setns(2) between fork and exec (no ``ip netns exec``, whose own
+mount-namespace set-up would be charged to every command); a child that cannot enter
+it fails instead of running in the root namespace, and each new namespace is checked
+to hold only ``lo`` before use.
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -68,14 +87,25 @@ FIREWALL_TOOLS = (
 
 TARGETS = {
     "tool_ratio": 1.5,  # virtfw tool time / one plain batch, at most
-    "autostart_speedup": 4.0,  # libvirt replay / virtfw autostart for 50 networks, at least
-    "net_start_ms": 400.0,  # one net-start default, at most
-    "help_ms": 100.0,  # virtfw --help, at most
+    "firewall_speedup": 4.0,  # libvirt replay / virtfw's firewall tool time in autostart, N=50, at least
+    "net_start_ms": 200.0,  # one net-start default, bytecode cached, less than
+    "help_ms": 60.0,  # virtfw --help, bytecode cached, less than
+    "binding_create_ms": 150.0,  # a first nwfilter-binding-create, bytecode cached, less than
 }
 
 
 class BenchError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # s, fork to exit
+    cpu: float  # s, user + system
+
+
+def medians(samples: Sequence[Timing]) -> Timing:
+    return Timing(statistics.median(t.wall for t in samples), statistics.median(t.cpu for t in samples))
 
 
 # ---- processes and namespaces ------------------------------------------------------
@@ -95,6 +125,7 @@ class Namespace:
     def __init__(self, tag: str) -> None:
         self.name = f"vfwbench{os.getpid()}x{next(_counter)}{tag}"
         self.fd = -1
+        self.last_cpu = 0.0
 
     def __enter__(self) -> Namespace:
         run_root(["ip", "netns", "add", self.name])
@@ -118,8 +149,7 @@ class Namespace:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        run_root(["ip", "netns", "del", self.name], check=False)
-        _live_namespaces.discard(self.name)
+        delete_namespace(self.name)
 
     def _enter(self) -> None:  # runs in the child, between fork and exec
         if _libc.setns(self.fd, CLONE_NEWNET) != 0:
@@ -146,12 +176,22 @@ class Namespace:
         if self.fd < 0:
             raise BenchError(f"namespace {self.name} is not open")
         start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
         proc = subprocess.run(
             list(argv), capture_output=True, text=True, env=env,
             preexec_fn=self._enter, timeout=600, **stdin,
         )  # fmt: skip
-        return time.perf_counter() - start, proc
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.last_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return elapsed, proc
+
+    def sample(self, argv: Sequence[str], **kwargs) -> Timing:
+        """Wall and CPU time of one successful run (CPU: the process and the children it
+        waited for, so not a daemon it left behind; on a busy machine it varies less)."""
+        wall = self.timed_ok(argv, **kwargs)
+        return Timing(wall, self.last_cpu)
 
     def timed_ok(self, argv: Sequence[str], **kwargs) -> float:
         elapsed, proc = self.timed(argv, **kwargs)
@@ -164,10 +204,59 @@ class Namespace:
         self.run(["ip", "-batch", "-"], input=batch)
 
 
+def stop_processes(name: str, grace: float = 2.0) -> None:
+    """End every process in namespace ``name`` (ours: the dnsmasq of each network started
+    there, by pid), SIGTERM then SIGKILL. ``ip netns del`` alone would leave them running,
+    holding their inotify instances, with no namespace left to find them by."""
+    pids = [int(p) for p in run_root(["ip", "netns", "pids", name], check=False).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
+            if pids:
+                time.sleep(0.02)
+        if not pids:
+            return
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def delete_namespace(name: str) -> None:
+    stop_processes(name)
+    run_root(["ip", "netns", "del", name], check=False)
+    _live_namespaces.discard(name)
+
+
 def cleanup_all() -> None:
     for name in list(_live_namespaces):
-        run_root(["ip", "netns", "del", name], check=False)
-        _live_namespaces.discard(name)
+        delete_namespace(name)
+
+
+def dnsmasq_pids(under: Path | None = None) -> list[int]:
+    """dnsmasq processes on this machine; with ``under``, only those whose config is there."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"dnsmasq") or _is_zombie(int(entry.name)):
+            continue
+        if under is None or any(str(under).encode() in arg for arg in argv):
+            found.append(int(entry.name))
+    return found
 
 
 def _on_signal(signum, _frame) -> None:
@@ -280,6 +369,9 @@ start=$EPOCHREALTIME
 rc=$?
 end=$EPOCHREALTIME
 printf '%s\\t%s\\t%s\\t%s\\n' "{tool}" "$start" "$end" "$*" >> "$VIRTFW_BENCH_TOOLLOG"
+for arg in "$@"; do  # a copy of each batch file (virtfw deletes its own once we return), untimed
+    case "$arg" in */virtfw-*.batch) cp -- "$arg" "$VIRTFW_BENCH_TOOLLOG.$EPOCHREALTIME.{tool}.batch" ;; esac
+done
 exit $rc
 """
 
@@ -327,14 +419,45 @@ class Bench:
         self.wrapdir.mkdir()
         make_wrappers(self.wrapdir, self.real)
         self.config_dirs: dict[int, Path] = {}
-        # Never write bytecode into the checkout (existing caches are still read);
-        # the "cached" variant keeps compiled modules under our temp dir instead.
-        base = dict(os.environ)
-        if not use_installed:  # measure the checkout this file lives in, whatever is installed
-            base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH")) if p)
-        self.env = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
-        self.env_cached = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        self.env_cached["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+        self.batches: dict[int, Path] = {}  # N -> the largest nft batch autostart applied
+        # Every run: the console script, importing the checkout this file lives in
+        # (PYTHONPATH, ahead of any installed virtfw) with its bytecode cached under our
+        # temp dir (never written into the checkout), as an installed package has it.
+        # The "uncached" figures import a copy of the checkout made here, with no
+        # bytecode written anywhere: every virtfw module is compiled on every run (the
+        # first run after an install or a pull); stdlib and site-packages keep theirs.
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+        source = ROOT
+        if not use_installed:
+            source = tmp / "uncached-copy"
+            for part in ("virtfw", "etc"):
+                shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+        self.env = {
+            **self._with_path(base, None if use_installed else ROOT),
+            "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
+        }
+        self.env_uncached = {**self._with_path(base, None if use_installed else source), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    @staticmethod
+    def _with_path(env: dict[str, str], root: Path | None) -> dict[str, str]:
+        if root is None:
+            return dict(env)
+        return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)}
+
+    def warm(self, backends: list[str]) -> None:
+        """Fill the bytecode cache (untimed): every module a timed command imports."""
+        for backend in backends:
+            with Namespace("warm") as ns:
+                ns.run([self.exe, "--help"], env=self.env)
+                self.create_binding(ns, backend, self.env)
+                vf = Virtfw(self.exe, self.empty_config(), self.fresh_state(), backend)
+                ns.run(vf.argv("net-start", "default"), env=self.env)
+                ns.run(vf.argv("net-destroy", "default"), env=self.env)
+
+    def empty_config(self) -> Path:
+        config = self.tmp / "config-empty"
+        config.mkdir(exist_ok=True)
+        return config
 
     def code_location(self) -> str:
         """Which virtfw package the runs import, and its git commit (plus local changes)."""
@@ -446,6 +569,9 @@ class Bench:
             if not run_calls:
                 raise BenchError("the timing wrappers logged nothing: virtfw did not find them on PATH")
             calls[:] = run_calls
+            batches = sorted(log.parent.glob(f"{log.name}.*.nft.batch"), key=lambda b: b.stat().st_size)
+            if batches:
+                self.batches[count] = batches[-1]
             apply = sum(c.seconds for c in run_calls if "restore" in c.tool or " -f " in f" {c.args} ")
             return {"wall": wall, "tools": sum(c.seconds for c in run_calls), "apply": apply,
                     "calls": len(run_calls)}  # fmt: skip
@@ -511,38 +637,120 @@ class Bench:
                     self.check_loaded(ns, backend, saved)
         return {key: statistics.median(values) for key, values in times.items()}
 
-    def net_start_default(self, backend: str, runs: int = 5, cached: bool = False) -> float:
-        config = self.tmp / "config-empty"
-        config.mkdir(exist_ok=True)
-        env = self.env_cached if cached else self.env
+    def net_start_default(self, backend: str, runs: int = 5, cached: bool = True) -> Timing:
+        """One ``net-start default`` (bridge, rules, dnsmasq) in a fresh namespace and state, median."""
+        env = self.env if cached else self.env_uncached
         times = []
-        for i in range(runs + cached):  # with a cache, a first untimed run fills it
-            vf = Virtfw(self.exe, config, self.fresh_state(), backend)
+        for _ in range(runs):
+            vf = Virtfw(self.exe, self.empty_config(), self.fresh_state(), backend)
             with Namespace("s") as ns:
-                elapsed = ns.timed_ok(vf.argv("net-start", "default"), env=env)
-            if not (cached and i == 0):
-                times.append(elapsed)
-        return statistics.median(times)
+                times.append(ns.sample(vf.argv("net-start", "default"), env=env))
+        return medians(times)
 
-    def startup(self) -> dict[str, float]:
+    def create_binding(self, ns: Namespace, backend: str, env: dict[str, str]) -> Timing:
+        """A first ``nwfilter-binding-create`` (clean-traffic on a new port), fresh state."""
+        port = f"vnet{next(_counter)}"
+        if ns.run(["ip", "link", "add", port, "type", "dummy"], check=False).returncode != 0:  # no dummy module
+            ns.run(["ip", "link", "add", port, "type", "veth", "peer", "name", f"p{port}"[:15]])
+        xml = self.tmp / f"binding-{port}.xml"
+        xml.write_text(
+            f"<filterbinding>\n  <portdev name='{port}'/>\n  <mac address='52:54:00:00:00:01'/>\n"
+            "  <filterref filter='clean-traffic'>\n    <parameter name='IP' value='10.0.0.1'/>\n"
+            "  </filterref>\n</filterbinding>\n"
+        )
+        vf = Virtfw(self.exe, self.empty_config(), self.fresh_state(), backend)
+        return ns.sample(vf.argv("nwfilter-binding-create", str(xml)), env=env)
+
+    def binding_create(self, backend: str, runs: int = 5, cached: bool = True) -> Timing:
+        env = self.env if cached else self.env_uncached
+        times = []
+        for _ in range(runs):
+            with Namespace("f") as ns:
+                times.append(self.create_binding(ns, backend, env))
+        return medians(times)
+
+    def startup(self, runs: int = 9) -> dict[str, Timing]:
         figures = {}
         with Namespace("h") as ns:
 
-            def median(argv: list[str], runs: int = 10, env: dict[str, str] | None = None) -> float:
-                ns.timed_ok(argv, env=env or self.env)  # warm the page cache (and the bytecode cache)
-                return statistics.median(ns.timed_ok(argv, env=env or self.env) for _ in range(runs))
+            def median(argv: list[str], env: dict[str, str] | None = None) -> Timing:
+                ns.timed_ok(argv, env=env or self.env)  # warm the page cache
+                return medians([ns.sample(argv, env=env or self.env) for _ in range(runs)])
 
             py = sys.executable
             figures["python -c pass"] = median([py, "-c", "pass"])
             figures["python -S -c pass (no site, no .pth files)"] = median([py, "-S", "-c", "pass"])
-            figures["python -c 'import click, lxml.etree'"] = median([py, "-c", "import click, lxml.etree"])
-            figures["python -c 'import pyroute2'"] = median([py, "-c", "import pyroute2"])
+            figures["python -c 'import click'"] = median([py, "-c", "import click"])
+            figures["python -c 'import lxml.etree'"] = median([py, "-c", "import lxml.etree"])
             figures["virtfw --help"] = median([self.exe, "--help"])
-            figures["virtfw --help, bytecode cached"] = median([self.exe, "--help"], env=self.env_cached)
-            on_path = shutil.which("virtfw")
-            if on_path and Path(on_path) != Path(self.exe):
-                figures[f"{on_path} --help (PATH)"] = median([on_path, "--help"])
+            figures["virtfw --help, uncached"] = median([self.exe, "--help"], env=self.env_uncached)
         return figures
+
+    def site_imports(self) -> list[tuple[str, float]]:
+        """What ``site`` imports at every start (the .pth files' doing), ms, from -X importtime."""
+        with Namespace("i") as ns:
+            err = ns.run([sys.executable, "-X", "importtime", "-c", "pass"], env=self.env).stderr
+        rows, inside = [], []
+        for line in err.splitlines():
+            m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+            if not m:
+                continue
+            depth = len(m.group(2)) // 2
+            if depth == 0:
+                if m.group(3) == "site":
+                    rows = [("site, all", int(m.group(1)) / 1000), *inside]
+                inside = []
+            elif depth == 1:
+                inside.append((m.group(3), int(m.group(1)) / 1000))
+        return rows
+
+    # (e) nft with JSON echo (for handles) against a plain load of the same batch
+    def nft_echo(self, count: int) -> dict[str, float]:
+        batch = self.batches.get(count)
+        if batch is None:
+            raise BenchError("no nft batch was captured from the wrapped autostart")
+        bridges = [n.bridge for n in nets_for(count)]
+        times: dict[str, list[float]] = {"echo": [], "plain": []}
+        for _ in range(max(5, self.repeat)):
+            for key, argv in (("echo", ["-j", "-e", "-a", "-f"]), ("plain", ["-f"])):
+                with Namespace("e") as ns:
+                    ns.add_bridges(bridges)
+                    times[key].append(ns.timed_ok([self.real["nft"], *argv, str(batch)]))
+        return {key: statistics.median(values) for key, values in times.items()}
+
+    # fsync(2) and friends made by one ``virtfw autostart`` of N networks
+    def syncs(self, backend: str, count: int, config: Path) -> tuple[int, list[tuple[int, str]]]:
+        """Total sync calls of the virtfw process (and its children up to their exec: the
+        tools' own are not counted), and the count per kind of file synced."""
+        strace = shutil.which("strace")
+        if strace is None:
+            raise BenchError("strace not on PATH (apt-get install strace)")
+        state = self.fresh_state()
+        vf = Virtfw(self.exe, config, state, backend)
+        log = self.tmp / f"strace-{count}-{backend}.log"
+        argv = [strace, "-f", "-b", "execve", "-qq", "-y", "-e", "trace=fsync,fdatasync,sync,syncfs", "-o", str(log)]
+        with Namespace("y") as ns:
+            ns.run([*argv, *vf.argv("autostart")], env=self.env)
+        kinds: dict[str, int] = {}
+        pattern = re.compile(r"^\d+\s+(fsync|fdatasync|sync|syncfs)\((?:\d+<([^>]*)>)?")
+        for line in log.read_text().splitlines():
+            m = pattern.match(line)
+            if not m:
+                continue
+            where = m.group(2)
+            if where is None:
+                what = f"{m.group(1)}()"
+            else:
+                path = Path(where)
+                rel = where
+                for label, folder in (("STATE", state), ("CONFIG", config)):
+                    if path.is_relative_to(folder):
+                        rel = f"{label}/{path.relative_to(folder)}".rstrip("/.")
+                rel = re.sub(r"/\.([^/]+?)\.[^./]+$", r"/\1", rel)  # mkstemp's temp name -> the file's
+                rel = re.sub(r"\d+", "N", rel)
+                what = f"{m.group(1)}(directory {rel})" if path.is_dir() else f"{m.group(1)}({rel})"
+            kinds[what] = kinds.get(what, 0) + 1
+        return sum(kinds.values()), sorted(((n, k) for k, n in kinds.items()), reverse=True)
 
     def check_loaded(self, ns: Namespace, backend: str, saved: dict[str, str]) -> None:
         """The single batch really loaded that ruleset, no more, no less (checked untimed)."""
@@ -588,6 +796,7 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
     per_count: dict[int, dict[str, float | None]] = {}
     errors: list[str] = []
     tool_breakdown: dict[int, list[ToolCall]] = {}
+    sync_breakdown: dict[int, list[tuple[int, str]]] = {}
     for count in counts:
         fig: dict[str, float | None] = {}
         per_count[count] = fig
@@ -623,6 +832,14 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
             if d:
                 fig["d_batch"] = d["batch"]
                 fig["d_save"] = d.get("save")
+        if backend == "nftables" and w:
+            e = attempt("(e) nft echo", lambda count=count: bench.nft_echo(count))
+            if e:
+                fig.update(e_echo=e["echo"], e_plain=e["plain"])
+        f = attempt("(f) syncs", lambda count=count, config=config: bench.syncs(backend, count, config))
+        if f:
+            fig["f_syncs"] = f[0]
+            sync_breakdown[count] = f[1]
 
     def get(count: int, key: str) -> float | None:
         return per_count[count].get(key)
@@ -634,16 +851,20 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         return [fn(n) for n in counts]
 
     big = max(counts)
-    speedup = div(get(big, "c_total"), get(big, "b_up"))
+    speedup = div(get(big, "c_total"), get(big, "w_tools"))
     tool_ratios = [div(get(n, "w_tools"), get(n, "d_batch")) for n in counts]
     tools_ok = None if any(r is None for r in tool_ratios) else all(r <= TARGETS["tool_ratio"] for r in tool_ratios)
+    met = None if speedup is None else speedup >= TARGETS["firewall_speedup"]
+    firewall_target = (
+        f">= {TARGETS['firewall_speedup']:.0f}x at N={big} {verdict(met)} (firewall commands only, both sides)"
+    )
     batch_tool = "nft -f" if backend == "nftables" else "iptables-restore + ip6tables-restore"
     rows = [
         ("(a) net-start x N, total ms", cells(lambda n: ms(get(n, "a_up"))), ""),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "a_up"), n))), ""),
         ("(a) net-destroy x N, total ms", cells(lambda n: ms(get(n, "a_down"))), ""),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "a_down"), n))), ""),
-        ("(b) autostart (1 process), ms", cells(lambda n: ms(get(n, "b_up"))), ""),
+        ("(b) autostart (1 process), ms", cells(lambda n: ms(get(n, "b_up"))), "(end to end: bridges, rules, dnsmasq)"),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "b_up"), n))), ""),
         ("(b) net-destroy x N, total ms", cells(lambda n: ms(get(n, "b_down"))), ""),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "b_down"), n))), ""),
@@ -655,11 +876,10 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         ),
         ("    per network, mean ms", cells(lambda n: ms(div(get(n, "c_total"), n))), ""),
         (
-            "(c)/(b) replay / autostart",
-            cells(lambda n: ratio(div(get(n, "c_total"), get(n, "b_up")))),
-            f">= {TARGETS['autostart_speedup']:.0f}x at N={big} {verdict(None if speedup is None else speedup >= TARGETS['autostart_speedup'])}",
+            "(c)/(d) replay / virtfw tool time",
+            cells(lambda n: ratio(div(get(n, "c_total"), get(n, "w_tools")))),
+            firewall_target,
         ),
-        ("(c)/(a) replay / net-start x N", cells(lambda n: ratio(div(get(n, "c_total"), get(n, "a_up")))), ""),
         (f"(d) one {batch_tool}, ms", cells(lambda n: ms(get(n, "d_batch"))), "(median of 3; the reference)"),
     ]
     if backend == "iptables":
@@ -684,8 +904,20 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
             [ratio(r) for r in tool_ratios],
             f"<= {TARGETS['tool_ratio']}x {verdict(tools_ok)}",
         ),
-        ("    autostart wall / one batch", cells(lambda n: ratio(div(get(n, "b_up"), get(n, "d_batch")))), ""),
     ]
+    if backend == "nftables":
+        rows += [
+            ("(e) nft -j -e -a -f of virtfw's batch, ms", cells(lambda n: ms(get(n, "e_echo"))), "(median of 5)"),
+            ("    nft -f of the same batch, ms", cells(lambda n: ms(get(n, "e_plain"))), "(median of 5)"),
+            ("    JSON echo / plain", cells(lambda n: ratio(div(get(n, "e_echo"), get(n, "e_plain")))), ""),
+        ]
+    rows.append(
+        (
+            "(f) sync calls in autostart",
+            cells(lambda n: "-" if get(n, "f_syncs") is None else str(int(get(n, "f_syncs")))),
+            "(fsync, fdatasync, sync, syncfs; strace)",
+        )
+    )
     print_table(f"backend {backend}", counts, rows)
     if tool_breakdown:
         count = max(tool_breakdown)
@@ -693,6 +925,12 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         for call in tool_breakdown[count]:
             args = call.args if len(call.args) <= 60 else call.args[:57] + "..."
             print(f"    {ms(call.seconds):>8} ms  {call.tool} {args}")
+        print()
+    if sync_breakdown:
+        count = max(sync_breakdown)
+        print(f"  sync calls of `virtfw autostart` (N={count}), by file (N = any number):")
+        for number, what in sync_breakdown[count]:
+            print(f"    {number:>6}  {what}")
         print()
     return errors
 
@@ -711,6 +949,8 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also print import times and a cProfile of one net-start default"
     )
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up figures (no N networks)")
+    parser.add_argument("--runs", type=int, default=9, help="runs per start-up figure, median reported (default 9)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("error: needs root (creates network namespaces)", file=sys.stderr)
@@ -727,6 +967,8 @@ def main() -> int:
         print("error: virtfw not found", file=sys.stderr)
         return 2
 
+    bench_dnsmasq_before = len(dnsmasq_pids())
+    tmp = ""
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     errors: list[str] = []
@@ -743,53 +985,78 @@ def main() -> int:
             print(f"virtfw code measured: {bench.code_location()}")
             print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}")
             print("times are wall clock per process (fork to exit), in ms; each scenario in a fresh namespace\n")
-            for backend in backends:
+            print("warming the bytecode cache (untimed) ...", file=sys.stderr, flush=True)
+            bench.warm(backends)
+            for backend in backends if not args.startup_only else []:
                 errors += run_backend(bench, backend, counts, info)
 
-            single = []
-            for backend in backends:
-                for cached in (False, True):
-                    label = f"virtfw net-start default [{backend}]{', bytecode cached' if cached else ''}"
-                    try:
-                        single.append((label + " (median of 5)", bench.net_start_default(backend, cached=cached)))
-                    except (BenchError, subprocess.SubprocessError, OSError) as exc:
-                        errors.append(f"{label}: {exc}")
-            try:
-                startup = bench.startup()
-            except (BenchError, subprocess.SubprocessError, OSError) as exc:
-                errors.append(f"start-up: {exc}")
-                startup = {}
-            rows = [(label, ms(value), f"<= {TARGETS['net_start_ms']:.0f} ms {verdict(value * 1000 <= TARGETS['net_start_ms'])}")
-                    for label, value in single]  # fmt: skip
-            for label, value in startup.items():
-                target = ""
-                if label.startswith("virtfw --help"):
-                    target = f"<= {TARGETS['help_ms']:.0f} ms {verdict(value * 1000 <= TARGETS['help_ms'])}"
-                rows.append((label + " (median of 10)", ms(value), target))
-            for count in counts:
+            print_startup(bench, backends, args.runs, errors)
+            for count in counts if not args.startup_only else []:
                 if f"define_mean_{count}" in info.figures:
-                    rows.append(
-                        (f"net-define, mean of {count} (untimed set-up)", ms(info.figures[f"define_mean_{count}"]), "")
-                    )
-                    rows.append(
-                        (f"net-autostart, mean of {count} (untimed set-up)", ms(info.figures[f"mark_mean_{count}"]), "")
-                    )
-            width = max(len(r[0]) for r in rows) if rows else 0
-            print("single commands")
-            print("---------------")
-            for label, value, target in rows:
-                print(f"{label.ljust(width)}  {value:>8} ms  {target}".rstrip())
+                    print(f"net-define, mean of {count} (untimed set-up): {ms(info.figures[f'define_mean_{count}'])} ms; "
+                          f"net-autostart: {ms(info.figures[f'mark_mean_{count}'])} ms")  # fmt: skip
             print()
             print(f"load average at end: {Path('/proc/loadavg').read_text().strip()}\n")
             if args.profile:
                 profile(bench, backends[0])
     finally:
         cleanup_all()
+        after = dnsmasq_pids()
+        print(f"dnsmasq processes on this machine: {bench_dnsmasq_before} before the run, {len(after)} after")
+        if leaked := dnsmasq_pids(Path(tmp)):
+            print(f"LEAK: {len(leaked)} dnsmasq started by this bench still running: pids {leaked}")
+        else:
+            print("none started by this bench is left running")
     if errors:
         print("errors (figures shown as '-'):")
         for error in errors:
             print(f"  {error}")
     return 0
+
+
+def print_startup(bench: Bench, backends: list[str], runs: int, errors: list[str]) -> None:
+    """The start-up figures: medians of single commands against their targets."""
+    rows: list[tuple[str, str, str]] = []
+
+    def row(label: str, value: Timing, key: str | None) -> tuple[str, str, str]:
+        met = f"< {TARGETS[key]:.0f} ms {verdict(value.wall * 1000 < TARGETS[key])}" if key else ""
+        return (label, f"{ms(value.wall):>8} ms  cpu {ms(value.cpu):>6} ms", met)
+
+    def add(label: str, key: str | None, fn, *args, **kwargs) -> None:
+        try:
+            rows.append(row(label, fn(*args, **kwargs), key))
+        except (BenchError, subprocess.SubprocessError, OSError) as exc:
+            errors.append(f"{label}: {exc}")
+
+    try:
+        for label, value in bench.startup(runs).items():
+            rows.append(row(label, value, "help_ms" if label == "virtfw --help" else None))
+    except (BenchError, subprocess.SubprocessError, OSError) as exc:
+        errors.append(f"start-up: {exc}")
+    for backend in backends:
+        add(f"virtfw net-start default [{backend}]", "net_start_ms", bench.net_start_default, backend, runs)
+        add(f"virtfw nwfilter-binding-create [{backend}]", "binding_create_ms", bench.binding_create, backend, runs)
+    for backend in backends[:1]:
+        add(f"virtfw net-start default [{backend}], uncached", None, bench.net_start_default, backend, runs, False)
+        add(f"virtfw nwfilter-binding-create [{backend}], uncached", None, bench.binding_create, backend, runs, False)
+    width = max(len(r[0]) for r in rows) if rows else 0
+    title = f"start-up: medians of {runs} runs, wall clock fork to exit; bytecode cached unless 'uncached'"
+    print(title)
+    print("-" * len(title))
+    for label, value, verdict_text in rows:
+        print(f"{label.ljust(width)}  {value}  {verdict_text}".rstrip())
+    try:
+        site = bench.site_imports()
+    except (BenchError, subprocess.SubprocessError, OSError) as exc:
+        errors.append(f"site imports: {exc}")
+        site = []
+    if site:
+        print(
+            "what `site` imports at every start (python -X importtime -c pass, cumulative ms; the .pth files' doing):"
+        )
+        for name, value in site:
+            print(f"  {value:7.1f}  {name}")
+    print()
 
 
 def profile(bench: Bench, backend: str) -> None:

@@ -1,12 +1,15 @@
+"""Shared fixtures and the conformance summary lines, for every group of tests.
+
+The tests are grouped by what they need: ``unit/`` (no root, no kernel tools),
+``netns/`` (root: real tools in namespaces they create), ``conformance/`` (libvirt's
+test cases, in namespaces), ``vm/`` (stock-kernel VMs, to come). Shared helpers are the
+package ``helpers`` (``tests/helpers/``; pyproject.toml puts ``tests/`` on the path).
+"""
+
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces
+from helpers.nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,23 +1,12 @@
-"""Decisions every owner manager (networks, filter bindings) takes alike about its backend's
-shared base: which record holds it after an install, and what a removal leaves to do."""
+"""What every owner manager (networks, filter bindings) decides alike once an owner's
+rules are removed. (Which base record holds after an install: ``rules.backend.merged_base``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from virtfw.rules.backend import BaseRecord
-
-B = TypeVar("B", bound="BaseRecord")
 T = TypeVar("T")
-
-
-def combined_base(recorded: B | None, created: B | None) -> B | None:
-    """The base record after an install: the one on file with what the install created."""
-    if recorded is None or created is None:
-        return created if created is not None else recorded
-    return recorded.merged(created)
 
 
 def after_removal(

@@ -183,7 +183,7 @@ def locked(state_dir: Path) -> Iterator[None]:
     """One lock for every changing command, so concurrent invocations serialize."""
     try:
         ensure_dir(state_dir)
-        handle = open(state_dir / "lock", "a+")
+        handle = open(state_dir / "lock", "a+")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise VirtfwError(f"cannot open lock in {state_dir}: {exc.strerror}") from None
     with handle:

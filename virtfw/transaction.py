@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Literal, final
 
 
+@final
 class Transaction:
     """Use as a context manager; on an exception every undo runs, newest first.
 
@@ -22,7 +24,7 @@ class Transaction:
     def __enter__(self) -> Transaction:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> Literal[False]:
         if exc_type is not None:
             self.rollback()
         return False

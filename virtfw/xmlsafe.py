@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from lxml import etree
 
 from virtfw.errors import VirtfwError
@@ -58,7 +60,10 @@ class Reader:
                 raise self.fail(f"unknown attribute '{name}'")
         for child in self.element:
             if child.tag not in children:
-                raise VirtfwError(f"{self.origin}: unknown element <{child.tag}> in <{self.element.tag}>")
+                raise self.unknown_child(child)
+
+    def unknown_child(self, child: etree._Element) -> VirtfwError:
+        return VirtfwError(f"{self.origin}: unknown element <{child.tag}> in <{self.element.tag}>")
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.element.get(name)
@@ -77,6 +82,12 @@ class Reader:
         if value not in (true, false):
             raise self.fail(f"attribute '{name}': '{value}' must be '{true}' or '{false}'")
         return value == true
+
+    @overload
+    def integer(self, name: str, low: int, high: int, default: int) -> int: ...
+
+    @overload
+    def integer(self, name: str, low: int, high: int, default: None = None) -> int | None: ...
 
     def integer(self, name: str, low: int, high: int, default: int | None = None) -> int | None:
         value = self.get(name)

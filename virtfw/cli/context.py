@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virtfw.config import Config
-from virtfw.errors import VirtfwError
-from virtfw.rules.runner import Runner
 
 if TYPE_CHECKING:
     from virtfw.rules.backend import NetworkBackend
+    from virtfw.rules.runner import Runner
 
 
 @dataclass
@@ -66,11 +64,3 @@ class AppContext:
         from virtfw.net.store import NetworkStore
 
         return NetworkStore(self.config)
-
-
-def read_input(path: str) -> bytes:
-    """An XML file named on the command line; unreadable is a user error, not a traceback."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None

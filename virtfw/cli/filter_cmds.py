@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext, read_input
-from virtfw.cli.net_cmds import edit_text
+from virtfw.cli.net_cmds import edit_text, read_input
 from virtfw.cli.output import emit_json, info, table
 from virtfw.errors import VirtfwError
+
+if TYPE_CHECKING:
+    from virtfw.cli.context import AppContext
 
 pass_app = click.pass_obj
 
@@ -128,7 +132,7 @@ def nwfilter_binding_list(app: AppContext, as_json: bool) -> None:
     for active in app.bindings(need_backend=False).active():
         binding = active.binding
         rows.append({"portdev": binding.portdev, "filter": binding.filter, "mac": binding.mac,
-                     "backend": active.status.get("backend"), "state": active.status.get("state")})  # fmt: skip
+                     "backend": active.status.backend, "state": active.status.state})  # fmt: skip
     if as_json:
         emit_json(rows)
         return
@@ -143,7 +147,7 @@ def nwfilter_binding_dumpxml(app: AppContext, portdev: str) -> None:
     active = app.bindings(need_backend=False).get(portdev)
     if active is None:
         raise VirtfwError(f"port {portdev} has no filter binding")
-    click.echo(active.status["xml"], nl=False)
+    click.echo(active.status.xml, nl=False)
 
 
 COMMANDS = [

@@ -9,10 +9,7 @@ from pathlib import Path
 import click
 
 from virtfw import __version__
-from virtfw.cli.context import AppContext
-from virtfw.config import Config, default_dirs
 from virtfw.errors import VirtfwError
-from virtfw.rules.runner import Runner
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +38,11 @@ from virtfw.rules.runner import Runner
 @click.pass_context
 def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verbose) -> None:
     """Firewalled virtual networks and network filters for VMs and containers, libvirt-style."""
+    # Not imported for --help: the runner pulls in subprocess, the context dataclasses.
+    from virtfw.cli.context import AppContext
+    from virtfw.config import Config, default_dirs
+    from virtfw.rules.runner import Runner
+
     default_config, default_state = default_dirs()
     config = Config(config_dir or default_config, state_dir or default_state, backend)
     ctx.obj = AppContext(config, Runner(dry_run=dry_run, verbose=verbose and not quiet))

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.context import AppContext, read_input
 from virtfw.cli.output import emit_json, fields, info, table
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
+    from virtfw.cli.context import AppContext
     from virtfw.net.model import Network
     from virtfw.net.status import NetworkStatus
+
+
+def read_input(path: str) -> bytes:
+    """An XML file named on the command line; unreadable is a user error, not a traceback."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def parse_network(text: str | bytes, origin: str) -> Network:
@@ -233,6 +238,10 @@ def net_edit(app: AppContext, name: str) -> None:
 
 def edit_text(text: str, suffix: str) -> str:
     """Run $VISUAL/$EDITOR on a temporary copy, as an argument vector (no shell)."""
+    import shlex
+    import subprocess
+    import tempfile
+
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     fd, path = tempfile.mkstemp(suffix=suffix)
     try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 
 def emit_json(data: object) -> None:
+    import json  # only the --json paths pay for it
+
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 

@@ -6,6 +6,10 @@ and completed after; it goes last on delete. Every change is one backend install
 redefining a filter used by 500 bindings is still one batch per tool, all or none.
 A status also keeps a digest of what its rules were rendered from (see ``_digest``):
 ``reload`` installs a binding whose digest still holds from its record, unrendered.
+
+Status files, the backends' base records and the temp files a killed write leaves are
+handled through :class:`~virtfw.statefiles.StatusDir`; removal records are read into the
+backend's typed records (``load_record``/``load_base``) and never looked into here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
@@ -26,19 +31,111 @@ from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tre
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.names import check_ifname
-from virtfw.rules.backend import Backend, Installed, load_filter_backend
+from virtfw.rules import records
+from virtfw.rules.backend import FilterBackend, Installed, load_filter_backend, merged_base, module_digest
 from virtfw.rules.runner import Runner
-from virtfw.statefiles import json_text, locked, read_json, remove_file, write_json, write_many
+from virtfw.statefiles import StatusDir, locked, remove_file, write_many
 from virtfw.transaction import Transaction
+
+AnyFilterBackend = FilterBackend[Any, Any]
+# The code that turns a binding and its filter tree into PortRules: part of every digest,
+# with the backend's own rendering code (``render_digest``).
+INSTANTIATE_MODULES = ("virtfw.filter.instantiate", "virtfw.filter.model")
+
+
+STARTING, ACTIVE = "starting", "active"  # a status is written before the install, completed after
+
+
+@dataclass
+class BindingStatus:
+    """A binding's status file, ``bindings/PORT.json``: what is installed for it now.
+
+    JSON: ``{"portdev", "xml", "binding": {Binding's fields}, "backend", "created",
+    "state": "starting"|"active", "firewall": the backend's removal record or null,
+    "digest": str or null}``. ``firewall`` stays JSON here: only its backend reads it
+    (:meth:`ActiveBinding.record`). Files of the untyped version load: they may lack
+    ``binding`` (then the XML is parsed) and, while starting, ``digest``.
+    """
+
+    portdev: str
+    xml: str
+    binding: Binding | None  # validated when the binding was created: no XML parsing on reload
+    backend: str
+    created: float
+    state: str = STARTING
+    firewall: dict | None = None
+    digest: str | None = None  # what the record was rendered from (see BindingManager._digest)
+
+    def to_json(self) -> dict:
+        return {
+            "portdev": self.portdev,
+            "xml": self.xml,
+            "binding": dataclasses.asdict(self.binding) if self.binding else None,
+            "backend": self.backend,
+            "created": self.created,
+            "state": self.state,
+            "firewall": self.firewall,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> BindingStatus:
+        keys = {"portdev", "xml", "binding", "backend", "created", "state", "firewall", "digest"}
+        fields = records.obj(data, where, keys)
+        for key in ("portdev", "xml", "backend", "created", "state"):
+            if key not in fields:
+                raise records.fail(where, f"{key!r} is missing")
+        portdev = records.text(fields["portdev"], f"{where}.portdev")
+        try:
+            check_ifname(portdev, "port device")
+        except VirtfwError as error:
+            raise records.fail(f"{where}.portdev", str(error)) from None
+        created = fields["created"]
+        if isinstance(created, bool) or not isinstance(created, (int, float)):
+            raise records.fail(f"{where}.created", "expected a number")
+        state = records.text(fields["state"], f"{where}.state")
+        if state not in (STARTING, ACTIVE):
+            raise records.fail(f"{where}.state", f"expected {STARTING!r} or {ACTIVE!r}")
+        firewall = fields.get("firewall")
+        digest = fields.get("digest")
+        return cls(
+            portdev,
+            records.text(fields["xml"], f"{where}.xml"),
+            _binding(fields.get("binding"), f"{where}.binding", portdev),
+            records.text(fields["backend"], f"{where}.backend"),
+            created,
+            state,
+            records.obj(firewall, f"{where}.firewall") if firewall is not None else None,
+            records.text(digest, f"{where}.digest") if digest is not None else None,
+        )
+
+
+def _binding(data: object, where: str, portdev: str) -> Binding | None:
+    """Binding's fields as ``dataclasses.asdict`` wrote them; None when not recorded."""
+    if data is None:
+        return None
+    names = {f.name for f in dataclasses.fields(Binding)}
+    fields = records.obj(data, where, names)
+    optional = ("owner", "owner_uuid", "linkdev")
+    values: dict[str, Any] = {
+        name: records.text(fields.get(name), f"{where}.{name}") for name in ("portdev", "mac", "filter")
+    }
+    values["params"] = records.texts_by_key(fields.get("params", {}), f"{where}.params")
+    values.update(
+        {name: records.text(fields[name], f"{where}.{name}") for name in optional if fields.get(name) is not None}
+    )
+    if values["portdev"] != portdev:
+        raise records.fail(f"{where}.portdev", f"not the status's port {portdev}")
+    return Binding(**values)
 
 
 @dataclass
 class ActiveBinding:
-    status: dict
+    status: BindingStatus
 
     @property
     def portdev(self) -> str:
-        return self.status["portdev"]
+        return self.status.portdev
 
     @property
     def owner(self) -> str:
@@ -46,12 +143,17 @@ class ActiveBinding:
 
     @property
     def binding(self) -> Binding:
-        fields = self.status.get("binding")
-        if fields:  # validated when the binding was created: no XML parsing on reload
-            return Binding(**fields)
+        if self.status.binding:
+            return self.status.binding
         from virtfw.filter.xml import parse_binding
 
-        return parse_binding(self.status["xml"], f"status of binding '{self.portdev}'")
+        return parse_binding(self.status.xml, f"status of binding '{self.portdev}'")
+
+    def record(self, backend: AnyFilterBackend) -> Any | None:
+        """The backend's removal record of this binding's rules; None before it has one."""
+        if not self.status.firewall:
+            return None
+        return backend.load_record(self.status.firewall, f"status of binding '{self.portdev}'.firewall")
 
 
 class BindingManager:
@@ -60,56 +162,51 @@ class BindingManager:
         self.runner = runner
         self.store = store
         self._backend_name = backend_name
-        self.status_dir = config.state_dir / "bindings"
+        # bindings/PORT.json, and the base records nwfilter-BACKEND.json beside the folder
+        self.statuses = StatusDir(config.state_dir / "bindings", "nwfilter", dry_run=runner.dry_run)
         # Wraps long loops; the CLI puts a progress bar here on a terminal.
         self.progress: Callable[[list, str], Iterable] = lambda items, label: items
-        self._code_digests: dict[str, str] = {}  # backend name -> digest of its rendering code
+        self._code_digests: dict[str, str | None] = {}  # backend name -> digest of the code rendering its records
         self._tree_digests: dict[str, str] = {}  # filter name -> digest of its tree
 
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> AnyFilterBackend:
         if self._backend_name is None:
             raise VirtfwError("no firewall backend selected")
         return load_filter_backend(self._backend_name)
 
     # ---- status files -------------------------------------------------------
 
-    def _path(self, portdev: str) -> Path:
-        return self.status_dir / f"{portdev}.json"
-
-    def _base_path(self, backend: str) -> Path:
-        return self.config.state_dir / f"nwfilter-{backend}.json"
-
     def active(self) -> list[ActiveBinding]:
-        if not self.status_dir.is_dir():
-            return []
-        found = [read_json(p) for p in sorted(self.status_dir.glob("*.json"))]
-        return [ActiveBinding(s) for s in found if s]
+        found = (self._load(name) for name in self.statuses.names())
+        return [ActiveBinding(status) for status in found if status]
 
     def get(self, portdev: str) -> ActiveBinding | None:
         check_ifname(portdev, "port device")
-        status = read_json(self._path(portdev))
+        status = self._load(portdev)
         return ActiveBinding(status) if status else None
 
-    def _save(self, status: dict) -> None:
-        if not self.runner.dry_run:
-            write_json(self._path(status["portdev"]), status)
+    def _load(self, portdev: str) -> BindingStatus | None:
+        data = self.statuses.load(portdev)
+        return BindingStatus.from_json(data, f"status of binding '{portdev}'") if data else None
 
-    def _save_many(self, statuses: list[dict]) -> None:
-        if not self.runner.dry_run:
-            write_many([(self._path(s["portdev"]), json_text(s)) for s in statuses])
+    def _save(self, status: BindingStatus) -> None:
+        self.statuses.save(status.portdev, status.to_json())
+
+    def _save_many(self, statuses: list[BindingStatus]) -> None:
+        self.statuses.save_many([(status.portdev, status.to_json()) for status in statuses])
 
     def _drop(self, portdev: str) -> None:
-        if not self.runner.dry_run:
-            remove_file(self._path(portdev))
+        self.statuses.drop(portdev)
 
-    def _save_base(self, backend: Backend, base: dict | None) -> None:
-        if self.runner.dry_run:
-            return
-        if base is None:
-            remove_file(self._base_path(backend.name))
-        else:
-            write_json(self._base_path(backend.name), base)
+    def _load_base(self, backend: AnyFilterBackend) -> Any | None:
+        data = self.statuses.load_base(backend.name)
+        if not data:
+            return None
+        return backend.load_base(data, f"status file {self.statuses.base_path(backend.name)}")
+
+    def _save_base(self, backend: AnyFilterBackend, base: Any | None) -> None:
+        self.statuses.save_base(backend.name, base.to_json() if base is not None else None)
 
     # ---- changes ------------------------------------------------------------
 
@@ -129,21 +226,15 @@ class BindingManager:
             ports = [instantiate(b, self.store.load) for b in self.progress(bindings, "Instantiating bindings")]
             backend = self.backend
             digests = {binding_owner(b.portdev): self._digest(backend, b) for b in bindings}
-            statuses = {}
+            statuses: dict[str, BindingStatus] = {}
             with Transaction() as tx:
                 for binding, port_rules in zip(bindings, ports):
-                    statuses[port_rules.owner] = {
-                        "portdev": binding.portdev,
-                        "xml": format_binding(binding),
-                        "binding": dataclasses.asdict(binding),
-                        "backend": backend.name,
-                        "created": time.time(),
-                        "state": "starting",
-                        "firewall": None,
-                    }
-                    tx.on_rollback(f"status of {binding.portdev}", lambda p=binding.portdev: self._drop(p))
+                    statuses[port_rules.owner] = BindingStatus(
+                        binding.portdev, format_binding(binding), binding, backend.name, time.time()
+                    )
+                    tx.on_rollback(f"status of {binding.portdev}", partial(self._drop, binding.portdev))
                 self._save_many(list(statuses.values()))
-                self._record(tx, [(s["portdev"], s["xml"]) for s in statuses.values()])
+                self._record(tx, [(s.portdev, s.xml) for s in statuses.values()])
                 self._install(tx, backend, ports, statuses, digests, old={}, new_ports=self._has_peers(backend, seen))
 
     # ---- records that outlive a reboot (the state dir does not) --------------
@@ -155,14 +246,12 @@ class BindingManager:
     def _record(self, tx: Transaction, entries: list[tuple[str, str]]) -> None:
         if self.runner.dry_run:
             return
-        from virtfw.statefiles import write_many
-
         paths = [(self.records_dir / f"{portdev}.xml", xml) for portdev, xml in entries]
         previous = [(path, path.read_text()) for path, _ in paths if path.exists()]
-        fresh = [path for path, _ in paths if not path.exists()]
+        created = [path for path, _ in paths if not path.exists()]
 
         def undo() -> None:
-            for path in fresh:
+            for path in created:
                 remove_file(path)
             write_many(previous, 0o644)
 
@@ -188,11 +277,11 @@ class BindingManager:
             active = self.get(portdev)
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
-            backend = load_filter_backend(active.status["backend"])
-            firewall = active.status.get("firewall")
+            backend = load_filter_backend(active.status.backend)
+            record = active.record(backend)
             with Transaction() as tx:
-                rebuild = bool(firewall) and not backend.remove(self.runner, firewall)
-                if firewall and active.status.get("state") == "active":
+                rebuild = record is not None and not backend.remove(self.runner, record)
+                if record is not None and active.status.state == ACTIVE:
                     # a later step failing puts the binding's rules back as they were
                     tx.on_rollback(f"rules of {portdev}", lambda: self._reinstall(backend, active))
                 self._after_removal(backend, rebuild, leaving=portdev)
@@ -201,24 +290,24 @@ class BindingManager:
                 self._drop_leftovers([portdev])
             self._drop(portdev)
 
-    def _reinstall(self, backend: Backend, active: ActiveBinding) -> None:
+    def _reinstall(self, backend: AnyFilterBackend, active: ActiveBinding) -> None:
         installed = backend.install(self.runner, [instantiate(active.binding, self.store.load)])
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
-        active.status["firewall"] = installed.removals[active.owner]
-        active.status["digest"] = self._digest(backend, active.binding)
+        self._save_base(backend, merged_base(self._load_base(backend), installed.base))
+        active.status.firewall = installed.removals[active.owner].to_json()
+        active.status.digest = self._digest(backend, active.binding)
         self._save(active.status)
 
     def _drop_leftovers(self, portdevs: list[str]) -> None:
         """Temp files of writes that a killed process never finished renaming
         (one listing per folder, whatever the number of bindings)."""
-        for folder, suffix in ((self.records_dir, "xml"), (self.status_dir, "json")):
-            if not folder.is_dir():
-                continue
-            prefixes = tuple(f".{portdev}.{suffix}." for portdev in portdevs)
-            for name in os.listdir(folder):
+        if self.runner.dry_run:
+            return
+        if self.records_dir.is_dir():
+            prefixes = tuple(f".{portdev}.xml." for portdev in portdevs)
+            for name in os.listdir(self.records_dir):
                 if name.startswith(prefixes):
-                    remove_file(folder / name)
+                    remove_file(self.records_dir / name)
+        self.statuses.drop_leftovers(portdevs)
 
     def users_of(self, filter_name: str) -> list[ActiveBinding]:
         """Active bindings whose filter tree uses ``filter_name``, directly or not."""
@@ -241,13 +330,13 @@ class BindingManager:
             return 0
         by_backend: dict[str, list[ActiveBinding]] = {}
         for active in actives:
-            by_backend.setdefault(active.status["backend"], []).append(active)
+            by_backend.setdefault(active.status.backend, []).append(active)
         for name, group in by_backend.items():
             backend = load_filter_backend(name)
             ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
             statuses = {a.owner: a.status for a in group}
             digests = {a.owner: self._digest(backend, a.binding) for a in group}
-            old = {a.owner: a.status["firewall"] for a in group if a.status.get("firewall")}
+            old = {a.owner: record for a in group if (record := a.record(backend)) is not None}
             with Transaction() as tx:
                 self._install(tx, backend, ports, statuses, digests, old=old)
         return len(actives)
@@ -260,12 +349,13 @@ class BindingManager:
                 return 0
             target = self.backend if self._backend_name else None
             for active in actives:
-                if target and active.status["backend"] != target.name:
-                    old = load_filter_backend(active.status["backend"])
-                    if active.status.get("firewall"):
-                        old.remove(self.runner, active.status["firewall"])
-                    active.status["backend"] = target.name
-                    active.status["firewall"] = active.status["digest"] = None
+                if target and active.status.backend != target.name:
+                    old = load_filter_backend(active.status.backend)
+                    record = active.record(old)
+                    if record is not None:
+                        old.remove(self.runner, record)
+                    active.status.backend = target.name
+                    active.status.firewall = active.status.digest = None
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
             self._rebuild(actives)
@@ -274,48 +364,45 @@ class BindingManager:
     def verify(self) -> tuple[int, list[str]]:
         problems: list[str] = []
         actives = self.active()
-        backends: dict[str, Backend] = {}
+        backends: dict[str, AnyFilterBackend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
-            if active.status.get("state") != "active" or not active.status.get("firewall"):
+            if active.status.state != ACTIVE or not active.status.firewall:
                 problems.append(f"{where}: creation was interrupted (run nwfilter-binding-delete {active.portdev})")
                 continue
             # one backend object per kind: it reads the live ruleset once for all bindings
-            backend = backends.setdefault(active.status["backend"], load_filter_backend(active.status["backend"]))
-            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.status["firewall"])]
+            backend = backends.setdefault(active.status.backend, load_filter_backend(active.status.backend))
+            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.record(backend))]
         for name, backend in sorted(backends.items()):
-            base = read_json(self._base_path(name))
+            base = self._load_base(backend)
             if base:
                 problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
 
-    def _has_peers(self, backend: Backend, creating: set[str]) -> bool:
+    def _has_peers(self, backend: AnyFilterBackend, creating: set[str]) -> bool:
         """Whether another binding of ``backend`` is in place (its status says so): the
         first one found ends the search, so this costs a directory listing, not a read
         of every status."""
-        if not self.status_dir.is_dir():
-            return False
-        for name in sorted(os.listdir(self.status_dir)):
-            if not name.endswith(".json") or name[:-5] in creating:
+        for name in self.statuses.names():
+            if name in creating:
                 continue
-            status = read_json(self.status_dir / name) or {}
-            if status.get("backend") == backend.name and status.get("state") == "active" and status.get("firewall"):
+            status = self._load(name)
+            if status and status.backend == backend.name and status.state == ACTIVE and status.firewall:
                 return True
         return False
 
-    def _digest(self, backend: Backend, binding: Binding) -> str | None:
+    def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str | None:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
-        definitions and the code that renders them. None when the backend cannot install
-        a record again (``render_modules``)."""
-        modules = getattr(backend, "render_modules", None)
-        if not modules:
-            return None
-        code = self._code_digests.get(backend.name)
+        definitions and the code that instantiates and renders them. None when the
+        backend cannot install a record again (its ``render_digest`` is None)."""
+        if backend.name not in self._code_digests:
+            rendering = backend.render_digest()
+            self._code_digests[backend.name] = rendering and f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
+        code = self._code_digests[backend.name]
         if code is None:
-            code = self._code_digests[backend.name] = _code_digest(
-                ("virtfw.filter.instantiate", "virtfw.filter.model", *modules))  # fmt: skip
+            return None
         tree = self._tree_digests.get(binding.filter)
         if tree is None:
             tree = self._tree_digests[binding.filter] = tree_digest(binding.filter, self.store.load)
@@ -325,31 +412,31 @@ class BindingManager:
     def _install(
         self,
         tx: Transaction,
-        backend: Backend,
+        backend: AnyFilterBackend,
         ports: list,
-        statuses: dict[str, dict],
+        statuses: dict[str, BindingStatus],
         digests: dict[str, str | None],
         *,
         old: dict,
         new_ports: bool = False,
     ) -> None:
-        old_base = read_json(self._base_path(backend.name))
-        tx.on_rollback("nwfilter base record", lambda: self._save_base(backend, old_base))
-        previous = {owner: dict(status) for owner, status in statuses.items()}
+        old_base_file = self.statuses.load_base(backend.name)  # put back as it was on rollback
+        tx.on_rollback("nwfilter base record", lambda: self.statuses.save_base(backend.name, old_base_file))
+        old_base = self._load_base(backend)
+        previous = {owner: dataclasses.replace(status) for owner, status in statuses.items()}
 
-        def record(installed: Installed) -> None:
-            self._save_base(backend, backend.merge_base(old_base, installed.base))
+        def record(installed: Installed[Any, Any]) -> None:
+            self._save_base(backend, merged_base(old_base, installed.base))
             for owner, removal in installed.removals.items():
-                statuses[owner]["firewall"] = removal
-                statuses[owner]["digest"] = digests.get(owner)
+                statuses[owner].firewall = removal.to_json()
+                statuses[owner].digest = digests.get(owner)
             self._save_many([statuses[owner] for owner in installed.removals])
 
         def restore_statuses() -> None:
             for owner, status in previous.items():
-                if status.get("state") == "starting":
+                if status.state == STARTING:
                     continue  # a new binding: its status file goes with its own rollback
-                statuses[owner].clear()
-                statuses[owner].update(status)
+                vars(statuses[owner]).update(vars(status))  # in place: callers hold these objects
                 self._save(status)
 
         tx.on_rollback("binding status", restore_statuses)
@@ -358,17 +445,19 @@ class BindingManager:
             if installed.base:
                 tx.on_rollback("nwfilter base chains", lambda: backend.remove(self.runner, installed.base))
             for removal in installed.removals.values():
-                tx.on_rollback("binding rules", lambda removal=removal: backend.remove(self.runner, removal))
+                tx.on_rollback("binding rules", partial(backend.remove, self.runner, removal))
         for status in statuses.values():
-            status["state"] = "active"
+            status.state = ACTIVE
         record(installed)
 
-    def _after_removal(self, backend: Backend, rebuild: bool, leaving: str) -> None:
+    def _after_removal(self, backend: AnyFilterBackend, rebuild: bool, leaving: str) -> None:
+        """After a removal: rebuild the other bindings of ``backend`` if it could not be
+        run as recorded, or remove the base if no binding uses it any more."""
         users = [
             a for a in self.active()
-            if a.status.get("backend") == backend.name and a.portdev != leaving and a.status.get("firewall")
+            if a.status.backend == backend.name and a.portdev != leaving and a.status.firewall
         ]  # fmt: skip
-        base = read_json(self._base_path(backend.name))
+        base = self._load_base(backend)
         if users and rebuild:
             self._rebuild(users)
         elif not users and base:
@@ -378,46 +467,32 @@ class BindingManager:
     def _rebuild(self, actives: list[ActiveBinding]) -> None:
         missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
         if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
-            from virtfw.statefiles import write_many
-
-            write_many([(self.records_dir / f"{a.portdev}.xml", a.status["xml"]) for a in missing], 0o644)
+            write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
-        backend = load_filter_backend(actives[0].status["backend"])
+        backend = load_filter_backend(actives[0].status.backend)
         digests = {a.owner: self._digest(backend, a.binding) for a in actives}
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.
         reuse = {
-            a.owner: a.status["firewall"] for a in actives
-            if digests[a.owner] and a.status.get("digest") == digests[a.owner]
-            and a.status.get("firewall") and a.status.get("state") == "active"
+            a.owner: a.record(backend) for a in actives
+            if digests[a.owner] and a.status.digest == digests[a.owner]
+            and a.status.firewall and a.status.state == ACTIVE
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
         installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse)
-        base = read_json(self._base_path(backend.name))
-        self._save_base(backend, backend.merge_base(base, installed.base))
+        self._save_base(backend, merged_base(self._load_base(backend), installed.base))
         changed = []
         for active in actives:
-            before = (active.status.get("firewall"), active.status.get("state"), active.status.get("digest"))
-            active.status["firewall"] = installed.removals[active.owner]
-            active.status["state"] = "active"
-            active.status["digest"] = digests[active.owner]
-            if before != (active.status["firewall"], "active", digests[active.owner]):
+            before = (active.status.firewall, active.status.state, active.status.digest)
+            if installed.removals[active.owner] is not reuse.get(active.owner):  # else: the same record
+                active.status.firewall = installed.removals[active.owner].to_json()
+            active.status.state = ACTIVE
+            active.status.digest = digests[active.owner]
+            if before != (active.status.firewall, ACTIVE, digests[active.owner]):
                 changed.append(active.status)
         self._save_many(changed)  # a reload that changes no record writes no file
-
-
-def _code_digest(modules: Iterable[str]) -> str:
-    from importlib import import_module
-
-    from virtfw import __version__
-
-    digest = hashlib.sha256(__version__.encode())
-    for name in modules:
-        module = sys.modules.get(name) or import_module(name)
-        digest.update(Path(str(module.__file__)).read_bytes())
-    return digest.hexdigest()
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:

@@ -187,9 +187,9 @@ def _values(filter_name: str, variables: Variables, name: str) -> list[str]:
 def _combinations(filter_name: str, refs: list[VarRef], variables: Variables) -> Iterator[dict[VarRef, str]]:
     """Every assignment of values to the rule's variable references, in libvirt's order."""
     if all(ref.index is None and ref.iterator is None for ref in refs):
-        values = [_values(filter_name, variables, ref.name) for ref in refs]
-        if all(len(v) == 1 for v in values):  # the common case: $MAC, $IP with one value each
-            yield {ref: v[0] for ref, v in zip(refs, values)}
+        each = [_values(filter_name, variables, ref.name) for ref in refs]
+        if all(len(v) == 1 for v in each):  # the common case: $MAC, $IP with one value each
+            yield {ref: v[0] for ref, v in zip(refs, each)}
             return
     iterators: dict[int, _Iterator] = {}
     fixed: dict[VarRef, str] = {}

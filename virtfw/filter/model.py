@@ -72,7 +72,7 @@ class Filter:
     uuid: str
     chain: str = "root"  # root, mac, vlan, stp, arp, rarp, ipv4, ipv6, or TYPE-suffix
     priority: int = 0  # the chain priority (defaulted from the chain type when absent)
-    priority_given: bool = False  # whether the XML said priority= (formatting keeps it)
+    priority_given: bool = False  # whether the XML said priority= (formatting shows priority when not 0 either way)
     uuid_generated: bool = False
     entries: list[Entry] = field(default_factory=list)
 

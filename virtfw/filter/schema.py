@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import VarRef
 from virtfw.rules.portrules import Value
+from virtfw.rules.protocols import ETHERTYPES
 
 
 class BadValue(ValueError):
@@ -193,7 +194,7 @@ def _ip_mask(bits: int) -> Datatype:
             raise BadValue(f"is not a prefix length 0..{bits} or a netmask") from None
         if not _contiguous(packed):
             raise BadValue("is not a netmask (ones must come first, then zeros)")
-        prefix = bin(int.from_bytes(packed, "big")).count("1")
+        prefix = int.from_bytes(packed, "big").bit_count()
         return Parsed(prefix, str(prefix))
 
     return Datatype(f"IPv{4 if bits == 32 else 6} mask", parse)
@@ -300,9 +301,9 @@ def _parse_ipset_flags(text: str) -> Parsed:
 
 MAC = Datatype("MAC address", _parse_mac)
 MAC_MASK = Datatype("MAC mask", _parse_mac_mask)
-IPV4 = Datatype("IPv4 address", _parse_ipv4)
+IPV4_ADDRESS = Datatype("IPv4 address", _parse_ipv4)
 IPV4_MASK = _ip_mask(32)
-IPV6 = Datatype("IPv6 address", _parse_ipv6)
+IPV6_ADDRESS = Datatype("IPv6 address", _parse_ipv6)
 IPV6_MASK = _ip_mask(128)
 UINT8 = _uint(8)
 UINT16 = _uint(16)
@@ -317,7 +318,6 @@ TCP_FLAGS = Datatype("TCP flags MASK/FLAGS", _parse_tcp_flags)
 IPSET = Datatype("ipset name", _parse_ipset)
 IPSET_FLAGS = Datatype("ipset flags", _parse_ipset_flags)
 
-ETHERTYPES = {"arp": 0x0806, "rarp": 0x8035, "ipv4": 0x0800, "ipv6": 0x86DD, "vlan": 0x8100}
 ARP_OPCODES = {
     "Request": 1, "Reply": 2, "Request_Reverse": 3, "Reply_Reverse": 4,
     "DRARP_Request": 5, "DRARP_Reply": 6, "DRARP_Error": 7, "InARP_Request": 8,
@@ -333,20 +333,20 @@ VLAN_ENCAP = _named_number(ETHERTYPES, 16, 0x3C, True, True, "an encapsulated pr
 ARP_OPCODE = _named_number(ARP_OPCODES, 16, 0, True, False, "an ARP opcode")
 IP_PROTOCOL = _named_number(IP_PROTOCOLS, 8, 0, True, True, "an IP protocol")
 
-Table = tuple[tuple[str, Datatype], ...]
+AttributeTable = tuple[tuple[str, Datatype], ...]
 
-_ETHERNET: Table = (
+_ETHERNET: AttributeTable = (
     ("srcmacaddr", MAC), ("srcmacmask", MAC_MASK),
     ("dstmacaddr", MAC), ("dstmacmask", MAC_MASK),
 )  # fmt: skip
-_PORTS: Table = (
+_PORTS: AttributeTable = (
     ("srcportstart", UINT16), ("srcportend", UINT16),
     ("dstportstart", UINT16), ("dstportend", UINT16),
 )  # fmt: skip
-_COMMENT: Table = (("comment", COMMENT),)
+_COMMENT: AttributeTable = (("comment", COMMENT),)
 
 
-def _ip_common(address: Datatype, mask: Datatype) -> Table:
+def _ip_common(address: Datatype, mask: Datatype) -> AttributeTable:
     """The attributes shared by the layer-4 elements (tcp, udp, all, ...)."""
     return (
         ("srcmacaddr", MAC),
@@ -359,19 +359,19 @@ def _ip_common(address: Datatype, mask: Datatype) -> Table:
     )  # fmt: skip
 
 
-_IP4 = _ip_common(IPV4, IPV4_MASK)
-_IP6 = _ip_common(IPV6, IPV6_MASK)
-_ICMP_TYPE_CODE: Table = (("type", UINT8), ("code", UINT8))
+_IP4 = _ip_common(IPV4_ADDRESS, IPV4_MASK)
+_IP6 = _ip_common(IPV6_ADDRESS, IPV6_MASK)
+_ICMP_TYPE_CODE: AttributeTable = (("type", UINT8), ("code", UINT8))
 
-_ARP: Table = _ETHERNET + (
+_ARP: AttributeTable = _ETHERNET + (
     ("hwtype", UINT16), ("protocoltype", UINT16), ("opcode", ARP_OPCODE),
     ("arpsrcmacaddr", MAC), ("arpdstmacaddr", MAC),
-    ("arpsrcipaddr", IPV4), ("arpsrcipmask", IPV4_MASK),
-    ("arpdstipaddr", IPV4), ("arpdstipmask", IPV4_MASK),
+    ("arpsrcipaddr", IPV4_ADDRESS), ("arpsrcipmask", IPV4_MASK),
+    ("arpdstipaddr", IPV4_ADDRESS), ("arpdstipmask", IPV4_MASK),
     ("gratuitous", BOOLEAN),
 ) + _COMMENT  # fmt: skip
 
-_STP: Table = (
+_STP: AttributeTable = (
     ("srcmacaddr", MAC), ("srcmacmask", MAC_MASK),
     ("type", UINT8), ("flags", UINT8),
     ("root-priority", UINT16), ("root-priority-hi", UINT16),
@@ -387,20 +387,20 @@ _STP: Table = (
 ) + _COMMENT  # fmt: skip
 
 #: Every protocol element with its attributes, in libvirt's order (elements too).
-TABLES: dict[str, Table] = {
+ELEMENT_ATTRIBUTES: dict[str, AttributeTable] = {
     "arp": _ARP,
     "rarp": _ARP,
     "mac": _ETHERNET + (("protocolid", MAC_PROTOCOL_ID),) + _COMMENT,
     "vlan": _ETHERNET + (("vlanid", VLAN_ID), ("encap-protocol", VLAN_ENCAP)) + _COMMENT,
     "stp": _STP,
     "ip": _ETHERNET + (
-        ("srcipaddr", IPV4), ("srcipmask", IPV4_MASK),
-        ("dstipaddr", IPV4), ("dstipmask", IPV4_MASK),
+        ("srcipaddr", IPV4_ADDRESS), ("srcipmask", IPV4_MASK),
+        ("dstipaddr", IPV4_ADDRESS), ("dstipmask", IPV4_MASK),
         ("protocol", IP_PROTOCOL),
     ) + _PORTS + (("dscp", DSCP),) + _COMMENT,
     "ipv6": _ETHERNET + (
-        ("srcipaddr", IPV6), ("srcipmask", IPV6_MASK),
-        ("dstipaddr", IPV6), ("dstipmask", IPV6_MASK),
+        ("srcipaddr", IPV6_ADDRESS), ("srcipmask", IPV6_MASK),
+        ("dstipaddr", IPV6_ADDRESS), ("dstipmask", IPV6_MASK),
         ("protocol", IP_PROTOCOL),
     ) + _PORTS + (
         ("type", UINT8), ("typeend", UINT8), ("code", UINT8), ("codeend", UINT8),
@@ -424,10 +424,10 @@ TABLES: dict[str, Table] = {
     "all-ipv6": _IP6 + _COMMENT,
 }  # fmt: skip
 
-PROTOCOLS: tuple[str, ...] = tuple(TABLES)
+PROTOCOLS: tuple[str, ...] = tuple(ELEMENT_ATTRIBUTES)
 
-_DATATYPES: dict[str, dict[str, Datatype]] = {p: dict(t) for p, t in TABLES.items()}
-_ORDER: dict[str, tuple[str, ...]] = {p: tuple(a for a, _ in t) for p, t in TABLES.items()}
+_DATATYPES: dict[str, dict[str, Datatype]] = {p: dict(t) for p, t in ELEMENT_ATTRIBUTES.items()}
+_ORDER: dict[str, tuple[str, ...]] = {p: tuple(a for a, _ in t) for p, t in ELEMENT_ATTRIBUTES.items()}
 
 # match='no' is kept per attribute. After merging a rule's elements libvirt makes some
 # attributes take their negation from another one: a mask from its address, a range end

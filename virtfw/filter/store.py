@@ -44,9 +44,6 @@ class FilterStore:
         self._cache[name] = filt
         return filt
 
-    def is_own(self, name: str) -> bool:
-        return (self.own_dir / f"{name}.xml").is_file()
-
     def prepare(self, filt: Filter) -> Filter:
         """Keep the uuid of an earlier definition; refuse a uuid another filter holds."""
         if filt.uuid_generated and self.path(filt.name):

@@ -16,6 +16,8 @@ parameters, and a ``match='no'`` libvirt would silently undo.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from lxml import etree
 
@@ -35,6 +37,8 @@ from virtfw.filter.model import (
 from virtfw.names import check_ifname, check_mac, check_object_name
 from virtfw.xmlsafe import Reader
 
+T = TypeVar("T")
+
 ACTIONS = ("drop", "accept", "reject", "return", "continue")
 DIRECTIONS = ("in", "out", "inout")
 DEFAULT_RULE_PRIORITY = 500
@@ -51,15 +55,10 @@ class _Located(Reader):
         where = f"line {line}: " if line else ""
         return VirtfwError(f"{self.origin}: {where}<{self.element.tag}>: {why}")
 
-    def check_known(self, attributes: tuple[str, ...], children: tuple[str, ...] = ()) -> None:
-        for name in self.element.attrib:
-            if name not in attributes:
-                raise self.fail(f"unknown attribute '{name}'")
-        for child in self.element:
-            if child.tag not in children:
-                raise _Located(self.origin, child).fail(f"unknown element in <{self.element.tag}>")
+    def unknown_child(self, child: etree._Element) -> VirtfwError:
+        return _Located(self.origin, child).fail(f"unknown element in <{self.element.tag}>")
 
-    def checked(self, check, *args):
+    def checked(self, check: Callable[..., T], *args: object) -> T:
         """Run a virtfw.names-style check, putting this location in its message."""
         try:
             return check(*args)
@@ -372,7 +371,7 @@ def parse_binding(text: str | bytes, origin: str = "binding XML") -> Binding:
         found = root.findall(tag)
         if len(found) > 1:
             raise _Located(origin, found[1]).fail(f"only one <{tag}> is allowed")
-    portdev = _device(origin, root, "portdev", required=True)
+    portdev = _device(origin, root, "portdev")
     mac_el = _single(origin, root, "mac")
     mac_where = _Located(origin, mac_el)
     mac_where.check_known(("address",))
@@ -384,7 +383,7 @@ def parse_binding(text: str | bytes, origin: str = "binding XML") -> Binding:
         mac=mac_where.checked(check_mac, mac_where.require("address"), "<mac address>"),
         filter=ref_where.checked(check_object_name, ref_where.require("filter"), "filterref filter"),
         params=_parameters(origin, ref_el),
-        linkdev=_device(origin, root, "linkdev", required=False),
+        linkdev=_optional_device(origin, root, "linkdev"),
     )
     owner = root.find("owner")
     if owner is not None:
@@ -399,9 +398,11 @@ def _single(origin: str, root: etree._Element, tag: str) -> etree._Element:
     return element
 
 
-def _device(origin: str, root: etree._Element, tag: str, required: bool) -> str | None:
-    if root.find(tag) is None and not required:
-        return None
+def _optional_device(origin: str, root: etree._Element, tag: str) -> str | None:
+    return None if root.find(tag) is None else _device(origin, root, tag)
+
+
+def _device(origin: str, root: etree._Element, tag: str) -> str:
     where = _Located(origin, _single(origin, root, tag))
     where.check_known(("name",))
     return where.checked(check_ifname, where.require("name"), f"<{tag} name>")

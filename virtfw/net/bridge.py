@@ -1,4 +1,4 @@
-"""The bridge a network lives on, and kernel forwarding; pyroute2 is imported lazily."""
+"""The bridge a network lives on, and kernel forwarding (netlink, standard library only)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
+from virtfw.net.netlink import NetlinkError, RouteSocket
 
 FORWARDING = {
     "ipv4": Path("/proc/sys/net/ipv4/ip_forward"),
@@ -35,14 +36,12 @@ class Links:
 
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
-        self._ipr = None
+        self._ipr: RouteSocket | None = None
 
     @property
-    def ipr(self):
+    def ipr(self) -> RouteSocket:
         if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
+            self._ipr = RouteSocket()
         return self._ipr
 
     def close(self) -> None:
@@ -53,13 +52,10 @@ class Links:
     def index(self, name: str) -> int | None:
         if self.dry_run:
             return None
-        found = self.ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+        return self.ipr.link_index(name)
 
     def kind(self, index: int) -> str | None:
-        link = self.ipr.get_links(index)[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        return info.get_attr("IFLA_INFO_KIND") if info else None
+        return self.ipr.link_kind(index)
 
     def bring_up(self, net: Network, record: BridgeRecord) -> None:
         """Create the bridge if needed, add the network's addresses, set it up.
@@ -76,48 +72,43 @@ class Links:
                 print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
             print(f"+ ip link set {name} up")
             return
-        from pyroute2 import NetlinkError
-
         index = self.index(name)
         if index is None:
-            attrs = {"br_stp_state": int(net.bridge.stp), "br_forward_delay": net.bridge.delay * 100}
-            if net.mac:
-                attrs["address"] = net.mac
             try:
-                self.ipr.link("add", ifname=name, kind="bridge", **attrs)
+                self.ipr.add_bridge(name, int(net.bridge.stp), net.bridge.delay * 100, net.mac)
             except NetlinkError as exc:
                 raise VirtfwError(f"cannot create bridge {name}: {exc.args[-1]}") from None
             record.created = True
             index = self.index(name)
         elif self.kind(index) != "bridge":
             raise VirtfwError(f"interface {name} exists and is not a bridge")
-        existing = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(index=index)}
+        if index is None:  # created, and gone again before we could look it up
+            raise VirtfwError(f"cannot create bridge {name}: {NetlinkError(19).args[-1]}")
+        existing = {(a.address, a.prefixlen) for a in self.ipr.addresses(index)}
         for ip in net.ips:
             if (str(ip.address), ip.prefix) in existing:
                 continue
             try:
-                self.ipr.addr("add", index=index, address=str(ip.address), prefixlen=ip.prefix)
+                self.ipr.add_address(index, str(ip.address), ip.prefix)
             except NetlinkError as exc:
                 raise VirtfwError(f"cannot add {ip.address}/{ip.prefix} to {name}: {exc.args[-1]}") from None
             record.addresses.append(f"{ip.address}/{ip.prefix}")
-        self.ipr.link("set", index=index, state="up")
+        self.ipr.set_up(index)
 
     def tear_down(self, record: BridgeRecord) -> None:
         if self.dry_run:
             print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
             return
-        from pyroute2 import NetlinkError
-
         index = self.index(record.name)
         if index is None:
             return
         try:
             if record.created:
-                self.ipr.link("del", index=index)
+                self.ipr.delete_link(index)
                 return
             for cidr in record.addresses:
                 address, prefix = cidr.split("/")
-                self.ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
+                self.ipr.delete_address(index, address, int(prefix))
         except NetlinkError as exc:
             if exc.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
                 raise VirtfwError(f"cannot clean up bridge {record.name}: {exc.args[-1]}") from None

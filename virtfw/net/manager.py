@@ -10,18 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.lifecycle import after_removal, combined_base
+from virtfw.lifecycle import after_removal
 from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.status import ACTIVE, STARTING, DnsmasqStatus, NetworkStatus
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Installed, NetworkBackend, load_backend
+from virtfw.rules.backend import Installed, NetworkBackend, load_backend, merged_base
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked
 from virtfw.transaction import Transaction
@@ -47,24 +48,13 @@ class ActiveNetwork:
     def complete(self) -> bool:
         return self.status.complete
 
-    def firewall(self, backend: AnyNetworkBackend) -> Any:
-        """The record of this network's rules (None when it has none), read by ``backend``."""
-        data = self.status.firewall
-        if not data:
-            return None
-        if data.get("backend") != backend.name:
-            # Another backend's record: a reload switching backends removed its rules,
-            # then saved the new backend's name, and was stopped before it rebuilt.
-            return None
-        return backend.load_record(data, f"status of network '{self.name}'.firewall")
-
 
 class NetworkManager:
     def __init__(self, config: Config, runner: Runner, backend: AnyNetworkBackend | None) -> None:
         self.config = config
         self.runner = runner
         self._backend = backend
-        self.statuses = StatusDir(config.state_dir / "networks", "firewall", dry_run=runner.dry_run)
+        self.statuses = StatusDir(config.state_dir / "networks", "firewall", runner.dry_run)
         self.links = Links(dry_run=runner.dry_run)
 
     @property
@@ -86,12 +76,32 @@ class NetworkManager:
     def _save(self, status: NetworkStatus) -> None:
         self.statuses.save(status.name, status.to_json())
 
-    def _load_base(self, backend: AnyNetworkBackend) -> Any:
+    def _drop_status(self, name: str) -> None:
+        self.statuses.drop(name)
+
+    def _record(self, backend: AnyNetworkBackend, active: ActiveNetwork) -> Any:
+        """The network's removal record, checked by type before it reaches a command;
+        None when it has none."""
+        data = active.status.firewall
+        if not data:
+            return None
+        if data.get("backend") != backend.name:
+            # Another backend's record: a reload switching backends removed its rules,
+            # then saved the new backend's name, and was stopped before it rebuilt.
+            return None
+        return backend.load_record(data, f"status of network '{active.name}': firewall")
+
+    def _base(self, backend: AnyNetworkBackend) -> Any:
         data = self.statuses.load_base(backend.name)
-        return backend.load_base(data, str(self.statuses.base_path(backend.name))) if data else None
+        where = f"{self.statuses.base_path(backend.name)}"
+        return None if data is None else backend.load_base(data, where)
 
     def _save_base(self, backend: AnyNetworkBackend, base: Any) -> None:
-        self.statuses.save_base(backend.name, base.to_json() if base else None)
+        self.statuses.save_base(backend.name, None if base is None else base.to_json())
+
+    def _merge_base(self, backend: AnyNetworkBackend, old: Any, new: Any) -> None:
+        if new is not None:  # else the base on file stands as it is: no write
+            self._save_base(backend, merged_base(old, new))
 
     # ---- start --------------------------------------------------------------
 
@@ -135,7 +145,7 @@ class NetworkManager:
             firewall=None,  # filled in by the backend's preview, before it applies
         )
         self._save(status)
-        tx.on_rollback(f"status of {net.name}", lambda: self.statuses.drop(net.name))
+        tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
         tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record))
         try:
             self.links.bring_up(net, record)
@@ -149,22 +159,20 @@ class NetworkManager:
         if not rulesets:
             return
         backend = self.backend
-        old_base = self._load_base(backend)
+        old_base = self._base(backend)
         tx.on_rollback("base record", lambda: self._save_base(backend, old_base))
 
-        def record(installed: Installed[Any, Any]) -> None:
-            if installed.base is not None:  # else the base on file stands as it is
-                self._save_base(backend, combined_base(old_base, installed.base))
+        def record(installed: Installed) -> None:
+            self._merge_base(backend, old_base, installed.base)
             for status in statuses:
                 if status.name in installed.removals:
                     status.firewall = installed.removals[status.name].to_json()
                     self._save(status)
 
         installed = backend.install(self.runner, rulesets, before_apply=record)
-        if installed.base:
-            tx.on_rollback("base chains", lambda: backend.remove(self.runner, installed.base))
-        for removal in installed.removals.values():
-            tx.on_rollback("rules", lambda removal=removal: backend.remove(self.runner, removal))
+        for removal in [installed.base, *installed.removals.values()]:
+            if removal is not None:
+                tx.on_rollback("rules", partial(backend.remove, self.runner, removal))
         record(installed)
 
     def _start_dnsmasq(self, tx: Transaction, net: Network, status: NetworkStatus) -> None:
@@ -197,11 +205,11 @@ class NetworkManager:
             self._stop_dnsmasq(status)
             if status.backend:
                 backend = load_backend(status.backend)
-                record = active.firewall(backend)
+                record = self._record(backend, active)
                 rebuild = record is not None and not backend.remove(self.runner, record)
                 self._after_removal(backend, rebuild, leaving=name)
             self.links.tear_down(status.bridge)
-            self.statuses.drop(name)
+            self._drop_status(name)
             self.statuses.drop_leftovers([name])
         self.links.close()
 
@@ -219,8 +227,8 @@ class NetworkManager:
         )
 
     def _drop_base(self, backend: AnyNetworkBackend) -> None:
-        base = self._load_base(backend)
-        if base is not None:
+        base = self._base(backend)
+        if base:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
@@ -230,15 +238,16 @@ class NetworkManager:
         """What the status files say is installed and the kernel no longer holds."""
         problems: list[str] = []
         actives = self.active()
-        backends: dict[str, AnyNetworkBackend] = {}
+        backends: set[str] = set()
         for active in actives:
             status = active.status
             where = f"network {active.name}"
             if not active.complete:
                 problems.append(f"{where}: start was interrupted (run net-destroy {active.name})")
             if status.backend and status.firewall:
-                backend = backends.setdefault(status.backend, load_backend(status.backend))
-                record = active.firewall(backend)
+                backend = load_backend(status.backend)
+                backends.add(backend.name)
+                record = self._record(backend, active)
                 if record is not None:
                     problems += [f"{where}: {p}" for p in backend.verify(self.runner, record)]
             if self.links.index(status.bridge.name) is None:
@@ -248,11 +257,11 @@ class NetworkManager:
                 pid = status.dnsmasq.pid
                 if pid is None or not dnsmasq.is_ours(pid, files):
                     problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
-        for name, backend in sorted(backends.items()):
-            base = self._load_base(backend)
-            if base is not None:
+        for name in sorted(backends):
+            backend = load_backend(name)
+            base = self._base(backend)
+            if base:
                 problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
-        for name, backend in sorted(backends.items()):
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
@@ -267,7 +276,7 @@ class NetworkManager:
             for active in actives:
                 if active.status.backend != self.backend.name:  # backend switched
                     old = load_backend(str(active.status.backend))
-                    record = active.firewall(old)
+                    record = self._record(old, active)
                     if record is not None:
                         old.remove(self.runner, record)
                     active.status.backend = self.backend.name
@@ -295,8 +304,7 @@ class NetworkManager:
     def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> None:
         rulesets = [network_rules(a.network) for a in actives]
         installed = backend.install(self.runner, rulesets, rebuild=True)
-        if installed.base is not None:
-            self._save_base(backend, combined_base(self._load_base(backend), installed.base))
+        self._merge_base(backend, self._base(backend), installed.base)
         for active in actives:
             record = installed.removals[active.name].to_json()
             if (active.status.firewall, active.status.state) == (record, ACTIVE):

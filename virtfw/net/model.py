@@ -75,6 +75,22 @@ class Forward:
 
 
 @dataclass
+class DnsHost:
+    """A static DNS entry: an address and the names it answers for."""
+
+    ip: IPAddress
+    hostnames: list[str]
+
+
+@dataclass
+class Dns:
+    """What dnsmasq takes from the <dns> element (which ``Network.extra`` keeps whole)."""
+
+    enabled: bool = True  # enable='no': dnsmasq serves no DNS (port=0)
+    hosts: list[DnsHost] = field(default_factory=list)
+
+
+@dataclass
 class Network:
     name: str
     uuid: str
@@ -85,7 +101,9 @@ class Network:
     domain: str | None = None
     domain_local_only: str | None = None
     ipv6_nogw: bool = False  # <network ipv6='yes'>
-    extra: list[str] = field(default_factory=list)  # libvirt elements kept verbatim
+    dns: Dns | None = None  # None: no <dns> element
+    dnsmasq_options: list[str] = field(default_factory=list)  # <dnsmasq:option value=...>, in order
+    extra: list[str] = field(default_factory=list)  # libvirt elements kept verbatim (for formatting back)
     uuid_generated: bool = field(default=False, compare=False, repr=False)
 
     @property

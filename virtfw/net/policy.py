@@ -45,17 +45,17 @@ def needs_forwarding(net: Network) -> set[Family]:
 def network_rules(net: Network) -> RuleSet:
     if not needs_firewall(net):
         return RuleSet(net.name, ())
-    issued = _Issued(net)
-    issued.general_ipv4()
+    builder = _RuleBuilder(net)
+    builder.general_ipv4()
     if net.ips_of("ipv6") or net.ipv6_nogw:
-        issued.general_ipv6()
+        builder.general_ipv6()
     for ip in net.ips:
-        issued.per_ip(ip)
-    issued.checksum()
-    return RuleSet(net.name, tuple(reversed(issued.rules)))
+        builder.per_ip(ip)
+    builder.checksum()
+    return RuleSet(net.name, tuple(reversed(builder.rules)))
 
 
-class _Issued:
+class _RuleBuilder:
     """Collects rules in libvirt's issue order for one network."""
 
     def __init__(self, net: Network) -> None:

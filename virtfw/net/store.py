@@ -37,9 +37,6 @@ class NetworkStore:
             raise VirtfwError(f"{path}: holds network '{net.name}', expected '{name}'")
         return net
 
-    def is_shipped_only(self, name: str) -> bool:
-        return not (self.own_dir / f"{name}.xml").is_file() and self.path(name) is not None
-
     def assign_bridge(self, net: Network, taken: set[str]) -> None:
         """Give a network without <bridge name> the first free virbrN, as libvirt does."""
         if net.bridge.name:

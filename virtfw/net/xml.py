@@ -14,6 +14,8 @@ from virtfw.net.model import (
     Bridge,
     DhcpHost,
     DhcpRange,
+    Dns,
+    DnsHost,
     Forward,
     IPDef,
     Nat,
@@ -64,8 +66,8 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
         net.domain_local_only = reader.get("localOnly")
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
     net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
-    dns_settings(net, origin)  # validate what dnsmasq will be given
-    dnsmasq_options(net, origin)
+    net.dns = _dns(origin, root.findall("dns"))
+    net.dnsmasq_options = _dnsmasq_options(origin, root.findall(DNSMASQ_OPTIONS))
     _check_consistency(origin, net)
     return net
 
@@ -74,28 +76,25 @@ def _hostname(name: str | None, what: str) -> str | None:
     return check_hostname(name, what) if name else None
 
 
-def dns_settings(net: Network, origin: str = "network") -> tuple[bool, list[tuple[str, list[str]]]]:
-    """The kept <dns> element's enable flag and static host entries, validated."""
-    enabled, hosts = True, []
-    for text in net.extra:
-        if not text.startswith("<dns"):
-            continue
-        element = etree.fromstring(text)
-        enabled = element.get("enable", "yes") != "no"
+def _dns(origin: str, elements: list[etree._Element]) -> Dns | None:
+    """The <dns> element's enable flag and static host entries, validated; the element
+    itself is kept in ``extra``. Of repeated elements the last one's flag counts."""
+    if not elements:
+        return None
+    dns = Dns()
+    for element in elements:
+        dns.enabled = element.get("enable", "yes") != "no"
         for host in element.findall("host"):
             address = _address(Reader(origin, host), "ip")
             names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]
-            hosts.append((str(address), names))
-    return enabled, hosts
+            dns.hosts.append(DnsHost(address, names))
+    return dns
 
 
-def dnsmasq_options(net: Network, origin: str = "network") -> list[str]:
+def _dnsmasq_options(origin: str, elements: list[etree._Element]) -> list[str]:
     """<dnsmasq:options><dnsmasq:option value=.../>: extra lines for dnsmasq, one each."""
     options = []
-    for text in net.extra:
-        element = etree.fromstring(text)
-        if element.tag != DNSMASQ_OPTIONS:
-            continue
+    for element in elements:
         for option in element.findall(f"{{{DNSMASQ_NS}}}option"):
             value = option.get("value", "")
             if not value or any(ord(c) < 32 for c in value):

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from virtfw.rules import protocols
 from virtfw.rules.portrules import PortRule
-
-LAYER2 = frozenset({"mac", "vlan", "stp", "arp", "rarp", "ip", "ipv6", None})
-
-# The ethertype a sub-chain's jump matches, by chain type (the part before '-').
-CHAIN_ETHERTYPE = {"ipv4": 0x0800, "ipv6": 0x86DD, "arp": 0x0806, "rarp": 0x8035, "vlan": 0x8100}
-STP_ADDRESS = "01:80:c2:00:00:00"
 
 
 def is_layer2(rule: PortRule) -> bool:
-    return rule.protocol in LAYER2
-
-
-def chain_type(chain: str) -> str:
-    return chain.split("-", 1)[0]
+    return protocols.is_layer2(rule.protocol)
 
 
 @dataclass

@@ -15,277 +15,49 @@ ports swapped) into the other. An explicit ``state=`` match is refused.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
-from functools import lru_cache
-from ipaddress import IPv4Address
 
 from virtfw.errors import ToolError, VirtfwError
-from virtfw.rules.backend import Installed, Removal
-from virtfw.rules.layout import (
-    CHAIN_ETHERTYPE,
-    STP_ADDRESS,
-    Jump,
-    chain_type,
-    layer2_layout,
-    layer3_rules,
+from virtfw.rules.backend import Installed, module_digest
+from virtfw.rules.layout import Jump, layer2_layout, layer3_rules
+from virtfw.rules.nft.filter_records import (
+    ETHERNET,
+    INET,
+    TABLES,
+    VMAPS,
+    NftFilterBaseRecord,
+    NftPortRecord,
+    PortChain,
+    chain_names,
 )
-from virtfw.rules.portrules import PortRule, PortRules
+from virtfw.rules.nft.syntax import bare_verdict, jump_match, layer2_expr, layer3_expr, port_rule_text
+from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
-
-ETHERNET = "virtfw_nwfilter_ethernet"
-INET = "virtfw_nwfilter_inet"
-TABLES = {ETHERNET: -300, INET: -250}  # hook priority: layer 2 first, as ebtables before iptables
-
-# For the mirrored (reply) direction: each attribute and its counterpart.
-SWAP = {}
-for _a, _b in (("srcipaddr", "dstipaddr"), ("srcipmask", "dstipmask"), ("srcipfrom", "dstipfrom"),
-               ("srcipto", "dstipto"), ("srcportstart", "dstportstart"), ("srcportend", "dstportend")):  # fmt: skip
-    SWAP[_a], SWAP[_b] = _b, _a
-
-L3_PROTOCOLS = {
-    "tcp": ("ip", "tcp"), "udp": ("ip", "udp"), "udplite": ("ip", "udplite"), "sctp": ("ip", "sctp"),
-    "icmp": ("ip", "icmp"), "igmp": ("ip", "igmp"), "esp": ("ip", "esp"), "ah": ("ip", "ah"),
-    "all": ("ip", None),
-    "tcp-ipv6": ("ip6", "tcp"), "udp-ipv6": ("ip6", "udp"), "udplite-ipv6": ("ip6", "udplite"),
-    "sctp-ipv6": ("ip6", "sctp"), "icmpv6": ("ip6", "ipv6-icmp"), "esp-ipv6": ("ip6", "esp"),
-    "ah-ipv6": ("ip6", "ah"), "all-ipv6": ("ip6", None),
-}  # fmt: skip
-
-_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]-]")
-
-
-def chain_names(port: str, direction: str) -> str:
-    return f"n-{port}-{direction}"
-
-
-class Unsupported(VirtfwError):
-    pass
-
-
-def _hex(value: int, width: int) -> str:
-    return f"0x{value:0{width}x}"
-
-
-def _mac_int(mac: str) -> int:
-    return int(mac.replace(":", ""), 16)
-
-
-def _ip_int(addr: IPv4Address | str) -> int:
-    return int(IPv4Address(str(addr)))
-
-
-def _prefix_mask(length: int, bits: int) -> int:
-    return ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
-
-
-class _Expr:
-    """Builds one rule's match text; ``negate`` turns each comparison into ``!=``."""
-
-    def __init__(self, negate: bool) -> None:
-        self.op = "!= " if negate else ""
-        self.parts: list[str] = []
-
-    def eq(self, left: str, right: object) -> None:
-        self.parts.append(f"{left} {self.op}{right}")
-
-    def masked(self, left: str, value: int, mask: int, width: int) -> None:
-        full = (1 << (width * 4)) - 1
-        if mask == full:
-            self.parts.append(f"{left} {self.op}{_hex(value, width)}")
-        else:
-            self.parts.append(f"{left} & {_hex(mask, width)} {'!=' if self.op else '=='} {_hex(value & mask, width)}")
-
-    def raw(self, text: str) -> None:
-        self.parts.append(text)
-
-
-def _mac_match(expr: _Expr, keyword: str, rule: PortRule, addr_attr: str, mask_attr: str) -> None:
-    mac = rule.get(addr_attr)
-    if mac is None:
-        return
-    mask = rule.get(mask_attr)
-    if mask is None or mask == "ff:ff:ff:ff:ff:ff":
-        expr.eq(keyword, mac)
-    else:
-        expr.masked(keyword, _mac_int(str(mac)), _mac_int(str(mask)), 12)
-
-
-def _addr_match(expr: _Expr, fam: str, side: str, rule: PortRule, prefix: str, bits: int) -> None:
-    addr = rule.get(f"{prefix}ipaddr")
-    if addr is not None:
-        mask = rule.get(f"{prefix}ipmask")
-        expr.eq(f"{fam} {side}", f"{addr}/{mask}" if mask is not None and mask != bits else addr)
-    start, end = rule.get(f"{prefix}ipfrom"), rule.get(f"{prefix}ipto")
-    if start is not None:
-        expr.eq(f"{fam} {side}", f"{start}-{end}" if end is not None else start)
-
-
-def _port_match(expr: _Expr, proto: str, side: str, rule: PortRule, prefix: str) -> None:
-    start, end = rule.get(f"{prefix}portstart"), rule.get(f"{prefix}portend")
-    if start is None:
-        return
-    expr.eq(f"{proto} {side}", f"{start}-{end}" if end is not None and end != start else start)
-
-
-def _swapped(rule: PortRule) -> PortRule:
-    from dataclasses import replace
-
-    from virtfw.rules.portrules import Match
-
-    matches = tuple(Match(SWAP.get(m.name, m.name), m.value) for m in rule.matches if m.name != "srcmacaddr")
-    return replace(rule, matches=matches)
-
-
-def _comment(rule: PortRule) -> str:
-    text = rule.get("comment")
-    if not text:
-        return ""
-    return f' comment "{_COMMENT_SAFE.sub("_", str(text))[:120]}"'
-
-
-def _verdict(rule: PortRule, to_guest: bool) -> str | None:
-    action = rule.action
-    if action == "continue":
-        return None
-    if action == "reject":
-        # reject is not allowed on the bridge's postrouting path; drop is what remains.
-        return "drop" if to_guest else "reject"
-    return action
-
-
-def _refuse(rule: PortRule, *names: str) -> None:
-    for name in names:
-        if rule.get(name) is not None:
-            raise Unsupported(
-                f"the nftables backend cannot match {rule.protocol} {name}= "
-                "(bridge-family nftables has no equivalent here); use --backend iptables"
-            )
-
-
-@lru_cache(maxsize=65536)
-def layer2_expr(rule: PortRule, mirrored: bool) -> str:
-    """Match text of a bridge-level rule; ``mirrored``: the 'in' half of an 'inout' rule."""
-    proto = rule.protocol
-    expr = _Expr(rule.negate)
-    src, dst = ("dst", "src") if mirrored else ("src", "dst")
-    _mac_match(expr, "ether saddr", rule, f"{src}macaddr", f"{src}macmask")
-    _mac_match(expr, "ether daddr", rule, f"{dst}macaddr", f"{dst}macmask")
-    if proto == "mac":
-        if (pid := rule.get("protocolid")) is not None:
-            expr.eq("ether type", _hex(int(pid), 4))
-    elif proto == "vlan":
-        expr.raw("ether type 0x8100")
-        if (vid := rule.get("vlanid")) is not None:
-            expr.eq("vlan id", vid)
-        if (encap := rule.get("encap-protocol")) is not None:
-            expr.eq("vlan type", _hex(int(encap), 4))
-    elif proto == "stp":
-        expr.raw(f"ether daddr {STP_ADDRESS}")
-        extra = [m.name for m in rule.matches if m.name not in ("srcmacaddr", "srcmacmask", "comment")]
-        _refuse(rule, *extra)
-    elif proto in ("arp", "rarp"):
-        _arp_expr(expr, rule, proto, mirrored)
-    elif proto in ("ip", "ipv6"):
-        _ip_expr(expr, rule, proto, mirrored)
-    return " ".join(expr.parts)
-
-
-def _arp_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
-    """ARP/RARP fields as raw payload: nft's arp keywords imply ethertype ARP only."""
-    expr.raw("ether type " + ("0x0806" if proto == "arp" else "0x8035"))
-    for attr, offset, width in (("hwtype", 0, 4), ("protocoltype", 16, 4), ("opcode", 48, 4)):
-        if (value := rule.get(attr)) is not None:
-            expr.eq(f"@nh,{offset},{width * 4}", _hex(int(value), width))
-    src, dst = ("dst", "src") if mirrored else ("src", "dst")
-    for side, mac_off, ip_off in ((src, 64, 112), (dst, 144, 192)):
-        if (mac := rule.get(f"arp{side}macaddr")) is not None:
-            expr.eq(f"@nh,{mac_off},48", _hex(_mac_int(str(mac)), 12))
-        if (ip := rule.get(f"arp{side}ipaddr")) is not None:
-            mask = rule.get(f"arp{side}ipmask")
-            expr.masked(f"@nh,{ip_off},32", _ip_int(ip), _prefix_mask(int(mask if mask is not None else 32), 32), 8)
-    _refuse(rule, "gratuitous")
-
-
-def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
-    fam, bits = ("ip", 32) if proto == "ip" else ("ip6", 128)
-    expr.raw("ether type " + ("ip" if proto == "ip" else "ip6"))
-    src, dst = ("dst", "src") if mirrored else ("src", "dst")
-    _addr_match(expr, fam, "saddr", rule, src, bits)
-    _addr_match(expr, fam, "daddr", rule, dst, bits)
-    protocol = rule.get("protocol")
-    if protocol is not None:
-        expr.eq("meta l4proto", protocol)
-        _port_match(expr, "th", "sport", rule, src)
-        _port_match(expr, "th", "dport", rule, dst)
-    if (dscp := rule.get("dscp")) is not None:
-        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
-    _refuse(rule, "type", "typeend", "code", "codeend")
-
-
-@lru_cache(maxsize=65536)
-def layer3_expr(rule: PortRule, mirrored: bool) -> str:
-    """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
-    if rule.get("state") is not None or rule.get("connlimit-above") is not None:
-        raise Unsupported(
-            "the nftables backend cannot match state= or connlimit-above= on a bridge port "
-            "(no connection tracking in the bridge family here); use --backend iptables"
-        )
-    _refuse(rule, "ipset", "ipsetflags", "option")
-    if mirrored:
-        rule = _swapped(rule)
-    fam, l4 = L3_PROTOCOLS[rule.protocol]
-    bits = 32 if fam == "ip" else 128
-    expr = _Expr(rule.negate)
-    expr.raw("ether type " + fam)
-    _mac_match(expr, "ether saddr", rule, "srcmacaddr", "srcmacmask")
-    _addr_match(expr, fam, "saddr", rule, "src", bits)
-    _addr_match(expr, fam, "daddr", rule, "dst", bits)
-    if l4:
-        expr.raw(f"meta l4proto {l4}")
-    if l4 in ("tcp", "udp", "udplite", "sctp"):
-        keyword = "th" if l4 == "udplite" else l4
-        _port_match(expr, keyword, "sport", rule, "src")
-        _port_match(expr, keyword, "dport", rule, "dst")
-    if (dscp := rule.get("dscp")) is not None:
-        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
-    if l4 == "tcp" and (flags := rule.get("flags")) is not None:
-        mask, _, wanted = str(flags).partition("/")  # libvirt: MASK/SET, as iptables --tcp-flags
-        expr.raw(f"tcp flags & ({_tcp_flags(mask)}) == {_tcp_flags(wanted)}")
-    if l4 in ("icmp", "ipv6-icmp"):
-        keyword = "icmp" if l4 == "icmp" else "icmpv6"
-        if (kind := rule.get("type")) is not None:
-            expr.eq(f"{keyword} type", kind)
-        if (code := rule.get("code")) is not None:
-            expr.eq(f"{keyword} code", code)
-    return " ".join(expr.parts)
-
-
-def _tcp_flags(text: str) -> str:
-    names = [f.lower() for f in text.split(",") if f]
-    if names == ["all"]:
-        names = ["fin", "syn", "rst", "psh", "ack", "urg"]
-    if names in ([], ["none"]):
-        return "0x0"
-    return " | ".join(names)
-
-
-def _rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
-    verdict = _verdict(rule, to_guest)
-    if verdict is None:
-        return []
-    return [f"{match} {verdict}{_comment(rule)}".strip()]
 
 
 class NftFilterBackend:
     name = "nftables"
-    # The code a port's record depends on besides its PortRules: a record made by the
-    # same code from equal inputs can be installed again as it is (``reuse``).
-    render_modules = ("virtfw.rules.nft.filter", "virtfw.rules.layout", "virtfw.rules.portrules")
+
+    # ---- records --------------------------------------------------------------
+
+    @staticmethod
+    def load_record(data: object, where: str) -> NftPortRecord:
+        return NftPortRecord.from_json(data, where)
+
+    @staticmethod
+    def load_base(data: object, where: str) -> NftFilterBaseRecord:
+        return NftFilterBaseRecord.from_json(data, where)
+
+    @staticmethod
+    def render_digest() -> str:
+        """The code a port's record depends on besides its PortRules (this module and
+        what it draws on): a record made by the same code from equal inputs can be
+        installed again as it is (``reuse``)."""
+        return module_digest(__name__)
 
     # ---- rendering ----------------------------------------------------------
 
-    def _port_chains(self, ports: PortRules) -> tuple[dict[tuple[str, str], list[str]], dict]:
+    def _port_chains(self, ports: PortRules) -> tuple[dict[tuple[str, str], list[str]], NftPortRecord]:
         """Each chain of one port with its rules, and the record of what they are."""
         chains: dict[tuple[str, str], list[str]] = {}
         rules = list(ports.rules)
@@ -298,38 +70,36 @@ class NftFilterBackend:
             subchains = {
                 name: [
                     text for rule in sub_rules
-                    for text in _rule_text(rule, layer2_expr(rule, rule.direction == "inout" and to_guest), to_guest)
+                    for text in port_rule_text(rule, layer2_expr(rule, rule.direction == "inout" and to_guest), to_guest)
                 ]
                 for name, sub_rules in layout.subchains.items()
             }  # fmt: skip
             for entry in layout.root:
                 if isinstance(entry, Jump):
-                    verdict = _bare_verdict(entry.chain, subchains[entry.chain])
+                    verdict = bare_verdict(entry.chain, subchains[entry.chain])
                     target = verdict or f"jump {root}-{entry.chain}"
-                    body.append(f"{_jump_match(entry.chain)} {target}".strip())
+                    body.append(f"{jump_match(entry.chain)} {target}".strip())
                 else:
                     body.extend(
-                        _rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest)
+                        port_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest)
                     )
             for sub_name, sub_body in subchains.items():
-                if not _bare_verdict(sub_name, sub_body):
+                if not bare_verdict(sub_name, sub_body):
                     chains[(ETHERNET, f"{root}-{sub_name}")] = sub_body
             l3_body: list[str] = []
             for rule in layer3_rules(rules):
                 mirrored = to_guest if rule.direction == "inout" else (rule.direction == "out") == to_guest
-                l3_body.extend(_rule_text(rule, layer3_expr(rule, mirrored), to_guest))
+                l3_body.extend(port_rule_text(rule, layer3_expr(rule, mirrored), to_guest))
             chains[(INET, root)] = l3_body
         # A table in which the port has no rule at all gets no chains and no map entry:
         # clean-traffic is all layer 2, so its packets never visit the inet table.
         used = {t for (t, _), body in chains.items() if body}
         chains = {key: body for key, body in chains.items() if key[0] in used}
-        record = {
-            "port": port,
-            "elements": self._elements(port, sorted(used)),
-            "chains": [[t, c] for t, c in chains],
-            "rules": {f"{t} {c}": len(body) for (t, c), body in chains.items()},
-            "texts": {f"{t} {c}": body for (t, c), body in chains.items()},  # for verify's messages
-        }
+        record = NftPortRecord(
+            port,
+            NftPortRecord.elements_for(port, sorted(used)),
+            tuple(PortChain(table, chain, tuple(body)) for (table, chain), body in chains.items()),
+        )
         return chains, record
 
     @staticmethod
@@ -377,17 +147,8 @@ class NftFilterBackend:
         return result.returncode == 0 and not runner.dry_run
 
     @staticmethod
-    def _elements(port: str, tables=TABLES) -> list[list[str]]:
-        return [[table, vmap, port, chain_names(port, direction)]
-                for table in tables for vmap, direction in (("vmap-iif", "out"), ("vmap-oif", "in"))]  # fmt: skip
-
-    @staticmethod
-    def _recorded_chains(record: Removal) -> dict[tuple[str, str], list[str]]:
-        return {(table, chain): list(record["texts"][f"{table} {chain}"]) for table, chain in record["chains"]}
-
-    @classmethod
-    def _record_elements(cls, record: Removal) -> list[list[str]]:
-        return record.get("elements") or cls._elements(record["port"])
+    def _recorded_chains(record: NftPortRecord) -> dict[tuple[str, str], list[str]]:
+        return {(chain.table, chain.name): list(chain.rules) for chain in record.chains}
 
     # ---- the interface ------------------------------------------------------
 
@@ -396,12 +157,12 @@ class NftFilterBackend:
         runner: Runner,
         ports: list[PortRules],
         *,
-        old: dict[str, Removal] | None = None,
+        old: dict[str, NftPortRecord] | None = None,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-        reuse: dict[str, Removal] | None = None,
+        before_apply: Callable[[Installed[NftPortRecord, NftFilterBaseRecord]], None] | None = None,
+        reuse: dict[str, NftPortRecord] | None = None,
         new_ports: bool = False,
-    ) -> Installed:
+    ) -> Installed[NftPortRecord, NftFilterBaseRecord]:
         """Install (or replace) the filters of ``ports`` in one nft batch.
 
         ``reuse``: owner -> a record this backend made earlier from the same rules (the
@@ -417,7 +178,7 @@ class NftFilterBackend:
         # with them.
         probe = not (rebuild or new_ports) or runner.dry_run
         lines = self._base_lines(rebuild) if rebuild or (probe and not self._base_present(runner)) else []
-        installed = Installed(base={"tables": list(TABLES)})
+        installed: Installed[NftPortRecord, NftFilterBaseRecord] = Installed(base=NftFilterBaseRecord())
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
         added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
@@ -425,20 +186,22 @@ class NftFilterBackend:
         rendered += [(owner, self._recorded_chains(record), record) for owner, record in (reuse or {}).items()]
         for owner, port_chains, record in rendered:
             previous = old.get(owner)
-            elements = record["elements"]
+            elements = list(record.elements)
             if previous is not None and not rebuild:
                 # replaced in place: the port's chains are emptied and refilled in this same
                 # transaction; map entries and chains it no longer has go after the swap
                 lines += [f"add chain bridge {t} {c}\nflush chain bridge {t} {c}" for t, c in port_chains]
-                before = self._record_elements(previous)
+                before = previous.elements
                 dropped += [
-                    f"delete element bridge {t} {m} {{ {k} }}" for t, m, k, _ in before if [t, m, k, _] not in elements
+                    f"delete element bridge {e.table} {e.vmap} {{ {e.port} }}" for e in before if e not in elements
                 ]
                 kept = set(port_chains)
-                dropped += [f"delete chain bridge {t} {c}" for t, c in previous["chains"] if (t, c) not in kept]
+                dropped += [
+                    f"delete chain bridge {c.table} {c.name}" for c in previous.chains if (c.table, c.name) not in kept
+                ]
                 elements = [e for e in elements if e not in before]
-            for table, vmap, key, chain in elements:
-                added.setdefault((table, vmap), []).append(f"{key} : jump {chain}")
+            for element in elements:
+                added.setdefault((element.table, element.vmap), []).append(f"{element.port} : jump {element.chain}")
             chains.update(port_chains)
             installed.removals[owner] = record
         lines += self._blocks(chains)
@@ -455,32 +218,30 @@ class NftFilterBackend:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
         return installed
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
-        if "tables" in removal:  # the base
-            lines = [f"add table bridge {t}\ndelete table bridge {t}" for t in removal["tables"]]
+    def remove(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> bool:
+        if isinstance(record, NftFilterBaseRecord):
+            lines = [f"add table bridge {t}\ndelete table bridge {t}" for t in record.tables]
             runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
             return True
-        lines = self._removal_lines(removal, present=None)
-        result = runner.run(["nft", "-f", "-"], stdin=lines, check=False)
+        result = runner.run(["nft", "-f", "-"], stdin=self._removal_lines(record, present=None), check=False)
         if result.returncode == 0:
             return True
         present = self._present(runner)
         if not present:
             return False  # our tables are gone (flushed): the others need a rebuild
-        runner.run(["nft", "-f", "-"], stdin=self._removal_lines(removal, present))
+        runner.run(["nft", "-f", "-"], stdin=self._removal_lines(record, present))
         return True
 
-    def _removal_lines(self, removal: Removal, present: set[tuple[str, str]] | None) -> str:
-        port = removal["port"]
+    def _removal_lines(self, record: NftPortRecord, present: set[tuple[str, str]] | None) -> str:
         lines = []
-        for table, vmap, key, chain in self._record_elements(removal):
-            if present is None or (table, f"@{vmap}:{key}") in present:
-                lines.append(f"delete element bridge {table} {vmap} {{ {key} }}")
-        roots = {chain_names(port, d) for d in ("in", "out")}
-        ordered = sorted(removal["chains"], key=lambda tc: tc[1] not in roots)  # roots hold the jumps: first
-        for table, chain in ordered:
-            if present is None or (table, chain) in present:
-                lines.append(f"delete chain bridge {table} {chain}")
+        for element in record.elements:
+            if present is None or (element.table, f"@{element.vmap}:{element.port}") in present:
+                lines.append(f"delete element bridge {element.table} {element.vmap} {{ {element.port} }}")
+        roots = {chain_names(record.port, d) for d in VMAPS.values()}
+        ordered = sorted(record.chains, key=lambda chain: chain.name not in roots)  # roots hold the jumps: first
+        for chain in ordered:
+            if present is None or (chain.table, chain.name) in present:
+                lines.append(f"delete chain bridge {chain.table} {chain.name}")
         return "\n".join(lines) + "\n"
 
     def _present(self, runner: Runner) -> set[tuple[str, str]]:
@@ -499,38 +260,39 @@ class NftFilterBackend:
                         found.add((table, f"@{item['map']['name']}:{key}"))
         return found
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
         """Our chains, map entries and rule counts against the kernel's."""
         if not hasattr(self, "_listed"):  # one listing serves every record this object checks
             self._listed = {table: self._list(runner, table) for table in TABLES}
         listed = self._listed
-        if "tables" in removal:  # the base
-            problems = [f"table bridge {t} is missing" for t in removal["tables"] if listed.get(t) is None]
+        if isinstance(record, NftFilterBaseRecord):
+            problems = [f"table bridge {t} is missing" for t in record.tables if listed.get(t) is None]
             for table, items in listed.items():
                 for hook in ("prerouting", "postrouting"):
                     if items is not None and not any(r.get("chain") == hook for r in items["rules"]):
                         problems.append(f"bridge {table} {hook} no longer dispatches through its verdict map")
             return problems
         problems = []
-        port = removal["port"]
-        for table, vmap, key, chain in self._record_elements(removal):
-            items = listed.get(table)
+        for element in record.elements:
+            items = listed.get(element.table)
             if items is None:
-                problems.append(f"table bridge {table} is missing")
+                problems.append(f"table bridge {element.table} is missing")
                 continue
-            if items["maps"].get(vmap, {}).get(key) != chain:
-                problems.append(f"bridge {table} {vmap} has no entry for {key}")
-        for table, chain in removal["chains"]:
-            items = listed.get(table)
+            if items["maps"].get(element.vmap, {}).get(element.port) != element.chain:
+                problems.append(f"bridge {element.table} {element.vmap} has no entry for {element.port}")
+        for chain in record.chains:
+            items = listed.get(chain.table)
             if items is None:
                 continue
-            expected = removal.get("rules", {}).get(f"{table} {chain}")
-            found = items["counts"].get(chain, 0)
-            if chain not in items["chains"]:
-                problems.append(f"chain bridge {table} {chain} is missing")
-            elif expected is not None and found != expected:
-                texts = "; ".join(removal.get("texts", {}).get(f"{table} {chain}", []))
-                problems.append(f"chain bridge {table} {chain} holds {found} rules, {expected} were installed: {texts}")
+            expected = len(chain.rules)
+            found = items["counts"].get(chain.name, 0)
+            if chain.name not in items["chains"]:
+                problems.append(f"chain bridge {chain.table} {chain.name} is missing")
+            elif found != expected:
+                texts = "; ".join(chain.rules)
+                problems.append(
+                    f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
+                )
         return list(dict.fromkeys(problems))
 
     @staticmethod
@@ -553,37 +315,3 @@ class NftFilterBackend:
                     target = verdict.get("jump", {}).get("target") if isinstance(verdict, dict) else None
                     entries[key] = target
         return found
-
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        return new or old
-
-
-_ETHER_NAMES = {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}
-
-
-def _bare_verdict(chain: str, body: list[str]) -> str | None:
-    """'accept'/'drop' when a sub-chain holds just that (perhaps behind the very
-    ethertype match its jump already made): then the jump can carry the verdict and
-    the chain need not exist: one chain and one rule less per port."""
-    if len(body) != 1:
-        return None
-    words = body[0].split()
-    if words[-1] not in ("accept", "drop"):
-        return None
-    if len(words) == 1:
-        return words[0]
-    kind = CHAIN_ETHERTYPE.get(chain_type(chain))
-    if len(words) == 4 and words[:2] == ["ether", "type"] and kind is not None:
-        value = _ETHER_NAMES.get(words[2]) or (int(words[2], 16) if words[2].startswith("0x") else None)
-        if value == kind:
-            return words[3]
-    return None
-
-
-def _jump_match(chain: str) -> str:
-    kind = chain_type(chain)
-    if kind == "stp":
-        return f"ether daddr {STP_ADDRESS}"
-    if kind in CHAIN_ETHERTYPE:
-        return f"ether type {_hex(CHAIN_ETHERTYPE[kind], 4)}"
-    return ""

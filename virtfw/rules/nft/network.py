@@ -1,8 +1,13 @@
-"""nftables backend: private ``ip``/``ip6`` tables changed by one atomic ``nft -f`` batch.
+"""nftables network backend: private ``ip``/``ip6`` tables changed by one ``nft -f`` batch.
 
 The layout is libvirt's (table ``libvirt_network`` renamed ``virtfw_network``) so an
 admin who knows one knows the other. Handles of added rules come back from the
-same batch (``--echo --handle`` with JSON output) and become the removal record.
+same batch (``--echo --handle`` with JSON output) and become the removal record
+(:mod:`virtfw.rules.nft.network_records`).
+
+Atomic: every install, removal and rebuild is one ``nft -f`` batch, which the kernel
+commits whole or not at all. Before it runs, the caller stores a pending record (no
+handles yet): a process killed then is cleaned up by a rebuild of the others.
 """
 
 from __future__ import annotations
@@ -12,25 +17,21 @@ from collections.abc import Callable
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed
-from virtfw.rules.netrules import (
-    Action,
-    Addr,
-    Chain,
-    CtState,
-    DPort,
-    Family,
-    Iface,
-    Match,
-    Proto,
-    Rule,
-    RuleSet,
-    Verdict,
+from virtfw.rules.netrules import Chain, RuleSet
+from virtfw.rules.nft.network_records import (
+    TABLE,
+    NftNetworkBase,
+    NftNetworkRecord,
+    NftPendingRecord,
+    NftRecord,
+    NftRule,
+    load_record,
 )
-from virtfw.rules.nft.network_records import TABLE, NftBase, NftIntent, NftRecord, NftRule, NftRules, load_record
+from virtfw.rules.nft.syntax import NFT_FAMILY as FAMILIES
+from virtfw.rules.nft.syntax import render_rule
 from virtfw.rules.runner import Runner
 
-FAMILIES = {Family.IPV4: "ip", Family.IPV6: "ip6"}
-ADDR_KEYWORD = {"ip": "ip", "ip6": "ip6"}
+NetworkInstalled = Installed[NftRecord, NftNetworkBase]
 
 # Host input/output rules only matter where they can override a host firewall's drop;
 # an accept in a private nft table cannot (every table's verdict counts), so, as in
@@ -56,50 +57,8 @@ def base_commands(fam: str) -> list[str]:
     return lines
 
 
-def render_match(match: Match, fam: str) -> str:
-    if isinstance(match, Iface):
-        key = ("iif" if match.inbound else "oif") + ("" if match.by_index else "name")
-        return f'{key} "{match.name}"'
-    if isinstance(match, Addr):
-        op = "!= " if match.negate else ""
-        return f"{ADDR_KEYWORD[fam]} {'saddr' if match.source else 'daddr'} {op}{match.cidr}"
-    if isinstance(match, Proto):
-        return f"meta l4proto {match.name}"
-    if isinstance(match, DPort):
-        return f"{match.proto} dport {match.port}"
-    if isinstance(match, CtState):
-        return "ct state " + ",".join(match.states)
-    raise TypeError(f"cannot render {match!r}")
-
-
-def render_verdict(verdict: Verdict, fam: str) -> str:
-    action = verdict.action
-    ports = f":{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
-    if action is Action.MASQUERADE:
-        return f"masquerade to {ports}" if ports else "masquerade"
-    if action is Action.SNAT:
-        start, end = verdict.addresses
-        return f"snat to {start}{'-' + end if end else ''}{ports}"
-    return action.value
-
-
-def render_rule(rule: Rule) -> str:
-    fam = FAMILIES[rule.family]
-    parts = [render_match(m, fam) for m in rule.matches]
-    parts += ["counter", render_verdict(rule.verdict, fam)]
-    return " ".join(parts)
-
-
 class NftablesBackend:
-    """Networks' rules in our tables ``ip``/``ip6 virtfw_network``; the contract is rules/backend.py's."""
-
     name = "nftables"
-
-    def load_record(self, data: object, where: str) -> NftRecord:
-        return load_record(data, where)
-
-    def load_base(self, data: object, where: str) -> NftBase:
-        return NftBase.from_json(data, where)
 
     def _tables(self, runner: Runner) -> dict[str, int]:
         """Our tables that exist now, by family, with their kernel handles."""
@@ -119,8 +78,8 @@ class NftablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed[NftRecord, NftBase]], None] | None = None,
-    ) -> Installed[NftRecord, NftBase]:
+        before_apply: Callable[[NetworkInstalled], None] | None = None,
+    ) -> NetworkInstalled:
         present = self._tables(runner)
         lines: list[str] = []
         created: list[str] = []
@@ -143,22 +102,28 @@ class NftablesBackend:
         if before_apply:
             # Handles are known only once nft has run: until then a killed process is
             # cleaned up by rebuilding our tables from what is still active.
-            before_apply(Installed(
-                removals={rs.owner: NftIntent() for rs in rulesets},
-                base=NftBase(dict.fromkeys(created), handles_unknown=True) if created else None,
-            ))  # fmt: skip
+            pending: dict[str, NftRecord] = {rs.owner: NftPendingRecord() for rs in rulesets}
+            unknown = NftNetworkBase(tuple((fam, None) for fam in created), handles_known=False)
+            before_apply(Installed(pending, unknown if created else None))
         result = runner.run_file(["nft", "-j", "-e", "-a", "-f"], "\n".join(lines) + "\n")
         handles, tables = self._echoed(result.stdout, len(owners))
         tables = {**present, **tables}
-        added: dict[str, list[NftRule]] = {rs.owner: [] for rs in rulesets}
+        rules: dict[str, list[NftRule]] = {ruleset.owner: [] for ruleset in rulesets}
         for (owner, fam, chain, text), handle in zip(owners, handles):
-            added[owner].append(NftRule(fam, chain, handle, text))
-        installed: Installed[NftRecord, NftBase] = Installed()
+            rules[owner].append(NftRule(fam, chain, handle, text))
+        installed: NetworkInstalled = Installed()
         if created:
-            installed.base = NftBase({fam: tables.get(fam) for fam in created})
-        for owner, rules in added.items():
-            installed.removals[owner] = NftRules({r.family: tables.get(r.family) for r in rules}, tuple(rules))
+            installed.base = NftNetworkBase(tuple((fam, tables.get(fam)) for fam in created))
+        for owner, added in rules.items():
+            families = dict.fromkeys(rule.family for rule in added)
+            installed.removals[owner] = NftNetworkRecord(tuple((f, tables.get(f)) for f in families), tuple(added))
         return installed
+
+    def load_record(self, data: object, where: str) -> NftRecord:
+        return load_record(data, where)
+
+    def load_base(self, data: object, where: str) -> NftNetworkBase:
+        return NftNetworkBase.from_json(data, where)
 
     @staticmethod
     def _echoed(stdout: str, expected: int) -> tuple[list[int], dict[str, int]]:
@@ -181,42 +146,32 @@ class NftablesBackend:
             raise ToolError(["nft"], 0, f"nft echoed {len(handles)} rule handles, expected {expected}")
         return handles, tables
 
-    def remove(self, runner: Runner, record: NftRecord | NftBase) -> bool:
-        if isinstance(record, NftIntent):
+    def remove(self, runner: Runner, removal: NftRecord | NftNetworkBase) -> bool:
+        if isinstance(removal, NftPendingRecord):
             return False
         live = self._tables(runner)
-        if isinstance(record, NftBase):
-            self._delete_tables(runner, record, live)
-        else:
-            self._delete_rules(runner, record, live)
-        return True
-
-    def _delete_tables(self, runner: Runner, base: NftBase, live: dict[str, int]) -> None:
-        # A table re-created since (flush, reload) has new handles: the recorded one is gone.
-        families = [
-            fam for fam, handle in base.tables.items() if fam in live and (base.handles_unknown or live[fam] == handle)
-        ]
-        if not families:
-            return
-        try:
-            _run_batch(runner, [f"delete table {fam} {TABLE}" for fam in families])
-        except ToolError:
-            live = self._tables(runner)  # gone meanwhile? the rest still goes
-            families = [fam for fam in families if fam in live]
-            if families:
-                _run_batch(runner, [f"delete table {fam} {TABLE}" for fam in families])
-
-    def _delete_rules(self, runner: Runner, record: NftRules, live: dict[str, int]) -> None:
-        rules = [r for r in record.rules if r.family in live and live[r.family] == record.tables.get(r.family)]
+        # A table re-created since (flush, reload) has new handles: what we recorded is gone.
+        recorded = dict(removal.tables)
+        if isinstance(removal, NftNetworkBase):
+            lines = [
+                f"delete table {fam} {TABLE}"
+                for fam in recorded
+                if fam in live and (not removal.handles_known or live[fam] == recorded[fam])
+            ]
+            if lines:
+                runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            return True
+        rules = [rule for rule in removal.rules if live.get(rule.family) == recorded.get(rule.family)]
         if not rules:
-            return
+            return True
         try:
-            _run_batch(runner, [rule.delete_command() for rule in rules])
+            runner.run(["nft", "-f", "-"], stdin="".join(rule.delete + "\n" for rule in rules))
         except ToolError:
             existing = self._rule_handles(runner, {rule.family for rule in rules})
-            rules = [rule for rule in rules if rule.key in existing]
+            rules = [rule for rule in rules if (rule.family, rule.chain, rule.handle) in existing]
             if rules:
-                _run_batch(runner, [rule.delete_command() for rule in rules])
+                runner.run(["nft", "-f", "-"], stdin="".join(rule.delete + "\n" for rule in rules))
+        return True
 
     @staticmethod
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
@@ -234,27 +189,27 @@ class NftablesBackend:
                     found.add((fam, rule["chain"], rule["handle"]))
         return found
 
-    def verify(self, runner: Runner, record: NftRecord | NftBase) -> list[str]:
-        """What of the record's rules the kernel no longer holds (handles are never reused)."""
-        if isinstance(record, NftIntent):
+    def verify(self, runner: Runner, removal: NftRecord | NftNetworkBase) -> list[str]:
+        """What of ``removal``'s rules the kernel no longer holds (handles are never reused)."""
+        if isinstance(removal, NftPendingRecord):
             return ["the start was interrupted before its rules were recorded"]
         live = self._tables(runner)
-        by_handle = not (isinstance(record, NftBase) and record.handles_unknown)
+        any_handle = isinstance(removal, NftNetworkBase) and not removal.handles_known
         problems = [
             f"table {fam} {TABLE} is missing" if fam not in live else f"table {fam} {TABLE} was re-created"
-            for fam, handle in record.tables.items()
-            if by_handle and live.get(fam) != handle
-        ]  # fmt: skip
+            for fam, handle in removal.tables
+            if live.get(fam) != handle and not any_handle
+        ]
         if problems:
             return problems
-        if isinstance(record, NftBase):
-            return self._verify_jumps(runner, list(record.tables))
-        existing = self._rule_handles(runner, set(record.tables))
-        return [
-            f"rule missing from {rule.family} {TABLE} {rule.chain}: {rule.text}"
-            for rule in record.rules
-            if rule.key not in existing
-        ]
+        families = [fam for fam, _ in removal.tables]
+        if isinstance(removal, NftNetworkBase):  # the base: its hook jumps
+            return self._verify_jumps(runner, families)
+        existing = self._rule_handles(runner, set(families))
+        for rule in removal.rules:
+            if (rule.family, rule.chain, rule.handle) not in existing:
+                problems.append(f"rule missing from {rule.family} {TABLE} {rule.chain}: {rule.text}")
+        return problems
 
     @staticmethod
     def _verify_jumps(runner: Runner, families: list[str]) -> list[str]:
@@ -295,7 +250,3 @@ class NftablesBackend:
                 )
             )
         return problems
-
-
-def _run_batch(runner: Runner, lines: list[str]) -> None:
-    runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")

@@ -1,7 +1,7 @@
 """iptables-mode nwfilter backend: ebtables (layer 2) + iptables/ip6tables (layer 3).
 
 Installs what libvirt's ebiptables driver leaves after ``applyNewRules`` +
-``tearOldRules`` (see ``filter_render`` for the rule facts), but as one
+``tearOldRules`` (see ``filter_render`` and ``syntax`` for the rule facts), but as one
 ``*-restore --noflush`` batch per tool for any number of ports (for ebtables, one per
 segment of a few thousand lines, see ``EB_SEGMENT_LINES``), instead of one process
 per rule:
@@ -39,15 +39,28 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from virtfw.errors import ToolError, VirtfwError
 from virtfw.names import check_ifname
-from virtfw.rules.backend import Installed, Removal
+from virtfw.rules.backend import Installed
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
-from virtfw.rules.xtables.appeared import drop_appeared
+from virtfw.rules.xtables.appeared import Appeared, drop_appeared
+from virtfw.rules.xtables.filter_records import (
+    EBTABLES_FILTER,
+    FILTER_TOOLS,
+    IPT_PORT_PREFIXES,
+    DeleteChain,
+    DeleteRule,
+    FilterTool,
+    FlushChain,
+    Step,
+    XtablesFilterBaseRecord,
+    XtablesPortRecord,
+    XtablesToolBase,
+)
 from virtfw.rules.xtables.filter_render import (
     BASE_CHAINS,
     BASE_HOOKS,
@@ -58,44 +71,9 @@ from virtfw.rules.xtables.filter_render import (
     ipt_chain,
     ipt_links,
     plan_port,
-    restore_line,
 )
-from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save, restore_text, target_of, tokens
-
-
-@dataclass(frozen=True)
-class Tool:
-    """One firewall tool as this backend drives it."""
-
-    key: str  # removal-record key: ebtables | ipv4 | ipv6
-    cli: str
-    table: str
-    nft_family: str
-    builtins: tuple[str, ...]  # builtin chains we hook into
-
-    @property
-    def save(self) -> list[str]:
-        return [f"{self.cli}-save"]
-
-    @property
-    def restore(self) -> list[str]:
-        return (
-            [f"{self.cli}-restore", "--noflush"]
-            if self.key == "ebtables"
-            else [f"{self.cli}-restore", "-w", "--noflush"]
-        )
-
-    def single(self, line: str) -> list[str]:
-        """One removal line as its own command (the GONE-tolerant fallback)."""
-        if self.key == "ebtables":
-            return [self.cli, "-t", self.table, *tokens(line)]
-        return [self.cli, "-w", "-t", self.table, *tokens(line)]
-
-
-EBTABLES = Tool("ebtables", "ebtables", "nat", "bridge", ("PREROUTING", "POSTROUTING"))
-IPV4 = Tool("ipv4", "iptables", "filter", "ip", ("FORWARD", "INPUT"))
-IPV6 = Tool("ipv6", "ip6tables", "filter", "ip6", ("FORWARD", "INPUT"))
-TOOLS = (EBTABLES, IPV4, IPV6)  # libvirt's order: ebtables, then iptables, then ip6tables
+from virtfw.rules.xtables.save import GONE, Batch, Table, parse_save
+from virtfw.rules.xtables.syntax import restore_block, restore_line, target_of, tokens
 
 EB_PREFIXES = ("I", "O", "J", "P")  # final and libvirt's temporary root prefixes
 IPT_PREFIXES = ("FO", "FI", "HI", "FP", "FJ", "HJ")
@@ -108,22 +86,43 @@ LINK_CHAINS = ("virtfw-out", "virtfw-in", "virtfw-host-in")
 EB_SEGMENT_LINES = 4000
 
 
-Plans = list[tuple[str, PortPlan]]  # (owner, plan) per port, in the caller's order
+Plans = list[PortPlan]  # one per port, in the caller's order
 
 
 @dataclass
-class _Work:
+class _ToolBatch:
     """One tool's batch for this install, and what it adds to the records."""
 
-    tool: Tool
+    tool: FilterTool
     batch: Batch
-    removals: dict[str, list[str]]  # owner -> removal lines
-    base: dict  # this tool's part of the base record
-    fresh: list[str]  # builtin chains hooked by us for the first time (they may appear)
+    removals: dict[str, tuple[Step, ...]]  # owner -> the steps that take its port's rules back
+    base_steps: list[Step]  # the steps that take back the shared chains this batch creates
+    first_hooked: list[str]  # builtin chains hooked by us for the first time (they may appear)
+    appeared: Appeared = field(default_factory=Appeared)  # what the batch makes appear in nf_tables
+
+    @property
+    def base(self) -> XtablesToolBase:
+        """This tool's part of the base record."""
+        return XtablesToolBase(tuple(self.base_steps), self.appeared)
 
 
 class EbiptablesFilterBackend:
     name = "iptables"
+
+    # --- records ---------------------------------------------------------------------
+
+    @staticmethod
+    def load_record(data: object, where: str) -> XtablesPortRecord:
+        return XtablesPortRecord.from_json(data, where)
+
+    @staticmethod
+    def load_base(data: object, where: str) -> XtablesFilterBaseRecord:
+        return XtablesFilterBaseRecord.from_json(data, where)
+
+    @staticmethod
+    def render_digest() -> None:
+        """None: a record holds the removal steps and rule counts, not the rules in a
+        form that could be installed again, so callers never offer any for ``reuse``."""
 
     # --- install ---------------------------------------------------------------------
 
@@ -132,12 +131,12 @@ class EbiptablesFilterBackend:
         runner: Runner,
         ports: list[PortRules],
         *,
-        old: dict[str, Removal] | None = None,
+        old: dict[str, XtablesPortRecord] | None = None,
         rebuild: bool = False,
-        before_apply: Callable[[Installed], None] | None = None,
-        reuse: dict[str, Removal] | None = None,
+        before_apply: Callable[[Installed[XtablesPortRecord, XtablesFilterBaseRecord]], None] | None = None,
+        reuse: dict[str, XtablesPortRecord] | None = None,
         new_ports: bool = False,
-    ) -> Installed:
+    ) -> Installed[XtablesPortRecord, XtablesFilterBaseRecord]:
         """Install (or replace) the filters of ``ports``: one batch per tool with work.
 
         ``old``: owner -> the current removal record of ports being replaced (their
@@ -149,7 +148,7 @@ class EbiptablesFilterBackend:
         ports, is not read first. Should a chain of these ports exist after all, the
         batch fails whole and the install is done again from the live table.
         ``reuse`` must be empty: records of this backend are not complete enough to be
-        installed again (it has no ``render_modules``, so callers never offer any).
+        installed again (its ``render_digest`` is None, so callers never offer any).
         """
         if reuse:
             raise ValueError("the iptables filter backend cannot install records again")
@@ -164,46 +163,50 @@ class EbiptablesFilterBackend:
         self,
         runner: Runner,
         ports: list[PortRules],
-        old: dict[str, Removal],
+        old: dict[str, XtablesPortRecord],
         rebuild: bool,
-        before_apply: Callable[[Installed], None] | None,
+        before_apply: Callable[[Installed[XtablesPortRecord, XtablesFilterBaseRecord]], None] | None,
         read_ebtables: bool,
-    ) -> Installed:
+    ) -> Installed[XtablesPortRecord, XtablesFilterBaseRecord]:
         seen: set[str] = set()
         for port_rules in ports:
             check_ifname(port_rules.port, "port device")
             if port_rules.port in seen:
                 raise VirtfwError(f"port device {port_rules.port} is given twice")
             seen.add(port_rules.port)
-        plans: Plans = [(pr.owner, plan_port(pr)) for pr in ports]
-        teardown = set(seen) | {rec["port"] for rec in old.values() if isinstance(rec.get("port"), str)}
-        works: list[_Work] = []
-        for tool in TOOLS:
-            wanted = any(self._uses(plan, tool) for _, plan in plans)
-            if not (wanted or rebuild or any(tool.key in rec for rec in old.values())):
+        plans: Plans = [plan_port(pr) for pr in ports]
+        teardown = set(seen) | {record.port for record in old.values()}
+        batches: list[_ToolBatch] = []
+        for tool in FILTER_TOOLS:
+            wanted = any(self._uses(plan, tool) for plan in plans)
+            if not (wanted or rebuild or any(tool.key in record.steps for record in old.values())):
                 continue
-            if tool is EBTABLES and not read_ebtables:
-                work = self._eb_work(tool, None, plans, teardown, rebuild)
-                work.fresh = []  # the hooks of the other bindings are there
-                works.append(work)
+            if tool is EBTABLES_FILTER and not read_ebtables:
+                tool_batch = self._eb_work(tool, None, plans, teardown, rebuild)
+                tool_batch.first_hooked = []  # the hooks of the other bindings are there
+                batches.append(tool_batch)
                 continue
             text = runner.query(tool.save)
             live = parse_save(text.stdout, tool.table) if text.returncode == 0 else None
-            work = (self._eb_work if tool is EBTABLES else self._ipt_work)(tool, live, plans, teardown, rebuild)
-            if work.batch.lines:
-                work.base.update(self._appeared(runner, tool, work, text.stdout))
-                works.append(work)
-        installed = self._records(plans, works)
+            tool_batch = (self._eb_work if tool is EBTABLES_FILTER else self._ipt_work)(
+                tool, live, plans, teardown, rebuild
+            )
+            if tool_batch.batch.lines:
+                tool_batch.appeared = self._appeared(runner, tool, tool_batch, text.stdout)
+                batches.append(tool_batch)
+        installed = self._records(plans, batches)
         if before_apply:
             before_apply(installed)
-        self._apply(runner, works, installed)
+        self._apply(runner, batches)
         return installed
 
     @staticmethod
-    def _uses(plan: PortPlan, tool: Tool) -> bool:
-        return plan.ebtables is not None if tool is EBTABLES else tool.key in plan.families
+    def _uses(plan: PortPlan, tool: FilterTool) -> bool:
+        return plan.ebtables is not None if tool is EBTABLES_FILTER else tool.key in plan.families
 
-    def _eb_work(self, tool: Tool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool) -> _Work:
+    def _eb_work(
+        self, tool: FilterTool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool
+    ) -> _ToolBatch:
         model = live or Table({name: [] for name in ("PREROUTING", "OUTPUT", "POSTROUTING")})
         batch = Batch(tool.table, model)
         roots = {eb_root(x, port) for port in teardown for x in EB_PREFIXES}
@@ -218,7 +221,7 @@ class EbiptablesFilterBackend:
                     hooked_before.add(builtin)
                 if target in roots:
                     hooks.setdefault(target, []).append((builtin, spec))
-        planned_ports = {plan.port for _, plan in plans if plan.ebtables}
+        planned_ports = {plan.port for plan in plans if plan.ebtables}
         # The batch is cut into segments (see EB_SEGMENT_LINES). Ports whose old rules go
         # without new ones come first; then each segment replaces the old rules of its
         # ports by their new ones, so that no port is ever seen unfiltered.
@@ -228,24 +231,26 @@ class EbiptablesFilterBackend:
         for port in [p for p in port_roots if p not in planned_ports]:
             self._eb_teardown(batch, model, port_roots[port], hooks, None)
         batch.cut()
-        removals: dict[str, list[str]] = {}
-        for group in self._eb_groups([plan for _, plan in plans if plan.ebtables]):
+        removals: dict[str, tuple[Step, ...]] = {}
+        for group in self._eb_groups([plan for plan in plans if plan.ebtables]):
             kept: set[tuple[str, str]] = set()
             for plan in group:  # within a segment: every teardown first, then every build
                 kept |= self._eb_teardown(batch, model, port_roots.get(plan.port, []), hooks, plan.ebtables)
             for plan in group:
                 self._eb_build(batch, model, kept, plan.ebtables)
             batch.cut()
-        for owner, plan in plans:
+        for plan in plans:
             if plan.ebtables:
                 eb = plan.ebtables
-                removals[owner] = (
-                    [f"-D {builtin} {restore_line(args)}" for builtin, args in eb.hooks]
-                    + [f"-F {c}" for c in eb.chains]
-                    + [f"-X {c}" for c in eb.chains]
+                removals[plan.owner] = (
+                    *(DeleteRule(hook.chain, restore_line(hook.args)) for hook in eb.hooks),
+                    *(FlushChain(c) for c in eb.chains),
+                    *(DeleteChain(c) for c in eb.chains),
                 )
-        fresh = sorted({b for _, plan in plans if plan.ebtables for b, _ in plan.ebtables.hooks} - hooked_before)
-        return _Work(tool, batch, removals, {}, fresh)
+        first_hooked = sorted(
+            {hook.chain for plan in plans if plan.ebtables for hook in plan.ebtables.hooks} - hooked_before
+        )
+        return _ToolBatch(tool, batch, removals, [], first_hooked)
 
     @staticmethod
     def _eb_groups(plans: list[PortPlan]) -> list[list[PortPlan]]:
@@ -274,7 +279,7 @@ class EbiptablesFilterBackend:
         which made a reload of N ports cost N squared. The segment is one transaction.
         """
         planned = set(eb.chains) if eb else set()
-        wanted_hooks = {(builtin, restore_line(args)) for builtin, args in eb.hooks} if eb else set()
+        wanted_hooks = {(hook.chain, restore_line(hook.args)) for hook in eb.hooks} if eb else set()
         kept: set[tuple[str, str]] = set()
         for root in roots:
             for builtin, spec in hooks.get(root, []):
@@ -282,11 +287,11 @@ class EbiptablesFilterBackend:
                     kept.add((builtin, spec))
                 else:
                     batch.delete_rule(builtin, spec)
-        doomed = self._descendants(model, [r for r in roots if model.has(r)])
-        doomed += [c for c in (eb.chains if eb else []) if model.has(c) and c not in doomed]
-        for chain in doomed:
+        retired = self._descendants(model, [r for r in roots if model.has(r)])  # the port's live chains
+        retired += [c for c in (eb.chains if eb else []) if model.has(c) and c not in retired]
+        for chain in retired:
             batch.flush(chain)
-        for chain in doomed:
+        for chain in retired:
             if chain not in planned:
                 batch.delete_chain(chain)
         return kept
@@ -298,10 +303,10 @@ class EbiptablesFilterBackend:
             if not model.has(chain):
                 batch.new_chain(chain)
         for rule in eb.rules:
-            batch.append(rule[1], rule[2:])
-        for builtin, args in eb.hooks:
-            if (builtin, restore_line(args)) not in kept:
-                batch.append(builtin, args)
+            batch.append(rule.chain, rule.args)
+        for hook in eb.hooks:
+            if (hook.chain, restore_line(hook.args)) not in kept:
+                batch.append(hook.chain, hook.args)
 
     @staticmethod
     def _descendants(model: Table, roots: list[str]) -> list[str]:
@@ -320,29 +325,31 @@ class EbiptablesFilterBackend:
                     todo.append(target)
         return found
 
-    def _ipt_work(self, tool: Tool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool) -> _Work:
+    def _ipt_work(
+        self, tool: FilterTool, live: Table | None, plans: Plans, teardown: set[str], rebuild: bool
+    ) -> _ToolBatch:
         model = live or Table({name: [] for name in ("INPUT", "FORWARD", "OUTPUT")})
         batch = Batch(tool.table, model)
-        wanted = [(owner, plan) for owner, plan in plans if tool.key in plan.families]
-        base_lines: list[str] = []
+        wanted = [plan for plan in plans if tool.key in plan.families]
+        base_steps: list[Step] = []
         if wanted:
             for chain in BASE_CHAINS:
                 if not model.has(chain):
                     batch.new_chain(chain)
-                    base_lines += [f"-F {chain}", f"-X {chain}"]
-        doomed = {ipt_chain(prefix, port) for port in teardown for prefix in IPT_PREFIXES}
+                    base_steps += [FlushChain(chain), DeleteChain(chain)]
+        retired = {ipt_chain(prefix, port) for port in teardown for prefix in IPT_PREFIXES}  # chains that go
         if rebuild:
             for chain in LINK_CHAINS:
-                doomed |= {t for t in map(target_of, model.rules(chain)) if t}
+                retired |= {t for t in map(target_of, model.rules(chain)) if t}
             for chain in BASE_CHAINS:
                 batch.flush(chain)
         else:
             for chain in LINK_CHAINS:
-                batch.delete_rules(chain, lambda spec: target_of(spec) in doomed)
+                batch.delete_rules(chain, lambda spec: target_of(spec) in retired)
             batch.delete_rules(IN_POST_CHAIN, lambda spec: self._physdev_in(spec) in teardown)
-        for chain in sorted(c for c in doomed if model.has(c) and c not in BASE_CHAINS):
+        for chain in sorted(c for c in retired if model.has(c) and c not in BASE_CHAINS):
             batch.delete_chain(chain)
-        fresh: set[str] = set()
+        first_hooked: set[str] = set()
         if wanted:
             hooked = {(builtin, chain) for builtin, _, chain in BASE_HOOKS}
             present = set()
@@ -354,24 +361,24 @@ class EbiptablesFilterBackend:
             for builtin, position, chain in BASE_HOOKS:
                 batch.insert(builtin, position, ["-j", chain])
                 if (builtin, chain) not in present:
-                    base_lines.insert(0, f"-D {builtin} -j {chain}")
-                    fresh.add(builtin)
-        removals: dict[str, list[str]] = {}
-        for owner, plan in wanted:
+                    base_steps.insert(0, DeleteRule(builtin, f"-j {chain}"))
+                    first_hooked.add(builtin)
+        removals: dict[str, tuple[Step, ...]] = {}
+        for plan in wanted:
             port = plan.port
-            chains = [ipt_chain(prefix, port) for prefix in ("FO", "FI", "HI")]
+            chains = [ipt_chain(prefix, port) for prefix in IPT_PORT_PREFIXES]
             for chain in chains:
                 batch.new_chain(chain)
             links = ipt_links(port)
-            for chain, args in links:
-                batch.append(chain, args)
+            for link in links:
+                batch.append(link.chain, link.args)
             for rule in plan.families[tool.key].rules:
-                batch.append(rule[1], rule[2:])
-            removals[owner] = [f"-D {chain} {restore_line(args)}" for chain, args in links] + [
-                line for chain in chains for line in (f"-F {chain}", f"-X {chain}")
-            ]
-        base = {tool.table: base_lines} if base_lines else {}
-        return _Work(tool, batch, removals, base, sorted(fresh))
+                batch.append(rule.chain, rule.args)
+            removals[plan.owner] = (
+                *(DeleteRule(link.chain, restore_line(link.args)) for link in links),
+                *(step for chain in chains for step in (FlushChain(chain), DeleteChain(chain))),
+            )
+        return _ToolBatch(tool, batch, removals, base_steps, sorted(first_hooked))
 
     @staticmethod
     def _physdev_in(spec: str) -> str | None:
@@ -389,21 +396,21 @@ class EbiptablesFilterBackend:
         """Rules per chain as installed, per tool: what ``verify`` compares against."""
         counts: dict[str, dict[str, int]] = {}
         if plan.ebtables:
-            eb = counts.setdefault(EBTABLES.key, {c: 0 for c in plan.ebtables.chains})
+            eb = counts.setdefault(EBTABLES_FILTER.key, {c: 0 for c in plan.ebtables.chains})
             for rule in plan.ebtables.rules:
-                eb[rule[1]] = eb.get(rule[1], 0) + 1
+                eb[rule.chain] = eb.get(rule.chain, 0) + 1
         for key, family in plan.families.items():
-            chains = counts.setdefault(key, {ipt_chain(p, plan.port): 0 for p in ("FO", "FI", "HI")})
+            chains = counts.setdefault(key, {ipt_chain(p, plan.port): 0 for p in IPT_PORT_PREFIXES})
             for rule in family.rules:
-                chains[rule[1]] = chains.get(rule[1], 0) + 1
+                chains[rule.chain] = chains.get(rule.chain, 0) + 1
         return counts
 
-    def verify(self, runner: Runner, removal: Removal) -> list[str]:
+    def verify(self, runner: Runner, record: XtablesPortRecord | XtablesFilterBaseRecord) -> list[str]:
         """Hooks, chains and rule counts of a record against each tool's live table."""
         problems: list[str] = []
-        for tool in TOOLS:
-            record = removal.get(tool.key)
-            if not record:
+        for tool in FILTER_TOOLS:
+            steps = self._steps(record, tool)
+            if steps is None:
                 continue
             saved = self.__dict__.setdefault("_saved", {})  # one *-save per tool for all records
             if tool.key not in saved:
@@ -413,57 +420,72 @@ class EbiptablesFilterBackend:
             if live is None:
                 problems.append(f"{tool.cli} table {tool.table} is missing")
                 continue
-            for line in record.get(tool.table, []):
-                words = tokens(line)
-                if words[0] == "-D":
-                    target = target_of(" ".join(words[2:]))
-                    if not any(target_of(spec) == target for spec in live.rules(words[1])):
-                        problems.append(f"{tool.cli} -t {tool.table} -A {' '.join(words[1:])} is missing")
-                elif words[0] == "-X" and not live.has(words[1]):
-                    problems.append(f"{tool.cli} -t {tool.table} chain {words[1]} is missing")
-            for chain, expected in removal.get("counts", {}).get(tool.key, {}).items():
+            for step in steps:
+                if isinstance(step, DeleteRule):
+                    target = target_of(step.spec)
+                    if not any(target_of(spec) == target for spec in live.rules(step.chain)):
+                        rule = " ".join([step.chain, *tokens(step.spec)])
+                        problems.append(f"{tool.cli} -t {tool.table} -A {rule} is missing")
+                elif isinstance(step, DeleteChain) and not live.has(step.chain):
+                    problems.append(f"{tool.cli} -t {tool.table} chain {step.chain} is missing")
+            if not isinstance(record, XtablesPortRecord):
+                continue
+            installed_rules = record.ebtables_rules or {}
+            for chain, expected in record.counts.get(tool.key, {}).items():
                 found = len(live.rules(chain))
                 if live.has(chain) and found != expected:
-                    texts = "; ".join(removal.get("texts", {}).get(chain, []))
+                    texts = "; ".join(installed_rules.get(chain, ()))
                     problems.append(
                         f"{tool.cli} -t {tool.table} chain {chain} holds {found} rules, {expected} were installed"
                         + (f": {texts}" if texts else "")
                     )
         return problems
 
-    def _records(self, plans: Plans, works: list[_Work]) -> Installed:
-        installed = Installed()
-        for owner, plan in plans:
-            record: Removal = {"backend": self.name, "kind": "nwfilter", "port": plan.port}
-            for work in works:
-                if owner in work.removals:
-                    record[work.tool.key] = {work.tool.table: work.removals[owner]}
-            record["counts"] = self._counts(plan)
+    @staticmethod
+    def _steps(record: XtablesPortRecord | XtablesFilterBaseRecord, tool: FilterTool) -> tuple[Step, ...] | None:
+        """The record's steps for TOOL; None when it has no part for TOOL."""
+        if isinstance(record, XtablesFilterBaseRecord):
+            part = record.tools.get(tool.key)
+            return part.steps if part else None
+        return record.steps.get(tool.key)
+
+    def _records(
+        self, plans: Plans, batches: list[_ToolBatch]
+    ) -> Installed[XtablesPortRecord, XtablesFilterBaseRecord]:
+        installed: Installed[XtablesPortRecord, XtablesFilterBaseRecord] = Installed()
+        for plan in plans:
+            owner = plan.owner
+            steps = {
+                tool_batch.tool.key: tool_batch.removals[owner]
+                for tool_batch in batches
+                if owner in tool_batch.removals
+            }
+            texts = None
             if plan.ebtables:  # the installed ebtables rules, for verify's messages
-                record["texts"] = {r[1]: [] for r in plan.ebtables.rules}
+                rules: dict[str, list[str]] = {r.chain: [] for r in plan.ebtables.rules}
                 for rule in plan.ebtables.rules:
-                    record["texts"][rule[1]].append(restore_line(rule[2:]))
-            installed.removals[owner] = record
-        base: Removal = {"backend": self.name, "kind": "nwfilter-base"}
-        for work in works:
-            if work.base:
-                base[work.tool.key] = work.base
-        installed.base = base if len(base) > 2 else None
+                    rules[rule.chain].append(restore_line(rule.args))
+                texts = {chain: tuple(lines) for chain, lines in rules.items()}
+            installed.removals[owner] = XtablesPortRecord(plan.port, steps, self._counts(plan), texts)
+        base = XtablesFilterBaseRecord(
+            {tool_batch.tool.key: tool_batch.base for tool_batch in batches if tool_batch.base}
+        )
+        installed.base = base if base else None
         return installed
 
-    def _appeared(self, runner: Runner, tool: Tool, work: _Work, saved: str) -> dict:
+    def _appeared(self, runner: Runner, tool: FilterTool, tool_batch: _ToolBatch, saved: str) -> Appeared:
         """nf_tables tables and builtin chains this batch makes appear (iptables-nft and
         ebtables-nft create them on first use; their save output lists builtin chains
         either way), so that removing the base leaves the ruleset as it was. Only looked
         up when we hook a builtin chain for the first time; legacy tools have them all."""
-        if runner.dry_run or not work.fresh or shutil.which("nft") is None:
-            return {}
+        if runner.dry_run or not tool_batch.first_hooked or shutil.which("nft") is None:
+            return Appeared()
         banner = saved.split("\n", 1)[0]
         if banner.startswith("#"):
             if "(nf_tables)" not in banner:
-                return {}
+                return Appeared()
         elif "nf_tables" not in runner.query([tool.cli, "--version"]).stdout:
-            return {}
+            return Appeared()
         listed = runner.query(["nft", "-j", "list", "chains", tool.nft_family])
         existing = set()
         for item in json.loads(listed.stdout or "{}").get("nftables", []):
@@ -471,51 +493,52 @@ class EbiptablesFilterBackend:
             if chain:
                 existing.add((chain["table"], chain["name"]))
         if not any(table == tool.table for table, _ in existing):
-            return {"appeared": {"tables": [tool.table], "chains": []}}
-        missing = [[tool.table, chain] for chain in work.fresh if (tool.table, chain) not in existing]
-        return {"appeared": {"tables": [], "chains": missing}} if missing else {}
+            return Appeared(tables=(tool.table,))
+        missing = tuple((tool.table, chain) for chain in tool_batch.first_hooked if (tool.table, chain) not in existing)
+        return Appeared(chains=missing)
 
     # --- applying --------------------------------------------------------------------
 
-    def _apply(self, runner: Runner, works: list[_Work], installed: Installed) -> None:
-        applied: list[tuple[_Work, str]] = []  # (work, undo text) per applied segment
+    def _apply(self, runner: Runner, batches: list[_ToolBatch]) -> None:
+        applied: list[tuple[_ToolBatch, str]] = []  # (tool batch, undo text) per applied segment
         try:
-            for work in works:
-                for text, undo in work.batch.segments():
-                    runner.run(work.tool.restore, stdin=text)
-                    applied.append((work, undo))
+            for tool_batch in batches:
+                for text, undo in tool_batch.batch.segments():
+                    runner.run(tool_batch.tool.restore, stdin=text)
+                    applied.append((tool_batch, undo))
         except ToolError:
             # Each segment is atomic: the failed one changed nothing; take back the others.
-            for index, (work, undo) in reversed(list(enumerate(applied))):
+            for index, (tool_batch, undo) in reversed(list(enumerate(applied))):
                 try:
-                    runner.run(work.tool.restore, stdin=undo)
-                    first = index == 0 or applied[index - 1][0] is not work
-                    if first and work.base.get("appeared"):
-                        drop_appeared(runner, work.tool.nft_family, work.base["appeared"])
+                    runner.run(tool_batch.tool.restore, stdin=undo)
+                    first = index == 0 or applied[index - 1][0] is not tool_batch
+                    if first and tool_batch.appeared:
+                        drop_appeared(runner, tool_batch.tool.nft_family, tool_batch.appeared)
                 except (ToolError, VirtfwError) as error:
-                    print(f"warning: rollback of {work.tool.cli} rules failed: {error}", file=sys.stderr)
+                    print(f"warning: rollback of {tool_batch.tool.cli} rules failed: {error}", file=sys.stderr)
             raise
 
     # --- removal ---------------------------------------------------------------------
 
-    def remove(self, runner: Runner, removal: Removal) -> bool:
+    def remove(self, runner: Runner, record: XtablesPortRecord | XtablesFilterBaseRecord) -> bool:
         """Run a removal record (a port's or the base's). Rules and chains already gone
         are fine; False when something else refused, so the caller rebuilds."""
         ok = True
-        for tool in TOOLS:
-            section = removal.get(tool.key)
-            if not isinstance(section, dict):
-                continue
-            ok = self._run_removal(runner, tool, section.get(tool.table, [])) and ok
-            if section.get("appeared"):
-                drop_appeared(runner, tool.nft_family, section["appeared"])
+        for tool in FILTER_TOOLS:
+            steps = self._steps(record, tool)
+            if steps is not None:
+                ok = self._run_removal(runner, tool, [step.line for step in steps]) and ok
+            if isinstance(record, XtablesFilterBaseRecord) and tool.key in record.tools:
+                appeared = record.tools[tool.key].appeared
+                if appeared:
+                    drop_appeared(runner, tool.nft_family, appeared)
         return ok
 
-    def _run_removal(self, runner: Runner, tool: Tool, lines: list[str]) -> bool:
+    def _run_removal(self, runner: Runner, tool: FilterTool, lines: list[str]) -> bool:
         if not lines:
             return True
         try:
-            runner.run(tool.restore, stdin=restore_text(tool.table, lines))
+            runner.run(tool.restore, stdin=restore_block(tool.table, lines))
             return True
         except ToolError:
             pass
@@ -527,38 +550,3 @@ class EbiptablesFilterBackend:
                 print(f"warning: {' '.join(tool.single(line))}: {result.stderr.strip()}", file=sys.stderr)
                 ok = False
         return ok
-
-    def merge_base(self, old: Removal | None, new: Removal | None) -> Removal | None:
-        """One base record from two installs' pieces: lines united (hook deletes first,
-        then flushes, then chain deletes), appeared tables/chains united."""
-        if not old or not new:
-            return new or old
-        merged: Removal = {"backend": self.name, "kind": "nwfilter-base"}
-        for tool in TOOLS:
-            parts = [rec[tool.key] for rec in (old, new) if isinstance(rec.get(tool.key), dict)]
-            if not parts:
-                continue
-            lines: list[str] = []
-            for part in parts:
-                lines += [line for line in part.get(tool.table, []) if line not in lines]
-            lines.sort(key=lambda line: {"-D": 0, "-F": 1, "-X": 2}.get(line.split()[0], 3))
-            section: dict = {tool.table: lines} if lines else {}
-            appeared = _union_appeared(part.get("appeared") for part in parts)
-            if appeared:
-                section["appeared"] = appeared
-            if section:
-                merged[tool.key] = section
-        return merged
-
-
-def _union_appeared(records: Iterable[dict | None]) -> dict | None:
-    tables: list[str] = []
-    chains: list[list[str]] = []
-    for record in records:
-        for table in (record or {}).get("tables", []):
-            if table not in tables:
-                tables.append(table)
-        for chain in (record or {}).get("chains", []):
-            if list(chain) not in chains:
-                chains.append(list(chain))
-    return {"tables": tables, "chains": chains} if tables or chains else None

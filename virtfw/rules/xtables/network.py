@@ -1,9 +1,12 @@
-"""iptables backend: private VIRTFW_* chains changed with ``*-restore --noflush`` batches.
+"""iptables network backend: private VIRTFW_* chains changed with ``*-restore --noflush``.
 
 One restore run per address family carries every table's changes (neutron's model:
-one process per change, not one per rule). Removal records (``network_records``) name
-what was inserted, the rules, our chains and the jumps to them, from which the
-``-D``/``-F``/``-X`` lines are composed.
+one process per change, not one per rule). Removal records
+(:mod:`virtfw.rules.xtables.network_records`) are the exact ``-D`` lines of what was
+inserted, known before anything is applied.
+
+Atomic: each restore run is committed whole; when the IPv6 run fails, the IPv4 one
+that went in is taken back, so a failed install leaves the rules as they were.
 """
 
 from __future__ import annotations
@@ -11,68 +14,28 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed
-from virtfw.rules.netrules import (
-    Action,
-    Addr,
-    CtState,
-    DPort,
-    Family,
-    Iface,
-    Match,
-    Proto,
-    Rule,
-    RuleSet,
-    Verdict,
-)
+from virtfw.rules.netrules import Family, RuleSet
+from virtfw.rules.nft.syntax import NFT_FAMILY
 from virtfw.rules.runner import Runner
 from virtfw.rules.xtables.appeared import Appeared, drop_appeared
-from virtfw.rules.xtables.network_records import CHAINS, HOOKS, TABLES, IptBase, IptFamilyBase, IptRule, IptRules
+from virtfw.rules.xtables.network_records import (
+    CHAINS,
+    HOOKS,
+    NETWORK_TABLES,
+    FamilyRemoval,
+    IptablesRecord,
+    RemovalLine,
+)
 from virtfw.rules.xtables.save import GONE
+from virtfw.rules.xtables.syntax import render_spec, restore_blocks
 
-TOOLS = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
+IPTABLES_BY_FAMILY = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
 
-# Where iptables-nft keeps each address family's tables.
-NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
-
-
-def render_match(match: Match) -> list[str]:
-    if isinstance(match, Iface):
-        return ["-i" if match.inbound else "-o", match.name]
-    if isinstance(match, Addr):
-        flag = "-s" if match.source else "-d"
-        return (["!"] if match.negate else []) + [flag, match.cidr]
-    if isinstance(match, Proto):
-        return ["-p", match.name]
-    if isinstance(match, DPort):
-        return ["--dport", str(match.port)]
-    if isinstance(match, CtState):
-        return ["-m", "conntrack", "--ctstate", ",".join(s.upper() for s in match.states)]
-    raise TypeError(f"cannot render {match!r}")
-
-
-def render_verdict(verdict: Verdict) -> list[str]:
-    action = verdict.action
-    ports = f"{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
-    if action is Action.MASQUERADE:
-        return ["-j", "MASQUERADE"] + (["--to-ports", ports] if ports else [])
-    if action is Action.SNAT:
-        start, end = verdict.addresses
-        target = start + (f"-{end}" if end else "") + (f":{ports}" if ports else "")
-        return ["-j", "SNAT", "--to-source", target]
-    if action is Action.CHECKSUM_FILL:
-        return ["-j", "CHECKSUM", "--checksum-fill"]
-    return ["-j", action.value.upper()]
-
-
-def render_spec(rule: Rule) -> str:
-    words: list[str] = []
-    for match in rule.matches:
-        words += render_match(match)
-    return " ".join(words + render_verdict(rule.verdict))
+NetworkInstalled = Installed[IptablesRecord, IptablesRecord]
 
 
 @dataclass
@@ -84,23 +47,11 @@ class _Live:
     tables: set[str]
 
 
-def restore_text(blocks: dict[str, list[str]]) -> str:
-    return "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in blocks.items() if lines)
-
-
 class IptablesBackend:
-    """Networks' rules in our ``VIRTFW_*`` chains; the contract is rules/backend.py's."""
-
     name = "iptables"
 
-    def load_record(self, data: object, where: str) -> IptRules:
-        return IptRules.from_json(data, where)
-
-    def load_base(self, data: object, where: str) -> IptBase:
-        return IptBase.from_json(data, where)
-
     def _live(self, runner: Runner, family: Family) -> _Live:
-        result = runner.query([f"{TOOLS[family]}-save"])
+        result = runner.query([f"{IPTABLES_BY_FAMILY[family]}-save"])
         live = _Live(set(), set(), set())
         table = ""
         ours = {chain for _, chain in CHAINS.values()}
@@ -122,79 +73,84 @@ class IptablesBackend:
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed[IptRules, IptBase]], None] | None = None,
-    ) -> Installed[IptRules, IptBase]:
+        before_apply: Callable[[NetworkInstalled], None] | None = None,
+    ) -> NetworkInstalled:
+        owners: dict[str, dict[Family, FamilyRemoval]] = {rs.owner: {} for rs in rulesets}
+        base: dict[Family, FamilyRemoval] = {}
         texts: dict[Family, str] = {}
-        bases: dict[Family, IptFamilyBase] = {}
-        added: dict[str, dict[Family, list[IptRule]]] = {rs.owner: {} for rs in rulesets}
-        for family in TOOLS:
-            blocks, bases[family] = self._base_blocks(runner, family, rebuild)
+        for family in IPTABLES_BY_FAMILY:
+            blocks, base[family] = self._base_blocks(runner, family, rebuild)
             for ruleset in rulesets:
-                rules = added[ruleset.owner].setdefault(family, [])
+                removal: dict[str, list[RemovalLine]] = {}
                 for rule in reversed(ruleset.rules):
                     if rule.family is family:
                         table, chain = CHAINS[rule.chain]
                         spec = render_spec(rule)
                         blocks[table].append(f"-I {chain} {spec}")
-                        rules.insert(0, IptRule(table, chain, spec))
-            texts[family] = restore_text(blocks)
-        base = IptBase(bases[Family.IPV4], bases[Family.IPV6])
-        installed: Installed[IptRules, IptBase] = Installed(
-            removals={
-                owner: IptRules(tuple(rules[Family.IPV4]), tuple(rules[Family.IPV6])) for owner, rules in added.items()
-            },
-            base=base or None,
+                        removal.setdefault(table, []).insert(0, RemovalLine("-D", chain, spec))
+                owners[ruleset.owner][family] = _family_removal(removal)
+            texts[family] = restore_blocks(blocks)
+        installed: NetworkInstalled = Installed(
+            {owner: IptablesRecord(parts[Family.IPV4], parts[Family.IPV6]) for owner, parts in owners.items()},
+            IptablesRecord(base[Family.IPV4], base[Family.IPV6]) if any(base.values()) else None,
         )
         if before_apply:
-            before_apply(installed)  # every removal is known before anything is applied
+            before_apply(installed)  # every -D line is known before anything is applied
         applied: list[Family] = []
         try:
             for family, text in texts.items():
                 if text:
-                    runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+                    runner.run([f"{IPTABLES_BY_FAMILY[family]}-restore", "-w", "--noflush"], stdin=text)
                 applied.append(family)
         except ToolError:
             # Each restore is atomic; the families that went in whole come out again.
             for family in applied:
-                for removal in installed.removals.values():
-                    self._remove_rules(runner, family, removal)
-                self._remove_base(runner, family, base.of(family))
+                for record in installed.removals.values():
+                    self._remove_family(runner, family, record.family(family))
+                if installed.base:
+                    self._remove_family(runner, family, installed.base.family(family))
             raise
         return installed
 
-    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], IptFamilyBase]:
+    def load_record(self, data: object, where: str) -> IptablesRecord:
+        return IptablesRecord.from_json(data, where)
+
+    def load_base(self, data: object, where: str) -> IptablesRecord:
+        return IptablesRecord.from_json(data, where)
+
+    def _base_blocks(self, runner: Runner, family: Family, rebuild: bool) -> tuple[dict[str, list[str]], FamilyRemoval]:
         live = self._live(runner, family)
-        blocks: dict[str, list[str]] = {table: [] for table in TABLES}
+        blocks: dict[str, list[str]] = {table: [] for table in NETWORK_TABLES}
+        removal: dict[str, list[RemovalLine]] = {}
         for table, chain in dict.fromkeys(CHAINS.values()):
             if rebuild or (table, chain) not in live.chains:
                 blocks[table].append(f":{chain} - [0:0]")  # creates, or flushes ours
-        chains = tuple(chain for chain in dict.fromkeys(CHAINS.values()) if chain not in live.chains)
-        hooks = tuple(hook for hook in HOOKS if hook not in live.hooks)
-        for table, parent, chain in hooks:
-            blocks[table].append(f"-I {parent} -j {chain}")
-        # each jump was inserted at the top: they come out in the reverse order
-        base = IptFamilyBase(hooks[::-1], chains)
-        if base:
-            base = replace(base, appeared=self._appeared(runner, family, live, base))
-        return blocks, base
+            if (table, chain) not in live.chains:
+                removal.setdefault(table, []).extend([RemovalLine("-F", chain), RemovalLine("-X", chain)])
+        for table, parent, chain in HOOKS:
+            if (table, parent, chain) not in live.hooks:
+                blocks[table].append(f"-I {parent} -j {chain}")
+                removal.setdefault(table, []).insert(0, RemovalLine("-D", parent, f"-j {chain}"))
+        appeared = self._appeared(runner, family, live, set(removal)) if removal else None
+        return blocks, _family_removal(removal, appeared)
 
-    def remove(self, runner: Runner, record: IptRules | IptBase) -> bool:
+    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
+        """Nothing to report: virtfw's chains are jumped to first from the builtin chains,
+        and their ACCEPT ends the builtin chain before another manager's rules or a drop
+        policy there."""
+        return []
+
+    def remove(self, runner: Runner, removal: IptablesRecord) -> bool:
         for family in (Family.IPV4, Family.IPV6):
-            if isinstance(record, IptBase):
-                self._remove_base(runner, family, record.of(family))
-            else:
-                self._remove_rules(runner, family, record)
+            self._remove_family(runner, family, removal.family(family))
         return True
 
-    def _remove_rules(self, runner: Runner, family: Family, record: IptRules) -> None:
-        self._run_removal(runner, family, record.removal_blocks(family))
+    def _remove_family(self, runner: Runner, family: Family, record: FamilyRemoval) -> None:
+        self._run_removal(runner, family, record.blocks())
+        if record.appeared:
+            drop_appeared(runner, NFT_FAMILY[family], record.appeared)
 
-    def _remove_base(self, runner: Runner, family: Family, base: IptFamilyBase) -> None:
-        self._run_removal(runner, family, base.removal_blocks())
-        if base.appeared:
-            drop_appeared(runner, NFT_FAMILY[family], base.appeared)
-
-    def _appeared(self, runner: Runner, family: Family, live: _Live, base: IptFamilyBase) -> Appeared:
+    def _appeared(self, runner: Runner, family: Family, live: _Live, tables: set[str]) -> Appeared | None:
         """nf_tables tables and builtin chains that our batch is about to make appear.
 
         iptables-nft creates a table, and each builtin chain, on first use; legacy
@@ -202,52 +158,49 @@ class IptablesBackend:
         if nothing else was put in it, so teardown leaves the ruleset as it found it.
         """
         if runner.dry_run or shutil.which("nft") is None:
-            return Appeared()
-        if "nf_tables" not in runner.query([TOOLS[family], "--version"]).stdout:
-            return Appeared()
+            return None
+        if "nf_tables" not in runner.query([IPTABLES_BY_FAMILY[family], "--version"]).stdout:
+            return None
         listed = runner.query(["nft", "-j", "list", "chains", NFT_FAMILY[family]])
         existing = set()
         for item in json.loads(listed.stdout or "{}").get("nftables", []):
             chain = item.get("chain")
             if chain:
                 existing.add((chain["table"], chain["name"]))
-        tables = sorted(set(TABLES) - live.tables - {t for t, _ in existing})
-        touched = {table for table, _ in base.chains} | {table for table, _, _ in base.hooks}
-        hooked = {(table, parent) for table, parent, _ in HOOKS if table in touched}
-        chains = sorted((t, c) for t, c in hooked - existing if t not in tables)
-        return Appeared(tuple(tables), tuple(chains))
+        appeared = sorted(set(NETWORK_TABLES) - live.tables - {t for t, _ in existing})
+        hooked = {(table, parent) for table, parent, _ in HOOKS if table in tables}
+        chains = sorted((t, c) for t, c in hooked - existing if t not in appeared)
+        return Appeared(tuple(appeared), tuple(chains))
 
     def _run_removal(self, runner: Runner, family: Family, blocks: dict[str, list[str]]) -> None:
-        text = restore_text(blocks)
+        text = restore_blocks(blocks)
         if not text:
             return
         try:
-            runner.run([f"{TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
+            runner.run([f"{IPTABLES_BY_FAMILY[family]}-restore", "-w", "--noflush"], stdin=text)
         except ToolError:
             # Something was already gone (an admin flushed): remove the rest one by one.
             for table, lines in blocks.items():
                 for line in lines:
-                    argv = [TOOLS[family], "-w", "-t", table, *line.split()]
+                    argv = [IPTABLES_BY_FAMILY[family], "-w", "-t", table, *line.split()]
                     result = runner.run(argv, check=False)
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
 
-    def verify(self, runner: Runner, record: IptRules | IptBase) -> list[str]:
+    def verify(self, runner: Runner, removal: IptablesRecord) -> list[str]:
         """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
         problems = []
-        for family, tool in TOOLS.items():
-            if isinstance(record, IptBase):
-                checks = [(table, [parent, "-j", chain]) for table, parent, chain in record.of(family).hooks]
-            else:
-                checks = [(rule.table, [rule.chain, *rule.spec.split()]) for rule in record.of(family)]
-            for table in TABLES:
-                for words in (words for at, words in checks if at == table):
-                    argv = [tool, "-w", "-t", table, "-C", *words]
-                    if runner.run(argv, change=False, check=False).returncode != 0:
-                        problems.append(f"{tool} -t {table} -A {' '.join(words)} is missing")
+        for family, tool in IPTABLES_BY_FAMILY.items():
+            lines = dict(removal.family(family).tables)
+            for table, line in ((t, line) for t in NETWORK_TABLES for line in lines.get(t, ())):
+                if line.verb != "-D":
+                    continue
+                argv = [tool, "-w", "-t", table, "-C", line.chain, *line.spec.split()]
+                if runner.run(argv, change=False, check=False).returncode != 0:
+                    problems.append(f"{tool} -t {table} -A {line.chain} {line.spec} is missing")
         return problems
 
-    def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:
-        """None looked for: another manager's iptables drops sit behind our jumps in the same
-        builtin chains. (On iptables-nft, a foreign nft table's drop is not checked yet.)"""
-        return []
+
+def _family_removal(removal: dict[str, list[RemovalLine]], appeared: Appeared | None = None) -> FamilyRemoval:
+    """Tables in the order their first line was queued (which is the removal batch's)."""
+    return FamilyRemoval(tuple((table, tuple(lines)) for table, lines in removal.items()), appeared)

@@ -13,59 +13,13 @@ that model as it is queued, which gives two things for free:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from virtfw.rules.xtables.filter_render import restore_line
+from virtfw.rules.xtables.syntax import restore_block, restore_line
 
 # What xtables tools say when a rule or chain to delete is not there (already gone).
 GONE = ("does a matching rule exist", "does not exist", "No chain/target/match", "doesn't exist")
-
-_BLANKS = re.compile(r"[ \t\n]+")
-
-
-def tokens(line: str) -> list[str]:
-    """Split a save/restore line the way xtables-restore does: blanks separate words,
-    double quotes group, backslash escapes inside quotes; single quotes are literal."""
-    if '"' not in line:  # the common case, and what makes reading 30,000 rules fast
-        return _BLANKS.split(line.strip(" \t\n")) if line.strip(" \t\n") else []
-    words: list[str] = []
-    word: list[str] = []
-    quoted = escaped = started = False
-    for char in line:
-        if quoted:
-            if escaped:
-                word.append(char)
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-            else:
-                word.append(char)
-        elif char == '"':
-            quoted = started = True
-        elif char in " \t\n":
-            if started:
-                words.append("".join(word))
-                word, started = [], False
-        else:
-            word.append(char)
-            started = True
-    if started:
-        words.append("".join(word))
-    return words
-
-
-def target_of(spec: str) -> str | None:
-    """The ``-j``/``-g`` target of a rule's text (the last one given)."""
-    words = tokens(spec)
-    target = None
-    for i, word in enumerate(words[:-1]):
-        if word in ("-j", "-g", "--jump", "--goto"):
-            target = words[i + 1]
-    return target
 
 
 @dataclass
@@ -176,10 +130,6 @@ class Batch:
         if not self.cuts or self.cuts[-1][0] < len(self.lines):
             self.cuts.append((len(self.lines), len(self.undo)))
 
-    def since_cut(self) -> int:
-        """Lines queued since the last cut."""
-        return len(self.lines) - (self.cuts[-1][0] if self.cuts else 0)
-
     def segments(self) -> list[tuple[str, str]]:
         """(batch text, its undo text) per segment, in the order they are to be applied."""
         ends = [*self.cuts, (len(self.lines), len(self.undo))]
@@ -188,19 +138,6 @@ class Batch:
         for end in ends:
             if end[0] > start[0]:
                 lines, undo = self.lines[start[0] : end[0]], self.undo[start[1] : end[1]]
-                segments.append((restore_text(self.table, lines), restore_text(self.table, reversed(undo))))
+                segments.append((restore_block(self.table, lines), restore_block(self.table, reversed(undo))))
             start = end
         return segments
-
-    # --- output ---
-
-    def text(self) -> str:
-        return restore_text(self.table, self.lines)
-
-    def undo_text(self) -> str:
-        return restore_text(self.table, list(reversed(self.undo)))
-
-
-def restore_text(table: str, lines: Iterable[str]) -> str:
-    lines = list(lines)
-    return f"*{table}\n" + "".join(line + "\n" for line in lines) + "COMMIT\n" if lines else ""

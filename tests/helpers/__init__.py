@@ -1,0 +1,1 @@
+"""Shared test helpers: namespaces, topologies, fault injection, the fake runner."""

@@ -1,0 +1,214 @@
+"""The command line's everyday definition commands, and its refusals of bad definitions.
+
+These commands (``net-define``, ``net-list``, ``net-dumpxml``, ``net-autostart``,
+``net-undefine``, ``net-edit``, ``--help``) never touch the firewall or links, so they
+run directly, as any user, with their own config and state dirs. A refused request
+exits 1 with one ``error:`` line and changes nothing (``helpers.cli``). The commands
+that reach the firewall or links are tested in namespaces in
+``tests/netns/test_cli_errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers.cli import NO_EDITOR, assert_ok, assert_refused, executable, tree, write
+from helpers.network_cases import GOOD, INVALID, Invalid, variant
+from helpers.nsutil import ROOT, SHARED, virtfw_argv
+
+from virtfw.net.xml import parse_network
+
+CONTRACT = SHARED / "docs" / "CLI-CONTRACT.md"
+
+
+@dataclass
+class Local:
+    """virtfw run directly (for commands that never touch the firewall or links)."""
+
+    tmp: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.tmp / "etc"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.tmp / "run"
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        argv = virtfw_argv(*args, config_dir=self.config_dir, state_dir=self.state_dir)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            env={**os.environ, **NO_EDITOR, **(env or {})}, check=False,
+        )  # fmt: skip
+
+    def files(self) -> tuple[dict, dict]:
+        return tree(self.config_dir), tree(self.state_dir)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Local:
+    app = Local(tmp_path)
+    app.config_dir.mkdir()
+    return app
+
+
+@pytest.fixture
+def defined(local: Local, tmp_path: Path) -> Local:
+    """A config dir holding the network 'testnet' (GOOD)."""
+    assert_ok(local("net-define", str(write(tmp_path / "testnet.xml", GOOD))))
+    return local
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda c: c.id)
+def test_net_define_refuses_bad_xml(case: Invalid, defined: Local, tmp_path: Path) -> None:
+    """net-define of a bad file is refused and the stored 'testnet' stays as it was."""
+    path = write(tmp_path / "bad.xml", case.xml)
+    before = defined.files()
+    message = assert_refused(defined("net-define", str(path)), *case.needles)
+    assert "root:" not in message
+    assert defined.files() == before
+
+
+def test_net_define_refuses_a_bridge_another_network_uses(defined: Local, tmp_path: Path) -> None:
+    clash = variant("<name>testnet</name>", "<name>second</name>")
+    before = defined.files()
+    assert_refused(defined("net-define", str(write(tmp_path / "second.xml", clash))), "vtest0", "testnet")
+    assert defined.files() == before
+
+
+# ---------------------------------------------------------------------------------
+# definitions: list, dumpxml, autostart, undefine, help
+# ---------------------------------------------------------------------------------
+
+
+def list_json(app: Local, *flags: str) -> list[dict]:
+    return json.loads(assert_ok(app("net-list", "--json", *flags)).stdout)
+
+
+def test_defined_network_is_listed_inactive(defined: Local) -> None:
+    assert [row["name"] for row in list_json(defined)] == [], "net-list without --all shows active networks only"
+    rows = {row["name"]: row for row in list_json(defined, "--all")}
+    assert rows["testnet"] == {
+        "name": "testnet", "state": "inactive", "autostart": False, "persistent": True,
+        "bridge": "vtest0", "forward": "nat",
+    }  # fmt: skip
+    assert rows["default"]["state"] == "inactive", "the shipped default network is always listed"
+
+
+def test_dumpxml_round_trips(defined: Local, tmp_path: Path) -> None:
+    """net-dumpxml gives the definition back; defining that again changes nothing."""
+    dumped = assert_ok(defined("net-dumpxml", "testnet")).stdout
+    original, parsed = parse_network(GOOD), parse_network(dumped)
+    original.uuid = parsed.uuid  # GOOD has no <uuid>: net-define generated one
+    assert parsed == original
+    assert assert_ok(defined("net-dumpxml", "--inactive", "testnet")).stdout == dumped
+    before = defined.files()
+    assert_ok(defined("net-define", str(write(tmp_path / "dumped.xml", dumped))))
+    assert defined.files() == before, "re-defining the dumped XML changed the stored definition"
+    assert assert_ok(defined("net-dumpxml", "testnet")).stdout == dumped
+
+
+def test_redefine_without_uuid_keeps_the_uuid(defined: Local, tmp_path: Path) -> None:
+    first = parse_network(assert_ok(defined("net-dumpxml", "testnet")).stdout).uuid
+    assert_ok(defined("net-define", str(write(tmp_path / "again.xml", GOOD))))
+    assert parse_network(assert_ok(defined("net-dumpxml", "testnet")).stdout).uuid == first
+
+
+def test_dumpxml_of_shipped_default_round_trips(local: Local) -> None:
+    dumped = assert_ok(local("net-dumpxml", "default")).stdout
+    expected = parse_network((ROOT / "etc" / "networks" / "default.xml").read_text())
+    actual = parse_network(dumped)
+    expected.uuid = actual.uuid
+    assert actual == expected
+
+
+def test_autostart_mark_and_disable(defined: Local) -> None:
+    mark = defined.config_dir / "networks" / "autostart" / "testnet.xml"
+    assert_ok(defined("net-autostart", "testnet"))
+    assert mark.exists() or mark.is_symlink(), "net-autostart left no mark"
+    assert {r["name"]: r["autostart"] for r in list_json(defined, "--all")}["testnet"] is True
+    assert_ok(defined("net-autostart", "--disable", "testnet"))
+    assert not (mark.exists() or mark.is_symlink()), "--disable left the mark"
+    assert {r["name"]: r["autostart"] for r in list_json(defined, "--all")}["testnet"] is False
+
+
+def test_undefine_removes_own_definition(defined: Local) -> None:
+    assert_ok(defined("net-autostart", "testnet"))
+    assert_ok(defined("net-undefine", "testnet"))
+    assert "testnet" not in {r["name"] for r in list_json(defined, "--all")}
+    assert not list((defined.config_dir / "networks").rglob("testnet*"))
+
+
+def test_undefine_of_shipped_default_is_refused(local: Local) -> None:
+    before = local.files()
+    assert_refused(local("net-undefine", "default"), "default")
+    assert local.files() == before
+    assert "default" in {r["name"] for r in list_json(local, "--all")}
+
+
+def contract_network_commands() -> list[str]:
+    """The command names in the first column of the contract's "## Networks" table."""
+    section = CONTRACT.read_text().split("\n## Networks\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and "`" in cells[1]:
+            commands += [span.split()[0] for span in re.findall(r"`([^`]+)`", cells[1])]
+    return commands
+
+
+def test_help_lists_every_contract_command(local: Local) -> None:
+    expected = contract_network_commands()
+    assert {"net-define", "net-info", "net-dumpxml", "autostart", "reload"} <= set(expected)
+    help_text = assert_ok(local("--help")).stdout
+    listed = set(re.findall(r"^  (\S+)", help_text.split("Commands:", 1)[1], re.MULTILINE))
+    assert set(expected) - listed == set(), f"--help does not list {sorted(set(expected) - listed)}"
+
+
+# ---------------------------------------------------------------------------------
+# net-edit
+# ---------------------------------------------------------------------------------
+
+
+def test_net_edit_saves_the_edited_definition(defined: Local) -> None:
+    uuid = parse_network(assert_ok(defined("net-dumpxml", "testnet")).stdout).uuid
+    assert_ok(defined("net-edit", "testnet", env={"EDITOR": "sed -i s/192.168.100/192.168.77/g"}))
+    net = parse_network(assert_ok(defined("net-dumpxml", "testnet")).stdout)
+    assert [str(ip.address) for ip in net.ips] == ["192.168.77.1"]
+    assert net.uuid == uuid
+    stored = (defined.config_dir / "networks" / "testnet.xml").read_text()
+    assert "192.168.77.1" in stored and "192.168.100" not in stored
+
+
+def test_net_edit_without_change_writes_nothing(defined: Local) -> None:
+    before = defined.files()
+    assert_ok(defined("net-edit", "testnet", env={"EDITOR": "true"}))
+    assert defined.files() == before
+
+
+BROKEN_EDITORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("malformed", "printf '<network><name>testnet</name>' > \"$1\"", ("malformed",)),
+    ("bad-bridge", "sed -i 's/vtest0/vt;x/' \"$1\"", ("vt;x",)),
+    ("bad-address", 'sed -i \'s/192.168.100.1"/192.168.100.300"/\' "$1"', ("192.168.100.300",)),
+    ("rename", "sed -i 's/>testnet</>renamed</' \"$1\"", ("renamed",)),
+    ("editor-fails", "exit 3", ("3",)),
+)
+
+
+@pytest.mark.parametrize("editor", BROKEN_EDITORS, ids=lambda e: e[0])
+def test_net_edit_refuses_a_bad_result(
+    editor: tuple[str, str, tuple[str, ...]], defined: Local, tmp_path: Path
+) -> None:
+    """An editor that leaves invalid XML (or fails) exits 1 and the definition stays as it was."""
+    _, script, needles = editor
+    path = executable(tmp_path / "editor.sh", f"#!/bin/sh\n{script}\n")
+    before = defined.files()
+    assert_refused(defined("net-edit", "testnet", env={"EDITOR": str(path)}), *needles)
+    assert defined.files() == before

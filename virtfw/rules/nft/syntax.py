@@ -1,0 +1,348 @@
+"""nft's syntax: how both nftables backends spell matches, verdicts and values.
+
+Pure functions, no I/O. The network backend renders ``netrules.Rule``s (``render_rule``);
+the filter backend renders ``PortRule``s, one direction at a time (``layer2_expr``,
+``layer3_expr``, ``port_rule_text``), and the jumps into a port's sub-chains
+(``jump_match``, ``bare_verdict``). The backends own tables, chains and batches.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from functools import lru_cache
+from ipaddress import IPv4Address
+
+from virtfw.errors import VirtfwError
+from virtfw.rules import protocols
+from virtfw.rules.netrules import Action, Addr, CtState, DPort, Family, Iface, Match, Proto, Rule, Verdict
+from virtfw.rules.portrules import Match as PortMatch
+from virtfw.rules.portrules import PortRule
+from virtfw.rules.protocols import ETHERTYPES, STP_ADDRESS
+
+# The nft family of each address family's tables (``ip``/``ip6`` also name the address matches).
+NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
+
+# ---- network rules ---------------------------------------------------------------
+
+
+def render_match(match: Match, fam: str) -> str:
+    if isinstance(match, Iface):
+        key = ("iif" if match.inbound else "oif") + ("" if match.by_index else "name")
+        return f'{key} "{match.name}"'
+    if isinstance(match, Addr):
+        op = "!= " if match.negate else ""
+        return f"{fam} {'saddr' if match.source else 'daddr'} {op}{match.cidr}"
+    if isinstance(match, Proto):
+        return f"meta l4proto {match.name}"
+    if isinstance(match, DPort):
+        return f"{match.proto} dport {match.port}"
+    if isinstance(match, CtState):
+        return "ct state " + ",".join(match.states)
+    raise TypeError(f"cannot render {match!r}")
+
+
+def render_verdict(verdict: Verdict) -> str:
+    action = verdict.action
+    ports = f":{verdict.ports[0]}-{verdict.ports[1]}" if verdict.ports else ""
+    if action is Action.MASQUERADE:
+        return f"masquerade to {ports}" if ports else "masquerade"
+    if action is Action.SNAT:
+        assert verdict.addresses is not None, "an SNAT verdict carries its addresses"
+        start, end = verdict.addresses
+        return f"snat to {start}{'-' + end if end else ''}{ports}"
+    return action.value
+
+
+def render_rule(rule: Rule) -> str:
+    fam = NFT_FAMILY[rule.family]
+    parts = [render_match(m, fam) for m in rule.matches]
+    parts += ["counter", render_verdict(rule.verdict)]
+    return " ".join(parts)
+
+
+# ---- filter rules: values ----------------------------------------------------------
+
+
+class Unsupported(VirtfwError):
+    """A filter rule bridge-family nftables cannot express (the iptables backend can)."""
+
+
+# For the mirrored (reply) direction: each attribute and its counterpart.
+SWAP = {}
+for _a, _b in (("srcipaddr", "dstipaddr"), ("srcipmask", "dstipmask"), ("srcipfrom", "dstipfrom"),
+               ("srcipto", "dstipto"), ("srcportstart", "dstportstart"), ("srcportend", "dstportend")):  # fmt: skip
+    SWAP[_a], SWAP[_b] = _b, _a
+
+# nft's names for a layer-3 element's IP protocol, where they differ from libvirt's
+# (None: no protocol match at all).
+NFT_IP_PROTOCOL: dict[str, str | None] = {"icmpv6": "ipv6-icmp", "all": None}
+
+# The ethertypes nft prints by name (``ether type ip``) rather than by number.
+NFT_ETHERTYPE_NAMES = {"ip": ETHERTYPES["ipv4"], "ip6": ETHERTYPES["ipv6"], "arp": ETHERTYPES["arp"]}
+
+_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]-]")
+
+
+def _hex(value: int, width: int) -> str:
+    return f"0x{value:0{width}x}"
+
+
+def _mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _ip_int(addr: object) -> int:
+    return int(IPv4Address(str(addr)))
+
+
+def _prefix_mask(length: int, bits: int) -> int:
+    return ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
+
+
+def l3_family_and_protocol(element: str) -> tuple[str, str | None]:
+    """The nft family (``ip``/``ip6``) and ``meta l4proto`` name of a layer-3 element."""
+    layer = protocols.layer(element)
+    if layer == "ethernet":
+        raise ValueError(f"{element!r} is a layer-2 element")
+    name = protocols.ip_protocol(element)
+    return ("ip" if layer == "ipv4" else "ip6"), NFT_IP_PROTOCOL.get(name, name)
+
+
+class _Expr:
+    """Builds one rule's match text; ``negate`` turns each comparison into ``!=``."""
+
+    def __init__(self, negate: bool) -> None:
+        self.op = "!= " if negate else ""
+        self.parts: list[str] = []
+
+    def eq(self, left: str, right: object) -> None:
+        self.parts.append(f"{left} {self.op}{right}")
+
+    def masked(self, left: str, value: int, mask: int, width: int) -> None:
+        full = (1 << (width * 4)) - 1
+        if mask == full:
+            self.parts.append(f"{left} {self.op}{_hex(value, width)}")
+        else:
+            self.parts.append(f"{left} & {_hex(mask, width)} {'!=' if self.op else '=='} {_hex(value & mask, width)}")
+
+    def raw(self, text: str) -> None:
+        self.parts.append(text)
+
+
+def _mac_match(expr: _Expr, keyword: str, rule: PortRule, addr_attr: str, mask_attr: str) -> None:
+    mac = rule.get(addr_attr)
+    if mac is None:
+        return
+    mask = rule.get(mask_attr)
+    if mask is None or mask == "ff:ff:ff:ff:ff:ff":
+        expr.eq(keyword, mac)
+    else:
+        expr.masked(keyword, _mac_int(str(mac)), _mac_int(str(mask)), 12)
+
+
+def _addr_match(expr: _Expr, fam: str, side: str, rule: PortRule, prefix: str, bits: int) -> None:
+    addr = rule.get(f"{prefix}ipaddr")
+    if addr is not None:
+        mask = rule.get(f"{prefix}ipmask")
+        expr.eq(f"{fam} {side}", f"{addr}/{mask}" if mask is not None and mask != bits else addr)
+    start, end = rule.get(f"{prefix}ipfrom"), rule.get(f"{prefix}ipto")
+    if start is not None:
+        expr.eq(f"{fam} {side}", f"{start}-{end}" if end is not None else start)
+
+
+def _port_match(expr: _Expr, proto: str, side: str, rule: PortRule, prefix: str) -> None:
+    start, end = rule.get(f"{prefix}portstart"), rule.get(f"{prefix}portend")
+    if start is None:
+        return
+    expr.eq(f"{proto} {side}", f"{start}-{end}" if end is not None and end != start else start)
+
+
+def _swapped(rule: PortRule) -> PortRule:
+    matches = tuple(PortMatch(SWAP.get(m.name, m.name), m.value) for m in rule.matches if m.name != "srcmacaddr")
+    return replace(rule, matches=matches)
+
+
+def _comment(rule: PortRule) -> str:
+    text = rule.get("comment")
+    if not text:
+        return ""
+    return f' comment "{_COMMENT_SAFE.sub("_", str(text))[:120]}"'
+
+
+def _verdict(rule: PortRule, to_guest: bool) -> str | None:
+    action = rule.action
+    if action == "continue":
+        return None
+    if action == "reject":
+        # reject is not allowed on the bridge's postrouting path; drop is what remains.
+        return "drop" if to_guest else "reject"
+    return action
+
+
+def _refuse(rule: PortRule, *names: str) -> None:
+    for name in names:
+        if rule.get(name) is not None:
+            raise Unsupported(
+                f"the nftables backend cannot match {rule.protocol} {name}= "
+                "(bridge-family nftables has no equivalent here); use --backend iptables"
+            )
+
+
+# ---- filter rules: layer 2 ---------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def layer2_expr(rule: PortRule, mirrored: bool) -> str:
+    """Match text of a bridge-level rule; ``mirrored``: the 'in' half of an 'inout' rule."""
+    proto = rule.protocol
+    expr = _Expr(rule.negate)
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    _mac_match(expr, "ether saddr", rule, f"{src}macaddr", f"{src}macmask")
+    _mac_match(expr, "ether daddr", rule, f"{dst}macaddr", f"{dst}macmask")
+    if proto == "mac":
+        if (pid := rule.get("protocolid")) is not None:
+            expr.eq("ether type", _hex(int(pid), 4))
+    elif proto == "vlan":
+        expr.raw(f"ether type {_hex(ETHERTYPES['vlan'], 4)}")
+        if (vid := rule.get("vlanid")) is not None:
+            expr.eq("vlan id", vid)
+        if (encap := rule.get("encap-protocol")) is not None:
+            expr.eq("vlan type", _hex(int(encap), 4))
+    elif proto == "stp":
+        expr.raw(f"ether daddr {STP_ADDRESS}")
+        extra = [m.name for m in rule.matches if m.name not in ("srcmacaddr", "srcmacmask", "comment")]
+        _refuse(rule, *extra)
+    elif proto in ("arp", "rarp"):
+        _arp_expr(expr, rule, proto, mirrored)
+    elif proto in ("ip", "ipv6"):
+        _ip_expr(expr, rule, proto, mirrored)
+    return " ".join(expr.parts)
+
+
+def _arp_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
+    """ARP/RARP fields as raw payload: nft's arp keywords imply ethertype ARP only."""
+    expr.raw(f"ether type {_hex(ETHERTYPES[proto], 4)}")
+    for attr, offset, width in (("hwtype", 0, 4), ("protocoltype", 16, 4), ("opcode", 48, 4)):
+        if (value := rule.get(attr)) is not None:
+            expr.eq(f"@nh,{offset},{width * 4}", _hex(int(value), width))
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    for side, mac_off, ip_off in ((src, 64, 112), (dst, 144, 192)):
+        if (mac := rule.get(f"arp{side}macaddr")) is not None:
+            expr.eq(f"@nh,{mac_off},48", _hex(_mac_int(str(mac)), 12))
+        if (ip := rule.get(f"arp{side}ipaddr")) is not None:
+            mask = rule.get(f"arp{side}ipmask")
+            expr.masked(f"@nh,{ip_off},32", _ip_int(ip), _prefix_mask(int(mask if mask is not None else 32), 32), 8)
+    _refuse(rule, "gratuitous")
+
+
+def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
+    fam, bits = ("ip", 32) if proto == "ip" else ("ip6", 128)
+    expr.raw("ether type " + fam)
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    _addr_match(expr, fam, "saddr", rule, src, bits)
+    _addr_match(expr, fam, "daddr", rule, dst, bits)
+    protocol = rule.get("protocol")
+    if protocol is not None:
+        expr.eq("meta l4proto", protocol)
+        _port_match(expr, "th", "sport", rule, src)
+        _port_match(expr, "th", "dport", rule, dst)
+    if (dscp := rule.get("dscp")) is not None:
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
+    _refuse(rule, "type", "typeend", "code", "codeend")
+
+
+# ---- filter rules: layer 3 ---------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def layer3_expr(rule: PortRule, mirrored: bool) -> str:
+    """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
+    if rule.get("state") is not None or rule.get("connlimit-above") is not None:
+        raise Unsupported(
+            "the nftables backend cannot match state= or connlimit-above= on a bridge port "
+            "(no connection tracking in the bridge family here); use --backend iptables"
+        )
+    _refuse(rule, "ipset", "ipsetflags", "option")
+    if mirrored:
+        rule = _swapped(rule)
+    assert rule.protocol is not None, "a rule without a protocol element is a layer-2 rule"
+    fam, l4 = l3_family_and_protocol(rule.protocol)
+    bits = 32 if fam == "ip" else 128
+    expr = _Expr(rule.negate)
+    expr.raw("ether type " + fam)
+    _mac_match(expr, "ether saddr", rule, "srcmacaddr", "srcmacmask")
+    _addr_match(expr, fam, "saddr", rule, "src", bits)
+    _addr_match(expr, fam, "daddr", rule, "dst", bits)
+    if l4:
+        expr.raw(f"meta l4proto {l4}")
+    if l4 in ("tcp", "udp", "udplite", "sctp"):
+        keyword = "th" if l4 == "udplite" else l4
+        _port_match(expr, keyword, "sport", rule, "src")
+        _port_match(expr, keyword, "dport", rule, "dst")
+    if (dscp := rule.get("dscp")) is not None:
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
+    if l4 == "tcp" and (flags := rule.get("flags")) is not None:
+        mask, _, wanted = str(flags).partition("/")  # libvirt: MASK/SET, as iptables --tcp-flags
+        expr.raw(f"tcp flags & ({_tcp_flags(mask)}) == {_tcp_flags(wanted)}")
+    if l4 in ("icmp", "ipv6-icmp"):
+        keyword = "icmp" if l4 == "icmp" else "icmpv6"
+        if (kind := rule.get("type")) is not None:
+            expr.eq(f"{keyword} type", kind)
+        if (code := rule.get("code")) is not None:
+            expr.eq(f"{keyword} code", code)
+    return " ".join(expr.parts)
+
+
+def _tcp_flags(text: str) -> str:
+    names = [f.lower() for f in text.split(",") if f]
+    if names == ["all"]:
+        names = ["fin", "syn", "rst", "psh", "ack", "urg"]
+    if names in ([], ["none"]):
+        return "0x0"
+    return " | ".join(names)
+
+
+def port_rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
+    """The rule line (match, verdict, comment) for one direction; none for 'continue'."""
+    verdict = _verdict(rule, to_guest)
+    if verdict is None:
+        return []
+    return [f"{match} {verdict}{_comment(rule)}".strip()]
+
+
+# ---- jumps into a port's sub-chains ------------------------------------------------
+
+
+def _jump_kind(chain: str) -> str:
+    """What picks a sub-chain's jump match here: its name up to the first '-'."""
+    return chain.split("-", 1)[0]
+
+
+def bare_verdict(chain: str, body: list[str]) -> str | None:
+    """'accept'/'drop' when a sub-chain holds just that (perhaps behind the very
+    ethertype match its jump already made): then the jump can carry the verdict and
+    the chain need not exist: one chain and one rule less per port."""
+    if len(body) != 1:
+        return None
+    words = body[0].split()
+    if words[-1] not in ("accept", "drop"):
+        return None
+    if len(words) == 1:
+        return words[0]
+    kind = ETHERTYPES.get(_jump_kind(chain))
+    if len(words) == 4 and words[:2] == ["ether", "type"] and kind is not None:
+        value = NFT_ETHERTYPE_NAMES.get(words[2]) or (int(words[2], 16) if words[2].startswith("0x") else None)
+        if value == kind:
+            return words[3]
+    return None
+
+
+def jump_match(chain: str) -> str:
+    """The match of the root chain's jump into sub-chain CHAIN ('' for any frame)."""
+    kind = _jump_kind(chain)
+    if kind == "stp":
+        return f"ether daddr {STP_ADDRESS}"
+    if kind in ETHERTYPES:
+        return f"ether type {_hex(ETHERTYPES[kind], 4)}"
+    return ""
