@@ -435,10 +435,10 @@ class Bench:
 
     def code_location(self) -> str:
         probe = "import os, virtfw; print(os.path.dirname(virtfw.__file__))"
-        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env)
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env, check=False)
         where = proc.stdout.strip() or "?"
         git = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
         )
         return f"{where} (git {git.stdout.strip() or '?'})"
 
@@ -794,7 +794,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="virtfw-bench-bindings-") as tmp:
             bench = Bench(Path(tmp), args.repeat, args.samples, args.full_replay, args.profile, args.no_create_loop)
-            versions = [subprocess.run([bench.real[t], "--version"], capture_output=True, text=True).stdout.strip()
+            versions = [subprocess.run([bench.real[t], "--version"], capture_output=True, text=True, check=False).stdout.strip()
                         for t in ("nft", "ebtables", "iptables") if t in bench.real]  # fmt: skip
             print(f"virtfw bindings bench; python {sys.version.split()[0]}; kernel {os.uname().release}; "
                   f"{os.cpu_count()} CPUs; repeat {args.repeat}")  # fmt: skip

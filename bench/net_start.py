@@ -113,7 +113,7 @@ def medians(samples: Sequence[Timing]) -> Timing:
 
 def run_root(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
     """Only ``ip netns add/del`` runs in the root namespace."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
     if check and proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} -> {proc.returncode}: {proc.stderr.strip()}")
     return proc
@@ -127,7 +127,7 @@ class Namespace:
         self.fd = -1
         self.last_cpu = 0.0
 
-    def __enter__(self) -> Namespace:
+    def __enter__(self) -> Namespace:  # noqa: PYI034 - not subclassed
         run_root(["ip", "netns", "add", self.name])
         _live_namespaces.add(self.name)
         try:
@@ -179,7 +179,7 @@ class Namespace:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, env=env,
+            list(argv), capture_output=True, text=True, env=env, check=False,
             preexec_fn=self._enter, timeout=600, **stdin,
         )  # fmt: skip
         elapsed = time.perf_counter() - start
@@ -462,11 +462,11 @@ class Bench:
     def code_location(self) -> str:
         """Which virtfw package the runs import, and its git commit (plus local changes)."""
         probe = "import os, virtfw; print(os.path.dirname(virtfw.__file__))"
-        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env)
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env, check=False)
         where = proc.stdout.strip() or f"? ({proc.stderr.strip()[-200:]})"
         repo = Path(where).parent
         git = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True
+            ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
         )
         return f"{where} (git {git.stdout.strip() or '?'})"
 
@@ -801,34 +801,34 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         fig: dict[str, float | None] = {}
         per_count[count] = fig
 
-        def attempt(what: str, fn):
+        def attempt(what: str, fn, *args, count: int = count):
             try:
-                return fn()
+                return fn(*args)
             except (BenchError, subprocess.SubprocessError, OSError) as exc:
                 errors.append(f"N={count} {what}: {exc}")
                 return None
 
         print(f"  [{backend}] N={count} ...", file=sys.stderr, flush=True)
-        config = attempt("define", lambda: bench.config_for(count, info))
+        config = attempt("define", bench.config_for, count, info)
         if config is None:
             continue
-        a = attempt("(a) net-start/net-destroy", lambda: bench.per_network(backend, count, config))
+        a = attempt("(a) net-start/net-destroy", bench.per_network, backend, count, config)
         if a:
             fig.update(a_up=a["up"], a_down=a["down"])
-        b = attempt("(b) autostart", lambda: bench.autostart(backend, count, config))
+        b = attempt("(b) autostart", bench.autostart, backend, count, config)
         saved = None
         if b:
             fig.update(b_up=b[0]["up"], b_down=b[0]["down"])
             saved = b[1]
-        c = attempt("(c) libvirt replay", lambda: bench.replay(backend, count))
+        c = attempt("(c) libvirt replay", bench.replay, backend, count)
         if c:
             fig.update(c_total=c["total"], c_commands=c["commands"])
-        w = attempt("(d) wrapped autostart", lambda: bench.autostart_tools(backend, count, config))
+        w = attempt("(d) wrapped autostart", bench.autostart_tools, backend, count, config)
         if w:
             fig.update(w_wall=w[0]["wall"], w_tools=w[0]["tools"], w_apply=w[0]["apply"], w_calls=w[0]["calls"])
             tool_breakdown[count] = w[1]
         if saved:
-            d = attempt("(d) single batch", lambda: bench.single_batch(backend, count, saved))
+            d = attempt("(d) single batch", bench.single_batch, backend, count, saved)
             if d:
                 fig["d_batch"] = d["batch"]
                 fig["d_save"] = d.get("save")

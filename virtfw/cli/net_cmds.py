@@ -184,10 +184,10 @@ def net_info(app: AppContext, name: str, as_json: bool) -> None:
         return
     yes_no = {True: "yes", False: "no"}
     fields([
-        ("Name", data["name"]), ("UUID", data["uuid"]), ("Active", yes_no[data["active"]]),
-        ("Persistent", yes_no[persistent]), ("Autostart", yes_no[data["autostart"]]),
-        ("Bridge", data["bridge"] or ""), ("Forward", data["forward"]),
-        ("Backend", data["backend"] or "-"), ("Addresses", ", ".join(data["addresses"]) or "-"),
+        ("Name", net.name), ("UUID", net.uuid or ""), ("Active", yes_no[status is not None]),
+        ("Persistent", yes_no[persistent]), ("Autostart", yes_no[bool(data["autostart"])]),
+        ("Bridge", net.bridge.name or ""), ("Forward", net.forward.mode),
+        ("Backend", str(data["backend"] or "-")), ("Addresses", ", ".join(f"{ip.address}/{ip.prefix}" for ip in net.ips) or "-"),
     ])  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The bridge a network lives on, and kernel forwarding (netlink, standard library only)."""
+"""The bridge a network lives on, and kernel forwarding; pyroute2 is imported lazily."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
-from virtfw.net.netlink import NetlinkError, RouteSocket
 
 FORWARDING = {
     "ipv4": Path("/proc/sys/net/ipv4/ip_forward"),
@@ -36,12 +35,14 @@ class Links:
 
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
-        self._ipr: RouteSocket | None = None
+        self._ipr = None
 
     @property
-    def ipr(self) -> RouteSocket:
+    def ipr(self):
         if self._ipr is None:
-            self._ipr = RouteSocket()
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
         return self._ipr
 
     def close(self) -> None:
@@ -52,10 +53,13 @@ class Links:
     def index(self, name: str) -> int | None:
         if self.dry_run:
             return None
-        return self.ipr.link_index(name)
+        found = self.ipr.link_lookup(ifname=name)
+        return found[0] if found else None
 
     def kind(self, index: int) -> str | None:
-        return self.ipr.link_kind(index)
+        link = self.ipr.get_links(index)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        return info.get_attr("IFLA_INFO_KIND") if info else None
 
     def bring_up(self, net: Network, record: BridgeRecord) -> None:
         """Create the bridge if needed, add the network's addresses, set it up.
@@ -72,43 +76,51 @@ class Links:
                 print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
             print(f"+ ip link set {name} up")
             return
+        from pyroute2 import NetlinkError
+
         index = self.index(name)
         if index is None:
+            attrs: dict[str, int | str] = {
+                "br_stp_state": int(net.bridge.stp),
+                "br_forward_delay": net.bridge.delay * 100,
+            }
+            if net.mac:
+                attrs["address"] = net.mac
             try:
-                self.ipr.add_bridge(name, int(net.bridge.stp), net.bridge.delay * 100, net.mac)
+                self.ipr.link("add", ifname=name, kind="bridge", **attrs)
             except NetlinkError as exc:
                 raise VirtfwError(f"cannot create bridge {name}: {exc.args[-1]}") from None
             record.created = True
             index = self.index(name)
         elif self.kind(index) != "bridge":
             raise VirtfwError(f"interface {name} exists and is not a bridge")
-        if index is None:  # created, and gone again before we could look it up
-            raise VirtfwError(f"cannot create bridge {name}: {NetlinkError(19).args[-1]}")
-        existing = {(a.address, a.prefixlen) for a in self.ipr.addresses(index)}
+        existing = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(index=index)}
         for ip in net.ips:
             if (str(ip.address), ip.prefix) in existing:
                 continue
             try:
-                self.ipr.add_address(index, str(ip.address), ip.prefix)
+                self.ipr.addr("add", index=index, address=str(ip.address), prefixlen=ip.prefix)
             except NetlinkError as exc:
                 raise VirtfwError(f"cannot add {ip.address}/{ip.prefix} to {name}: {exc.args[-1]}") from None
             record.addresses.append(f"{ip.address}/{ip.prefix}")
-        self.ipr.set_up(index)
+        self.ipr.link("set", index=index, state="up")
 
     def tear_down(self, record: BridgeRecord) -> None:
         if self.dry_run:
             print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
             return
+        from pyroute2 import NetlinkError
+
         index = self.index(record.name)
         if index is None:
             return
         try:
             if record.created:
-                self.ipr.delete_link(index)
+                self.ipr.link("del", index=index)
                 return
             for cidr in record.addresses:
                 address, prefix = cidr.split("/")
-                self.ipr.delete_address(index, address, int(prefix))
+                self.ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
         except NetlinkError as exc:
             if exc.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
                 raise VirtfwError(f"cannot clean up bridge {record.name}: {exc.args[-1]}") from None

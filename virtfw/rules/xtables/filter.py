@@ -232,12 +232,12 @@ class EbiptablesFilterBackend:
             self._eb_teardown(batch, model, port_roots[port], hooks, None)
         batch.cut()
         removals: dict[str, tuple[Step, ...]] = {}
-        for group in self._eb_groups([plan for plan in plans if plan.ebtables]):
+        for group in self._eb_groups([(plan.port, plan.ebtables) for plan in plans if plan.ebtables]):
             kept: set[tuple[str, str]] = set()
-            for plan in group:  # within a segment: every teardown first, then every build
-                kept |= self._eb_teardown(batch, model, port_roots.get(plan.port, []), hooks, plan.ebtables)
-            for plan in group:
-                self._eb_build(batch, model, kept, plan.ebtables)
+            for port, eb in group:  # within a segment: every teardown first, then every build
+                kept |= self._eb_teardown(batch, model, port_roots.get(port, []), hooks, eb)
+            for _, eb in group:
+                self._eb_build(batch, model, kept, eb)
             batch.cut()
         for plan in plans:
             if plan.ebtables:
@@ -253,12 +253,12 @@ class EbiptablesFilterBackend:
         return _ToolBatch(tool, batch, removals, [], first_hooked)
 
     @staticmethod
-    def _eb_groups(plans: list[PortPlan]) -> list[list[PortPlan]]:
-        """Ports in segments of about EB_SEGMENT_LINES lines each."""
-        groups: list[list[PortPlan]] = [[]]
+    def _eb_groups(plans: list[tuple[str, EbPlan]]) -> list[list[tuple[str, EbPlan]]]:
+        """(port, plan) pairs in segments of about EB_SEGMENT_LINES lines each."""
+        groups: list[list[tuple[str, EbPlan]]] = [[]]
         size = 0
         for plan in plans:
-            eb = plan.ebtables
+            eb = plan[1]
             lines = 2 * len(eb.chains) + len(eb.rules) + len(eb.hooks)
             if groups[-1] and size + lines > EB_SEGMENT_LINES:
                 groups.append([])

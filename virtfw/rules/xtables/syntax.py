@@ -404,13 +404,12 @@ def iptables_args(rule: PortRule, inst: IptablesInstance) -> tuple[str, ...] | N
             a.neg_opt_val("option", "--tcp-option", fmt(a.val("option")))
     elif base in ("udp", "sctp"):
         _ports(a, direction_in)
-    elif base in ("icmp", "icmpv6"):
-        if a.has("type"):
-            has_icmp_type = True
-            if inst.may_skip_icmp:
-                return None
-            code = f"/{fmt(a.val('code'))}" if a.has("code") else ""
-            a.neg_opt_val("type", "--icmp-type" if base == "icmp" else "--icmpv6-type", fmt(a.val("type")) + code)
+    elif base in ("icmp", "icmpv6") and a.has("type"):
+        has_icmp_type = True
+        if inst.may_skip_icmp:
+            return None
+        code = f"/{fmt(a.val('code'))}" if a.has("code") else ""
+        a.neg_opt_val("type", "--icmp-type" if base == "icmp" else "--icmpv6-type", fmt(a.val("type")) + code)
     if (mac_skipped and len(a.args) == start) or skip_rule:
         return None
     if rule.action == "accept":
