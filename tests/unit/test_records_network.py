@@ -135,6 +135,9 @@ def test_iptables_base_merge_orders_hook_deletes_first_and_keeps_the_first_appea
         "-D FORWARD -s 10.0.0.0/8 -j ACCEPT",  # an admin's rule in a builtin chain
         "-D VIRTFW_FWO -j ACCEPT\nCOMMIT\n*filter\n-F INPUT",  # a second batch smuggled in
         "-D VIRTFW_FWO  -j ACCEPT",  # not one line as virtfw writes them
+        "-D VIRTFW_FWO -j ACCEPT -t nat",  # a rule spec that moves to another table
+        "-D VIRTFW_FWO -j ACCEPT -F INPUT",  # a rule spec that is a second command
+        "-D VIRTFW_FWO --flush INPUT",
         "-P FORWARD ACCEPT",
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from virtfw.config import Config
 
@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 class AppContext:
     config: Config
     runner: Runner
-    _backend: NetworkBackend | None = field(default=None, repr=False)
+    _backend: NetworkBackend[Any, Any] | None = field(default=None, repr=False)
 
     @property
-    def backend(self) -> NetworkBackend:
+    def backend(self) -> NetworkBackend[Any, Any]:
         if self._backend is None:
             from virtfw.rules.backend import select_backend
 

@@ -15,6 +15,7 @@ from virtfw.errors import VirtfwError
 if TYPE_CHECKING:
     from virtfw.cli.context import AppContext
     from virtfw.net.model import Network
+    from virtfw.net.status import NetworkStatus
 
 
 def read_input(path: str) -> bytes:
@@ -83,7 +84,7 @@ def net_create(app: AppContext, file: str) -> None:
         if defined.uuid != net.uuid and not net.uuid_generated:
             raise VirtfwError(f"network '{net.name}' is defined with another uuid")
     if not net.bridge.name:
-        taken = {a.status["bridge"]["name"] for a in app.network_status().active()}
+        taken = {a.status.bridge.name for a in app.network_status().active()}
         taken |= {store.load(n).bridge.name for n in store.names()}
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
@@ -149,7 +150,7 @@ def net_list(app: AppContext, show_all: bool, as_json: bool) -> None:
     )
 
 
-def _lookup(app: AppContext, name: str) -> tuple[Network, dict | None]:
+def _lookup(app: AppContext, name: str) -> tuple[Network, NetworkStatus | None]:
     store = app.store()
     store.path(name)
     active = app.network_status().get_active(name)
@@ -175,7 +176,7 @@ def net_info(app: AppContext, name: str, as_json: bool) -> None:
         "autostart": persistent and store.is_autostart(name),
         "bridge": net.bridge.name,
         "forward": net.forward.mode,
-        "backend": status.get("backend") if status else None,
+        "backend": status.backend if status else None,
         "addresses": [f"{ip.address}/{ip.prefix}" for ip in net.ips],
     }
     if as_json:

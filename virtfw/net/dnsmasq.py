@@ -141,8 +141,9 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     ensure_dir(files.folder)
     os.chmod(files.folder.parent, 0o711)
     os.chmod(files.folder, 0o755)
+    # In the state dir, like status files: rewritten at every start, so a rename is enough.
     for path, text in rendered.items():
-        write_atomic(path, text, mode=0o644, durable=False)  # state, remade at every start
+        write_atomic(path, text, mode=0o644, durable=False)
     if not files.leases.exists():
         write_atomic(files.leases, "", mode=0o644, durable=False)
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.

@@ -8,44 +8,49 @@ any instant leaves enough behind for the next net-destroy to remove everything.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
+from virtfw.lifecycle import after_removal
 from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
+from virtfw.net.status import ACTIVE, STARTING, DnsmasqStatus, NetworkStatus
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Installed, NetworkBackend, load_backend
+from virtfw.rules.backend import Installed, NetworkBackend, load_backend, merged_base
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked
 from virtfw.transaction import Transaction
+
+AnyNetworkBackend = NetworkBackend[Any, Any]  # whichever backend a status names
 
 
 @dataclass
 class ActiveNetwork:
     """An active network as its status file records it."""
 
-    status: dict
+    status: NetworkStatus
 
     @property
     def name(self) -> str:
-        return self.status["name"]
+        return self.status.name
 
     @property
     def network(self) -> Network:
-        return parse_network(self.status["xml"], f"status of network '{self.name}'")
+        return parse_network(self.status.xml, f"status of network '{self.name}'")
 
     @property
     def complete(self) -> bool:
-        return self.status.get("state") == "active"
+        return self.status.complete
 
 
 class NetworkManager:
-    def __init__(self, config: Config, runner: Runner, backend: NetworkBackend | None) -> None:
+    def __init__(self, config: Config, runner: Runner, backend: AnyNetworkBackend | None) -> None:
         self.config = config
         self.runner = runner
         self._backend = backend
@@ -53,7 +58,7 @@ class NetworkManager:
         self.links = Links(dry_run=runner.dry_run)
 
     @property
-    def backend(self) -> NetworkBackend:
+    def backend(self) -> AnyNetworkBackend:
         if self._backend is None:
             raise VirtfwError("no firewall backend selected")
         return self._backend
@@ -61,33 +66,42 @@ class NetworkManager:
     # ---- status files -------------------------------------------------------
 
     def active(self) -> list[ActiveNetwork]:
-        found = (ActiveNetwork(status) for status in self.statuses.load_all())
-        return sorted(found, key=lambda a: a.status.get("started", 0))
+        found = (self.get_active(name) for name in self.statuses.names())
+        return sorted((active for active in found if active), key=lambda a: a.status.started)
 
     def get_active(self, name: str) -> ActiveNetwork | None:
-        status = self.statuses.load(name)
-        return ActiveNetwork(status) if status else None
+        data = self.statuses.load(name)
+        return ActiveNetwork(NetworkStatus.from_json(data, f"status of network '{name}'")) if data else None
 
-    def _save(self, status: dict) -> None:
-        self.statuses.save(status["name"], status)
+    def _save(self, status: NetworkStatus) -> None:
+        self.statuses.save(status.name, status.to_json())
 
     def _drop_status(self, name: str) -> None:
         self.statuses.drop(name)
 
-    def _record(self, backend: NetworkBackend, active: ActiveNetwork) -> Any:
-        """The network's removal record, checked by type before it reaches a command."""
-        return backend.load_record(active.status["firewall"], f"status of network '{active.name}': firewall")
+    def _record(self, backend: AnyNetworkBackend, active: ActiveNetwork) -> Any:
+        """The network's removal record, checked by type before it reaches a command;
+        None when it has none."""
+        data = active.status.firewall
+        if not data:
+            return None
+        if data.get("backend") != backend.name:
+            # Another backend's record: a reload switching backends removed its rules,
+            # then saved the new backend's name, and was stopped before it rebuilt.
+            return None
+        return backend.load_record(data, f"status of network '{active.name}': firewall")
 
-    def _base(self, backend: NetworkBackend) -> Any:
+    def _base(self, backend: AnyNetworkBackend) -> Any:
         data = self.statuses.load_base(backend.name)
         where = f"{self.statuses.base_path(backend.name)}"
         return None if data is None else backend.load_base(data, where)
 
-    def _save_base(self, backend: NetworkBackend, base: Any) -> None:
+    def _save_base(self, backend: AnyNetworkBackend, base: Any) -> None:
         self.statuses.save_base(backend.name, None if base is None else base.to_json())
 
-    def _merge_base(self, backend: NetworkBackend, old: Any, new: Any) -> None:
-        self._save_base(backend, old.merged(new) if old is not None and new is not None else new or old)
+    def _merge_base(self, backend: AnyNetworkBackend, old: Any, new: Any) -> None:
+        if new is not None:  # else the base on file stands as it is: no write
+            self._save_base(backend, merged_base(old, new))
 
     # ---- start --------------------------------------------------------------
 
@@ -101,13 +115,13 @@ class NetworkManager:
                 for net, status in zip(nets, statuses):
                     self._start_dnsmasq(tx, net, status)
                 for status in statuses:
-                    status["state"] = "active"
+                    status.state = ACTIVE
                     self._save(status)
         self.links.close()
 
     def _check_startable(self, nets: list[Network]) -> None:
         active = {a.name: a for a in self.active()}
-        bridges = {a.status["bridge"]["name"]: a.name for a in active.values()}
+        bridges = {a.status.bridge.name: a.name for a in active.values()}
         for net in nets:
             if net.name in active:
                 raise VirtfwError(f"network '{net.name}' is already active")
@@ -116,31 +130,31 @@ class NetworkManager:
                 raise VirtfwError(f"bridge {net.bridge_name} is in use by active network '{owner}'")
             bridges[net.bridge_name] = net.name
 
-    def _begin(self, tx: Transaction, net: Network, transient: bool) -> dict:
+    def _begin(self, tx: Transaction, net: Network, transient: bool) -> NetworkStatus:
         record = BridgeRecord(net.bridge_name, created=False)  # bring_up sets it once it creates
         may_create = self.links.index(net.bridge_name) is None
         firewalled = needs_firewall(net)
-        status = {
-            "name": net.name,
-            "xml": format_network(net),
-            "transient": transient,
-            "started": time.time(),
-            "state": "starting",
-            "bridge": {**record.to_json(), "created": may_create},
-            "backend": self.backend.name if firewalled else None,
-            "firewall": None,  # filled in by the backend's preview, before it applies
-        }
+        status = NetworkStatus(
+            name=net.name,
+            xml=format_network(net),
+            transient=transient,
+            started=time.time(),
+            state=STARTING,
+            bridge=BridgeRecord(net.bridge_name, created=may_create),
+            backend=self.backend.name if firewalled else None,
+            firewall=None,  # filled in by the backend's preview, before it applies
+        )
         self._save(status)
         tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
         tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record))
         try:
             self.links.bring_up(net, record)
         finally:
-            status["bridge"] = record.to_json()
+            status.bridge = BridgeRecord(record.name, record.created, list(record.addresses))
         enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner.dry_run)
         return status
 
-    def _install(self, tx: Transaction, nets: list[Network], statuses: list[dict]) -> None:
+    def _install(self, tx: Transaction, nets: list[Network], statuses: list[NetworkStatus]) -> None:
         rulesets = [network_rules(net) for net in nets if needs_firewall(net)]
         if not rulesets:
             return
@@ -151,8 +165,8 @@ class NetworkManager:
         def record(installed: Installed) -> None:
             self._merge_base(backend, old_base, installed.base)
             for status in statuses:
-                if status["name"] in installed.removals:
-                    status["firewall"] = installed.removals[status["name"]].to_json()
+                if status.name in installed.removals:
+                    status.firewall = installed.removals[status.name].to_json()
                     self._save(status)
 
         installed = backend.install(self.runner, rulesets, before_apply=record)
@@ -161,23 +175,21 @@ class NetworkManager:
                 tx.on_rollback("rules", partial(backend.remove, self.runner, removal))
         record(installed)
 
-    def _start_dnsmasq(self, tx: Transaction, net: Network, status: dict) -> None:
+    def _start_dnsmasq(self, tx: Transaction, net: Network, status: NetworkStatus) -> None:
         if not dnsmasq.needs_dnsmasq(net):
             return
         files = dnsmasq.files_for(self.config.state_dir, net.name)
-        status["dnsmasq"] = {"pid": None}
+        running = status.dnsmasq = DnsmasqStatus()
         self._save(status)  # a kill from here on leaves the name to look for
-        tx.on_rollback(
-            f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, status["dnsmasq"]["pid"], self.runner.dry_run)
-        )
-        status["dnsmasq"]["pid"] = dnsmasq.start(net, files, self.runner.dry_run)
+        tx.on_rollback(f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, running.pid, self.runner.dry_run))
+        running.pid = dnsmasq.start(net, files, self.runner.dry_run)
         self._save(status)
 
-    def _stop_dnsmasq(self, status: dict) -> None:
-        if "dnsmasq" not in status:
+    def _stop_dnsmasq(self, status: NetworkStatus) -> None:
+        if status.dnsmasq is None:
             return
-        files = dnsmasq.files_for(self.config.state_dir, status["name"])
-        pid = status["dnsmasq"].get("pid") or dnsmasq.read_pid(files, wait=False)
+        files = dnsmasq.files_for(self.config.state_dir, status.name)
+        pid = status.dnsmasq.pid or dnsmasq.read_pid(files, wait=False)
         dnsmasq.stop(files, pid, self.runner.dry_run)
 
     # ---- destroy ------------------------------------------------------------
@@ -191,26 +203,32 @@ class NetworkManager:
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
             self._stop_dnsmasq(status)
-            if status.get("backend"):
-                backend = load_backend(status["backend"])
-                rebuild = bool(status.get("firewall")) and not backend.remove(
-                    self.runner, self._record(backend, active)
-                )
+            if status.backend:
+                backend = load_backend(status.backend)
+                record = self._record(backend, active)
+                rebuild = record is not None and not backend.remove(self.runner, record)
                 self._after_removal(backend, rebuild, leaving=name)
-            self.links.tear_down(BridgeRecord.from_json(status["bridge"]))
+            self.links.tear_down(status.bridge)
             self._drop_status(name)
+            self.statuses.drop_leftovers([name])
         self.links.close()
 
-    def _after_removal(self, backend: NetworkBackend, rebuild: bool, leaving: str) -> None:
+    def _after_removal(self, backend: AnyNetworkBackend, rebuild: bool, leaving: str) -> None:
         """Drop the shared base once nobody else uses it; rebuild when handles were unknown."""
-        users = [
+        others = [
             a for a in self.active()
-            if a.status.get("backend") == backend.name and a.name != leaving and a.status.get("firewall")
+            if a.status.backend == backend.name and a.name != leaving and a.status.firewall
         ]  # fmt: skip
+        after_removal(
+            others,
+            needs_rebuild=rebuild,
+            rebuild=lambda users: self._rebuild(backend, users),
+            drop_base=lambda: self._drop_base(backend),
+        )
+
+    def _drop_base(self, backend: AnyNetworkBackend) -> None:
         base = self._base(backend)
-        if users and rebuild:
-            self._rebuild(backend, users)
-        elif not users and base:
+        if base:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
@@ -226,15 +244,17 @@ class NetworkManager:
             where = f"network {active.name}"
             if not active.complete:
                 problems.append(f"{where}: start was interrupted (run net-destroy {active.name})")
-            if status.get("backend") and status.get("firewall"):
-                backend = load_backend(status["backend"])
+            if status.backend and status.firewall:
+                backend = load_backend(status.backend)
                 backends.add(backend.name)
-                problems += [f"{where}: {p}" for p in backend.verify(self.runner, self._record(backend, active))]
-            if self.links.index(status["bridge"]["name"]) is None:
-                problems.append(f"{where}: bridge {status['bridge']['name']} is missing")
-            if "dnsmasq" in status:
+                record = self._record(backend, active)
+                if record is not None:
+                    problems += [f"{where}: {p}" for p in backend.verify(self.runner, record)]
+            if self.links.index(status.bridge.name) is None:
+                problems.append(f"{where}: bridge {status.bridge.name} is missing")
+            if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
-                pid = status["dnsmasq"].get("pid")
+                pid = status.dnsmasq.pid
                 if pid is None or not dnsmasq.is_ours(pid, files):
                     problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
         for name in sorted(backends):
@@ -242,7 +262,7 @@ class NetworkManager:
             base = self._base(backend)
             if base:
                 problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
-            bridges = [a.status["bridge"]["name"] for a in actives if a.status.get("backend") == name]
+            bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
         return len(actives), problems
@@ -252,12 +272,14 @@ class NetworkManager:
     def reload(self) -> int:
         """Re-install the rules of every active network; idempotent."""
         with locked(self.config.state_dir):
-            actives = [a for a in self.active() if a.status.get("firewall")]
+            actives = [a for a in self.active() if a.status.firewall]
             for active in actives:
-                if active.status["backend"] != self.backend.name:  # backend switched
-                    old = load_backend(active.status["backend"])
-                    old.remove(self.runner, self._record(old, active))
-                    active.status["backend"] = self.backend.name
+                if active.status.backend != self.backend.name:  # backend switched
+                    old = load_backend(str(active.status.backend))
+                    record = self._record(old, active)
+                    if record is not None:
+                        old.remove(self.runner, record)
+                    active.status.backend = self.backend.name
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
             if actives:
@@ -269,21 +291,24 @@ class NetworkManager:
     def _revive_dnsmasq(self, active: ActiveNetwork) -> None:
         """reload also restarts a network's dnsmasq that died (verify reports it)."""
         status = active.status
-        if "dnsmasq" not in status:
+        if status.dnsmasq is None:
             return
         files = dnsmasq.files_for(self.config.state_dir, active.name)
-        pid = status["dnsmasq"].get("pid")
+        pid = status.dnsmasq.pid
         if pid is not None and dnsmasq.is_ours(pid, files):
             return
         dnsmasq.stop(files, None, self.runner.dry_run)  # stale files of the dead one
-        status["dnsmasq"]["pid"] = dnsmasq.start(active.network, files, self.runner.dry_run)
+        status.dnsmasq.pid = dnsmasq.start(active.network, files, self.runner.dry_run)
         self._save(status)
 
-    def _rebuild(self, backend: NetworkBackend, actives: list[ActiveNetwork]) -> None:
+    def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> None:
         rulesets = [network_rules(a.network) for a in actives]
         installed = backend.install(self.runner, rulesets, rebuild=True)
         self._merge_base(backend, self._base(backend), installed.base)
         for active in actives:
-            active.status["firewall"] = installed.removals[active.name].to_json()
-            active.status["state"] = "active"
+            record = installed.removals[active.name].to_json()
+            if (active.status.firewall, active.status.state) == (record, ACTIVE):
+                continue  # a rebuild that changes no record writes no file
+            active.status.firewall = record
+            active.status.state = ACTIVE
             self._save(active.status)

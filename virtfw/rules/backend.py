@@ -61,14 +61,31 @@ class Installed(Generic[R, B]):
     base: B | None = None
 
 
-class NetworkBackend(Protocol):
+NR = TypeVar("NR")  # a network backend's per-network record
+NB = TypeVar("NB")  # a network backend's base record
+
+
+class NetworkBackend(Protocol[NR, NB]):
     """Installs virtual networks' rules (see the module docstring for the contract).
 
     One per tool: ``rules/nft/network.py`` (one ``nft -f`` batch per change, rule
     handles echoed into the records) and ``rules/xtables/network.py`` (one
     ``iptables-restore``/``ip6tables-restore --noflush`` per family, the IPv4 batch
-    taken back when the IPv6 one fails). A network's record names its rules; the base
-    record names the tables or chains and hook jumps the first network created.
+    taken back when the IPv6 one fails). The contract, for networks:
+
+    * **Owners and records.** The owner is the network's name; its record (NR) names
+      its rules. The base record (NB) names the tables or chains and hook jumps the
+      first network created; the caller removes it once no network of this backend
+      has rules, and combines base records of several installs with their ``merged``.
+    * **What a kill leaves.** ``before_apply`` gets records that already remove all the
+      batch may add: iptables the final ones; nftables an intent per network (its
+      ``remove`` returns False, and the caller rebuilds the networks still active)
+      and a base that removes virtfw's tables whatever their handles.
+    * **What a record may name.** Only virtfw's own objects: nft rules in the
+      ``virtfw_network`` tables by (family, chain, handle) and those tables; iptables
+      deletions of rules in the ``VIRTFW_*`` chains, of those chains and of the jumps
+      to them, and what the nf_tables tools made appear. ``load_record``/``load_base``
+      refuse anything else with a :class:`~virtfw.rules.records.RecordError`.
     """
 
     name: str
@@ -79,29 +96,30 @@ class NetworkBackend(Protocol):
         rulesets: list[RuleSet],
         *,
         rebuild: bool = False,
-        before_apply: Callable[[Installed[Any, Any]], None] | None = None,
-    ) -> Installed[Any, Any]:
+        before_apply: Callable[[Installed[NR, NB]], None] | None = None,
+    ) -> Installed[NR, NB]:
         """Add the rules of ``rulesets`` (and any missing base) as one batch per tool.
 
         ``rebuild`` first empties virtfw's own chains/tables, so the result holds
-        exactly ``rulesets``: the idempotent path ``reload`` takes.
+        exactly ``rulesets``: the idempotent path ``reload`` takes; its records then
+        replace every earlier record of these networks.
         """
         ...
 
-    def remove(self, runner: Runner, removal: Any) -> bool:
+    def remove(self, runner: Runner, removal: NR | NB) -> bool:
         """Run a network's or the base's record; rules already gone are fine. False:
         the record cannot be run as it stands (an intent without handles), rebuild."""
         ...
 
-    def verify(self, runner: Runner, removal: Any) -> list[str]:
+    def verify(self, runner: Runner, removal: NR | NB) -> list[str]:
         """What of a record's rules the kernel no longer holds, one line each."""
         ...
 
-    def load_record(self, data: object, where: str) -> Any:
+    def load_record(self, data: object, where: str) -> NR:
         """A network's record from its JSON; RecordError (naming ``where``) if it is not one."""
         ...
 
-    def load_base(self, data: object, where: str) -> Any:
+    def load_base(self, data: object, where: str) -> NB:
         """The base record from its JSON (its ``merged`` combines two installs' bases)."""
         ...
 
@@ -258,7 +276,7 @@ def module_digest(*names: str) -> str:
 BACKEND_TOOLS = {"nftables": "nft", "iptables": "iptables"}
 
 
-def select_backend(requested: str | None) -> NetworkBackend:
+def select_backend(requested: str | None) -> NetworkBackend[Any, Any]:
     """The requested backend if its tool exists, else the first available one."""
     return load_backend(select_backend_name(requested))
 
@@ -291,7 +309,7 @@ def load_filter_backend(name: str) -> FilterBackend[Any, Any]:
     raise VirtfwError(f"unknown firewall backend {name!r}")
 
 
-def load_backend(name: str) -> NetworkBackend:
+def load_backend(name: str) -> NetworkBackend[Any, Any]:
     """The network backend of that name."""
     if name == "nftables":
         from virtfw.rules.nft.network import NftablesBackend

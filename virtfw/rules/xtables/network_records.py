@@ -49,6 +49,12 @@ _OWN = set(CHAINS.values())
 _HOOKED = {(table, parent, chain) for table, parent, chain in HOOKS}
 _UNSAFE = re.compile(r"[\n\r\0]")  # a removal line is one line of a restore batch
 _ORDER = {"-D": 0, "-F": 1, "-X": 2}  # hook jumps go before the flush and delete of their chains
+# Words that would make a rule specification a second command, or move it to another table.
+_COMMAND_WORDS = frozenset((
+    "-A", "--append", "-C", "--check", "-D", "--delete", "-I", "--insert", "-R", "--replace", "-L", "--list",
+    "-S", "--list-rules", "-F", "--flush", "-Z", "--zero", "-N", "--new-chain", "-X", "--delete-chain",
+    "-P", "--policy", "-E", "--rename-chain", "-t", "--table",
+))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class RemovalLine:
             raise records.fail(where, "not one removal line")
         if verb in ("-F", "-X") and not spec and (table, chain) in _OWN:
             return removal
-        if verb == "-D" and spec and (table, chain) in _OWN:
+        if verb == "-D" and spec and (table, chain) in _OWN and _COMMAND_WORDS.isdisjoint(spec.split(" ")):
             return removal
         if verb == "-D" and spec.startswith("-j ") and (table, chain, spec[3:]) in _HOOKED:
             return removal

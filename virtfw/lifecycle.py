@@ -1,0 +1,27 @@
+"""What every owner manager (networks, filter bindings) decides alike once an owner's
+rules are removed. (Which base record holds after an install: ``rules.backend.merged_base``.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def after_removal(
+    others: Sequence[T],
+    *,
+    needs_rebuild: bool,
+    rebuild: Callable[[Sequence[T]], None],
+    drop_base: Callable[[], None],
+) -> None:
+    """After one owner's rules were removed: ``others`` are the owners of the same backend
+    that still have rules. When the removal could not run as recorded (``needs_rebuild``,
+    e.g. an nft intent without handles), rebuilding them takes the owner's rules away;
+    when none is left, the shared base goes (``drop_base``, which copes with there being none).
+    """
+    if others and needs_rebuild:
+        rebuild(others)
+    elif not others:
+        drop_base()
