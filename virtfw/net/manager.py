@@ -202,10 +202,11 @@ class NetworkManager:
             if active is None:
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
+            # Records are read (and checked) before anything changes: a refused one stops nothing.
+            backend = load_backend(status.backend) if status.backend else None
+            record = self._record(backend, active) if backend else None
             self._stop_dnsmasq(status)
-            if status.backend:
-                backend = load_backend(status.backend)
-                record = self._record(backend, active)
+            if backend:
                 rebuild = record is not None and not backend.remove(self.runner, record)
                 self._after_removal(backend, rebuild, leaving=name)
             self.links.tear_down(status.bridge)
