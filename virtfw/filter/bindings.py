@@ -30,6 +30,7 @@ from virtfw.errors import VirtfwError
 from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
+from virtfw.lifecycle import after_removal
 from virtfw.names import check_ifname
 from virtfw.rules import records
 from virtfw.rules.backend import FilterBackend, Installed, load_filter_backend, merged_base, module_digest
@@ -457,10 +458,16 @@ class BindingManager:
             a for a in self.active()
             if a.status.backend == backend.name and a.portdev != leaving and a.status.firewall
         ]  # fmt: skip
+        after_removal(
+            users,
+            needs_rebuild=rebuild,
+            rebuild=lambda others: self._rebuild(list(others)),
+            drop_base=lambda: self._drop_base(backend),
+        )
+
+    def _drop_base(self, backend: AnyFilterBackend) -> None:
         base = self._load_base(backend)
-        if users and rebuild:
-            self._rebuild(users)
-        elif not users and base:
+        if base:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
