@@ -3,13 +3,17 @@
 
     python bench/net_start.py [--counts 1,10,50] [--backend nftables|iptables|both]
                               [--repeat R] [--runs S] [--virtfw PATH] [--use-installed]
-                              [--startup-only] [--profile]
+                              [--venv] [--startup-only] [--profile]
 
 What runs: the console script next to this Python (``--virtfw`` for another), always
 importing the checkout this file lives in (PYTHONPATH, ahead of any installed or
 editable virtfw; ``--use-installed`` for what is installed), with its bytecode cached
 under a temporary PYTHONPYCACHEPREFIX filled by an untimed warm-up (nothing is ever
 written into the checkout). Run it with the interpreter itself, not a pyenv shim.
+``--venv`` measures what a user runs: the checkout installed (not editable) into a
+throwaway venv of this Python, as README installs it, so the .pth files of a
+development interpreter's site-packages (an editable finder, say) are not charged to
+every start; the start-up section then has no "uncached" rows.
 
 For each backend and each count N it generates N NAT networks shaped like libvirt's
 nat-default (name netK, bridge vbK, 10.(K//250).(K%250).1/24 with a DHCP range) and
@@ -410,8 +414,12 @@ class Result:
 
 
 class Bench:
-    def __init__(self, exe: str, repeat: int, tmp: Path, use_installed: bool = False) -> None:
+    def __init__(
+        self, exe: str, repeat: int, tmp: Path, use_installed: bool = False, python: str = sys.executable
+    ) -> None:
         self.exe = exe
+        self.python = python
+        self.uncached = not use_installed
         self.repeat = repeat
         self.tmp = tmp
         self.real = {t: p for t in FIREWALL_TOOLS if (p := shutil.which(t))}
@@ -462,7 +470,7 @@ class Bench:
     def code_location(self) -> str:
         """Which virtfw package the runs import, and its git commit (plus local changes)."""
         probe = "import os, virtfw; print(os.path.dirname(virtfw.__file__))"
-        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=self.env, check=False)
+        proc = subprocess.run([self.python, "-c", probe], capture_output=True, text=True, env=self.env, check=False)
         where = proc.stdout.strip() or f"? ({proc.stderr.strip()[-200:]})"
         repo = Path(where).parent
         git = subprocess.run(
@@ -677,19 +685,20 @@ class Bench:
                 ns.timed_ok(argv, env=env or self.env)  # warm the page cache
                 return medians([ns.sample(argv, env=env or self.env) for _ in range(runs)])
 
-            py = sys.executable
+            py = self.python
             figures["python -c pass"] = median([py, "-c", "pass"])
             figures["python -S -c pass (no site, no .pth files)"] = median([py, "-S", "-c", "pass"])
             figures["python -c 'import click'"] = median([py, "-c", "import click"])
             figures["python -c 'import lxml.etree'"] = median([py, "-c", "import lxml.etree"])
             figures["virtfw --help"] = median([self.exe, "--help"])
-            figures["virtfw --help, uncached"] = median([self.exe, "--help"], env=self.env_uncached)
+            if self.uncached:
+                figures["virtfw --help, uncached"] = median([self.exe, "--help"], env=self.env_uncached)
         return figures
 
     def site_imports(self) -> list[tuple[str, float]]:
         """What ``site`` imports at every start (the .pth files' doing), ms, from -X importtime."""
         with Namespace("i") as ns:
-            err = ns.run([sys.executable, "-X", "importtime", "-c", "pass"], env=self.env).stderr
+            err = ns.run([self.python, "-X", "importtime", "-c", "pass"], env=self.env).stderr
         rows, inside = [], []
         for line in err.splitlines():
             m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
@@ -947,6 +956,11 @@ def main() -> int:
         help="run whatever virtfw is installed (default: this checkout, via PYTHONPATH)",
     )
     parser.add_argument(
+        "--venv",
+        action="store_true",
+        help="install this checkout into a throwaway venv (as README does) and run that virtfw",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also print import times and a cProfile of one net-start default"
     )
     parser.add_argument("--startup-only", action="store_true", help="only the start-up figures (no N networks)")
@@ -960,10 +974,13 @@ def main() -> int:
         print("error: counts must be between 1 and 62499", file=sys.stderr)
         return 2
     backends = ["nftables", "iptables"] if args.backend == "both" else [args.backend]
+    if args.venv and (args.virtfw or args.use_installed):
+        print("error: --venv installs its own virtfw; it takes no --virtfw or --use-installed", file=sys.stderr)
+        return 2
     exe = args.virtfw or str(Path(sys.executable).parent / "virtfw")
     if not os.access(exe, os.X_OK):
         exe = shutil.which("virtfw") or ""
-    if not exe:
+    if not exe and not args.venv:
         print("error: virtfw not found", file=sys.stderr)
         return 2
 
@@ -974,9 +991,13 @@ def main() -> int:
     errors: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="virtfw-bench-") as tmp:
-            bench = Bench(exe, args.repeat, Path(tmp), args.use_installed)
+            if args.venv:
+                python = make_venv(Path(tmp) / "venv")
+                bench = Bench(str(Path(python).parent / "virtfw"), args.repeat, Path(tmp), True, python)
+            else:
+                bench = Bench(exe, args.repeat, Path(tmp), args.use_installed)
             info = Result()
-            print(f"virtfw bench: {exe}; python {sys.version.split()[0]}; kernel {os.uname().release}; "
+            print(f"virtfw bench: {bench.exe}; python {sys.version.split()[0]}; kernel {os.uname().release}; "
                   f"{os.cpu_count()} CPUs; repeat {args.repeat}")  # fmt: skip
             versions = [
                 run_root([bench.real[t], "--version"]).stdout.strip() for t in ("nft", "iptables") if t in bench.real
@@ -1014,6 +1035,18 @@ def main() -> int:
     return 0
 
 
+def make_venv(folder: Path) -> str:
+    """A venv of this Python with the checkout installed (not editable) as README does; its python."""
+    print(f"installing the checkout into a throwaway venv ({folder}) ...", file=sys.stderr, flush=True)
+    source = folder.parent / "venv-source"  # a copy: the build writes build/ and *.egg-info beside its sources
+    ignore = shutil.ignore_patterns(".git", "__pycache__", "build", "*.egg-info", "tests", "bench", ".*_cache")
+    shutil.copytree(ROOT, source, ignore=ignore)
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = str(folder / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", str(source)], check=True)
+    return python
+
+
 def print_startup(bench: Bench, backends: list[str], runs: int, errors: list[str]) -> None:
     """The start-up figures: medians of single commands against their targets."""
     rows: list[tuple[str, str, str]] = []
@@ -1036,7 +1069,7 @@ def print_startup(bench: Bench, backends: list[str], runs: int, errors: list[str
     for backend in backends:
         add(f"virtfw net-start default [{backend}]", "net_start_ms", bench.net_start_default, backend, runs)
         add(f"virtfw nwfilter-binding-create [{backend}]", "binding_create_ms", bench.binding_create, backend, runs)
-    for backend in backends[:1]:
+    for backend in backends[:1] if bench.uncached else []:
         add(f"virtfw net-start default [{backend}], uncached", None, bench.net_start_default, backend, runs, False)
         add(f"virtfw nwfilter-binding-create [{backend}], uncached", None, bench.binding_create, backend, runs, False)
     width = max(len(r[0]) for r in rows) if rows else 0
@@ -1061,7 +1094,7 @@ def print_startup(bench: Bench, backends: list[str], runs: int, errors: list[str
 
 def profile(bench: Bench, backend: str) -> None:
     """Where one process's time goes: slowest imports, and cProfile of net-start default."""
-    py = sys.executable
+    py = bench.python
     with Namespace("p") as ns:
         proc = ns.run([py, "-X", "importtime", "-m", "virtfw", "--help"], env=bench.env)
         rows = []

@@ -1,0 +1,64 @@
+"""What a command imports: only what it uses (start-up time), and nothing broken by that."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_links_import_only_the_netlink_modules_they_use() -> None:
+    """pyroute2's __init__ (ndb, ipdb, conntrack, ...) is not run for IPRoute and NetlinkError."""
+    out = run_python(
+        "import sys\n"
+        "from virtfw.net import bridge\n"
+        "iproute, error = bridge._pyroute2()\n"
+        "bridge._pyroute2()\n"
+        "print(iproute.__name__, error.__name__, sorted(m for m in ('pyroute2.ndb', 'pyroute2.ipdb', "
+        "'pyroute2.conntrack') if m in sys.modules))\n"
+    )
+    assert out == "IPRoute NetlinkError []"
+
+
+def test_the_deferred_package_is_whole_for_anyone_else() -> None:
+    """Other code in the same process still gets every public name of pyroute2, the same classes."""
+    out = run_python(
+        "from virtfw.net import bridge\n"
+        "iproute, error = bridge._pyroute2()\n"
+        "import pyroute2\n"
+        "from pyroute2 import NDB, IPRoute, NetlinkError\n"
+        "print(IPRoute is iproute, NetlinkError is error, NDB.__name__, bool(pyroute2.__version__))\n"
+    )
+    assert out == "True True NDB True"
+
+
+def test_a_package_imported_before_is_left_as_it_is() -> None:
+    out = run_python(
+        "import pyroute2\n"
+        "from virtfw.net import bridge\n"
+        "iproute, _ = bridge._pyroute2()\n"
+        "print(iproute is pyroute2.IPRoute)\n"
+    )
+    assert out == "True"
+
+
+@pytest.mark.parametrize("command", [["--help"], ["nwfilter-list", "--help"]])
+def test_help_imports_no_netlink_xml_or_rich(command: list[str]) -> None:
+    out = run_python(
+        "import sys\n"
+        "from virtfw.cli.main import main\n"
+        f"sys.argv = ['virtfw', *{command!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'pyroute2', 'lxml', 'rich'}))\n"
+    )
+    assert out.splitlines()[-1] == "LOADED []"
