@@ -300,6 +300,8 @@ class FakeRunner(Runner):
     answers: dict[tuple[str, ...], Answer] = field(default_factory=dict)
     nft: NftState = field(default_factory=NftState)
     xtables: dict[str, Tables] = field(default_factory=lambda: {tool: {} for tool in NFT_FAMILY})
+    # What the modelled kernel's bridge family can do (``nft -c`` probes): a stock kernel's.
+    bridge_features: frozenset[str] = frozenset({"ct state", "ct count"})
 
     def which(self, tool: str) -> str:
         return f"/usr/sbin/{tool}"
@@ -347,6 +349,13 @@ class FakeRunner(Runner):
         if len(argv) == 1 and argv[0].endswith("-save") and argv[0][: -len("-save")] in self.xtables:
             tool = argv[0][: -len("-save")]
             return Result(0, _save_text(tool, self.xtables[tool]), "")
+        if argv == ["nft", "-c", "-f", "-"] and not change:
+            wanted = {statement for statement in ("ct state", "ct count") if statement in (stdin or "")}
+            return Result(
+                0 if wanted <= self.bridge_features else 1,
+                "",
+                "" if wanted <= self.bridge_features else "Error: Could not process rule: Protocol error",
+            )
         if argv == ["nft", "-f", "-"]:
             if not change and all(line.startswith("list ") for line in (stdin or "").splitlines() if line):
                 return self._nft_probe(stdin or "")

@@ -445,8 +445,9 @@ def neigh_static(ns: Netns, addr: str, mac: str, dev: str = "eth0") -> None:
 _CONNECT_FROM = rf"""
 import socket, sys
 src, addr, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+sport = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 try:
-    c = socket.create_connection((addr, port), timeout=timeout, source_address=(src, 0))
+    c = socket.create_connection((addr, port), timeout=timeout, source_address=(src, sport))
     c.settimeout(timeout)
     data = c.recv(64)
     c.close()
@@ -459,9 +460,17 @@ sys.exit(0 if data.startswith(b"{BANNER.encode()}") else 4)
 
 
 def tcp_probe_from(
-    src: Netns, source: str, dst: Netns, addr: str, *, port: int | None = None, timeout: float = 2.0
+    src: Netns,
+    source: str,
+    dst: Netns,
+    addr: str,
+    *,
+    port: int | None = None,
+    timeout: float = 2.0,
+    source_port: int = 0,
 ) -> Probe:
-    """``tcp_probe`` with the client socket bound to ``source`` (an address of ``src``)."""
+    """``tcp_probe`` with the client socket bound to ``source`` (an address of ``src``), and
+    to ``source_port`` when given."""
     port = port or next_port()
     with Listener(dst, port) as listener:
         start = time.monotonic()
@@ -478,13 +487,18 @@ def tcp_probe_from(
                 addr,
                 str(port),
                 str(timeout),
+                str(source_port),
             ],
             check=False,
             timeout=timeout + 10,
         )
         ok = proc.returncode == 0
         peer = listener.peer(wait=2.0 if ok else 0.3)
-    detail = f"from {source}: " + (proc.stdout + proc.stderr).strip() + f" ({time.monotonic() - start:.1f}s)"
+    detail = (
+        f"from {source}:{source_port or '*'}: "
+        + (proc.stdout + proc.stderr).strip()
+        + f" ({time.monotonic() - start:.1f}s)"
+    )
     return Probe(src.name, dst.name, addr, port, ok, peer, detail)
 
 

@@ -484,3 +484,111 @@ def test_reload_restores_bindings_after_a_flush(lab: Lab, backend: str):
     _ruleset_diff("a second reload changed the rules", first, rules(lab, backend))
     assert sorted(lab.bindings()) == sorted([(lab.port1, "clean-traffic"), (lab.port2, "vfwtest-no-port")])
     _ruleset_diff("reload did not restore the rules the network and bindings had installed", installed, first)
+
+
+# ---------------------------------------------------------------- stateful layer-3 rules
+
+WEB_ONLY_UUID = "3f0c1a52-7d4e-4c39-9a8e-1b2c3d4e5f60"
+
+
+def web_only(statematch: bool = True) -> str:
+    """LAN -> guest:8080 and guest -> LAN:9000, both stateful; everything else dropped."""
+    flag = "" if statematch else " statematch='false'"
+    return (
+        "<filter name='web-only' chain='root'>\n"
+        f"  <uuid>{WEB_ONLY_UUID}</uuid>\n"
+        f"  <rule action='accept' direction='in' priority='500'{flag}><tcp dstportstart='8080'/></rule>\n"
+        f"  <rule action='accept' direction='out' priority='500'{flag}><tcp dstportstart='9000'/></rule>\n"
+        "  <rule action='drop' direction='inout' priority='1000'><all/></rule>\n"
+        "</filter>\n"
+    )
+
+
+def bridge_conntrack(lab: Lab) -> bool:
+    """Whether this kernel's bridge family has connection tracking (asked in the lab's namespace)."""
+    from virtfw.rules.nft.kernel import _probe_batch
+
+    done = lab.host.run(["nft", "-c", "-f", "-"], input=_probe_batch(["conntrack"]), check=False)
+    return done.returncode == 0
+
+
+def _sport(src, source: str, dst, addr: str, port: int, sport: int):
+    return tcp_probe_from(src, source, dst, addr, port=port, timeout=TIMEOUT, source_port=sport)
+
+
+def _web_only_holds(lab: Lab) -> None:
+    g1, g2 = lab.g1, lab.g2
+    connects(_probe(g2, g1, IP1, 8080))  # LAN -> guest:8080
+    connects(_probe(g1, g2, IP2, 9000))  # guest -> LAN:9000
+    blocked(_probe(g2, g1, IP1, 8081))  # LAN -> any other port of the guest
+    blocked(_probe(g1, g2, IP2, 9001))  # guest -> any other port of the LAN
+    # what a stateless mirror would let through: replies that belong to no connection
+    blocked(_sport(g1, IP1, g2, IP2, 7001, 8080))  # the guest, from source port 8080
+    blocked(_sport(g2, IP2, g1, IP1, 7002, 9000))  # the LAN, from source port 9000
+    assert not ping(g2, IP1), "the LAN pings the guest through web-only"
+
+
+def test_web_only_means_what_it_says_or_is_refused(lab: Lab, backend: str):
+    """libvirt's stateful semantics: on iptables (physdev + conntrack) and on nftables
+    where the bridge family tracks connections; elsewhere nftables refuses the binding
+    with one line, changing nothing, rather than install a weaker stateless rule."""
+    g1, g2 = lab.g1, lab.g2
+    connects(_sport(g1, IP1, g2, IP2, 7001, 8080))  # unfiltered, the probes themselves work
+    connects(_sport(g2, IP2, g1, IP1, 7002, 9000))
+    assert ping(g2, IP1)
+    lab.define(web_only())
+    if backend == "iptables" or bridge_conntrack(lab):
+        lab.bind(lab.port1, lab.mac1, "web-only")
+        _web_only_holds(lab)
+        lab.unbind(lab.port1)
+        assert ping(g2, IP1)
+        return
+    before = rules(lab, backend)
+    state = sorted(p.name for p in (lab.t.tmp / "virtfw" / "run").rglob("*") if p.is_file())
+    xml = lab._write("binding", f"<filterbinding><portdev name='{lab.port1}'/><mac address='{lab.mac1}'/>"
+                     "<filterref filter='web-only'/></filterbinding>")  # fmt: skip
+    done = lab.vfw("nwfilter-binding-create", str(xml), check=False)
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for part in ("web-only", "rule 1", "nf_conntrack_bridge", "modprobe", "--backend iptables"):
+        assert part in lines[0], lines[0]
+    assert rules(lab, backend) == before
+    assert lab.bindings() == []
+    after = sorted(p.name for p in (lab.t.tmp / "virtfw" / "run").rglob("*") if p.is_file())
+    assert set(after) - set(state) <= {"nft-kernel.json"}, after  # only what was learnt of the kernel
+    connects(_sport(g1, IP1, g2, IP2, 7003, 8080))  # nothing half-installed: all still passes
+
+
+def test_stateless_web_only_loads_on_any_kernel(lab: Lab, backend: str):
+    """statematch='false' needs no connection tracking: stateless rules with the accept
+    mirrored (as libvirt's released driver does), on both backends and every kernel."""
+    lab.define(web_only(statematch=False))
+    lab.bind(lab.port1, lab.mac1, "web-only")
+    connects(_probe(lab.g2, lab.g1, IP1, 8080))
+    connects(_probe(lab.g1, lab.g2, IP2, 9000))
+    blocked(_probe(lab.g2, lab.g1, IP1, 8081))
+    blocked(_probe(lab.g1, lab.g2, IP2, 9001))
+    assert not ping(lab.g2, IP1)
+
+
+def test_redefining_a_bound_filter_into_what_the_kernel_cannot_hold(lab: Lab, backend: str):
+    """nwfilter-define that would need bridge conntrack on a kernel without it is refused
+    before anything changes: the old definition stays, and so do the port's rules."""
+    lab.define(port_filter(8080, "web-only"))
+    lab.bind(lab.port1, lab.mac1, "web-only")
+    _shut(lab, 8080)
+    before = rules(lab, backend)
+    capable = backend == "iptables" or bridge_conntrack(lab)
+    done = lab.vfw("nwfilter-define", str(lab._write("filter", web_only())), check=False)
+    if capable:
+        assert done.returncode == 0, done
+        _web_only_holds(lab)
+        return
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done
+    assert "nf_conntrack_bridge" in done.stderr
+    assert rules(lab, backend) == before
+    assert "dstportstart='8080'" in lab.vfw("nwfilter-dumpxml", "web-only").stdout
+    assert "priority='400'" in lab.vfw("nwfilter-dumpxml", "web-only").stdout
+    _shut(lab, 8080)
+    _open(lab, 8081)

@@ -174,7 +174,7 @@ class BindingManager:
     def backend(self) -> AnyFilterBackend:
         if self._backend_name is None:
             raise VirtfwError("no firewall backend selected")
-        return load_filter_backend(self._backend_name)
+        return load_filter_backend(self._backend_name, self.config.state_dir)
 
     # ---- status files -------------------------------------------------------
 
@@ -278,7 +278,7 @@ class BindingManager:
             active = self.get(portdev)
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
-            backend = load_filter_backend(active.status.backend)
+            backend = load_filter_backend(active.status.backend, self.config.state_dir)
             record = active.record(backend)
             with Transaction() as tx:
                 rebuild = record is not None and not backend.remove(self.runner, record)
@@ -333,7 +333,7 @@ class BindingManager:
         for active in actives:
             by_backend.setdefault(active.status.backend, []).append(active)
         for name, group in by_backend.items():
-            backend = load_filter_backend(name)
+            backend = load_filter_backend(name, self.config.state_dir)
             ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
             statuses = {a.owner: a.status for a in group}
             digests = {a.owner: self._digest(backend, a.binding) for a in group}
@@ -351,7 +351,7 @@ class BindingManager:
             target = self.backend if self._backend_name else None
             for active in actives:
                 if target and active.status.backend != target.name:
-                    old = load_filter_backend(active.status.backend)
+                    old = load_filter_backend(active.status.backend, self.config.state_dir)
                     record = active.record(old)
                     if record is not None:
                         old.remove(self.runner, record)
@@ -372,7 +372,9 @@ class BindingManager:
                 problems.append(f"{where}: creation was interrupted (run nwfilter-binding-delete {active.portdev})")
                 continue
             # one backend object per kind: it reads the live ruleset once for all bindings
-            backend = backends.setdefault(active.status.backend, load_filter_backend(active.status.backend))
+            backend = backends.setdefault(
+                active.status.backend, load_filter_backend(active.status.backend, self.config.state_dir)
+            )
             problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.record(backend))]
         for name, backend in sorted(backends.items()):
             base = self._load_base(backend)
@@ -477,7 +479,7 @@ class BindingManager:
             write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
-        backend = load_filter_backend(actives[0].status.backend)
+        backend = load_filter_backend(actives[0].status.backend, self.config.state_dir)
         digests = {a.owner: self._digest(backend, a.binding) for a in actives}
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.

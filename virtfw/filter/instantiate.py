@@ -131,6 +131,9 @@ def _cached_instances(filt: Filter, rule: FilterRule, variables: Variables) -> t
 def _rule_instances(filt: Filter, rule: FilterRule, variables: Variables) -> Iterator[PortRule]:
     match = rule.match
     refs = [value for value in match.attrs.values() if isinstance(value, VarRef)] if match else []
+    number = 1 + sum(1 for entry in filt.entries[: _position(filt, rule)] if isinstance(entry, FilterRule))
+    origin = f"filter '{filt.name}', rule {number} ({rule.action} {rule.direction}"
+    origin += f" {match.protocol}, priority {rule.priority})" if match else f", priority {rule.priority})"
     for binding in _combinations(filt.name, refs, variables):
         matches = []
         if match:
@@ -148,7 +151,12 @@ def _rule_instances(filt: Filter, rule: FilterRule, variables: Variables) -> Ite
             negate=match.negate if match else False,
             matches=tuple(matches),
             negated=frozenset(match.negated_attrs) if match and match.negated_attrs else None,
+            origin=origin,
         )
+
+
+def _position(filt: Filter, rule: FilterRule) -> int:
+    return next(index for index, entry in enumerate(filt.entries) if entry is rule)
 
 
 @lru_cache(maxsize=65536)

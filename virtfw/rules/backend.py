@@ -296,12 +296,14 @@ def select_backend_name(requested: str | None) -> str:
     raise VirtfwError("could not find a usable firewall backend: install nftables or iptables")
 
 
-def load_filter_backend(name: str) -> FilterBackend[Any, Any]:
-    """The nwfilter backend that shares a network backend's name (and tools)."""
+def load_filter_backend(name: str, state_dir: Path | None = None) -> FilterBackend[Any, Any]:
+    """The nwfilter backend that shares a network backend's name (and tools); ``state_dir``
+    is where it may keep what it learnt of the kernel (nftables: its bridge features)."""
     if name == "nftables":
         from virtfw.rules.nft.filter import NftFilterBackend
+        from virtfw.rules.nft.kernel import cache_path
 
-        return NftFilterBackend()
+        return NftFilterBackend(cache_path(state_dir) if state_dir is not None else None)
     if name == "iptables":
         from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 

@@ -19,7 +19,7 @@ need no parsing of their own:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 Value = str | int | bool | IPv4Address | IPv6Address
@@ -49,6 +49,9 @@ class PortRule:
     # Per-attribute negation, only where a rule mixes negated and plain attributes
     # (libvirt's merge of repeated protocol elements); None: ``negate`` holds for all.
     negated: frozenset[str] | None = None
+    # Where the rule comes from, for messages ("filter 'web-only', rule 2 (...)"); not part
+    # of what the rule is, so equal rules of two filters still compare (and cache) equal.
+    origin: str = field(default="", compare=False)
 
     def is_negated(self, name: str) -> bool:
         return name in self.negated if self.negated is not None else self.negate

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from virtfw.errors import ToolError, VirtfwError
 from virtfw.rules.backend import Installed, module_digest
-from virtfw.rules.layout import Jump, layer2_layout, layer3_rules
+from virtfw.rules.layout import Jump, is_layer2, layer2_layout, layer3_rules
 from virtfw.rules.nft.filter_records import (
     ETHERNET,
     INET,
@@ -30,13 +31,25 @@ from virtfw.rules.nft.filter_records import (
     PortChain,
     chain_names,
 )
-from virtfw.rules.nft.syntax import bare_verdict, jump_match, layer2_expr, layer3_expr, port_rule_text
+from virtfw.rules.nft.kernel import KernelFeatures, needs_message
+from virtfw.rules.nft.syntax import (
+    bare_verdict,
+    jump_match,
+    layer2_expr,
+    layer3_expr,
+    layer3_needs,
+    layer3_plan,
+    port_rule_text,
+)
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
 
 
 class NftFilterBackend:
     name = "nftables"
+
+    def __init__(self, kernel_cache: Path | None = None) -> None:
+        self.kernel = KernelFeatures(kernel_cache)
 
     # ---- records --------------------------------------------------------------
 
@@ -70,7 +83,7 @@ class NftFilterBackend:
             subchains = {
                 name: [
                     text for rule in sub_rules
-                    for text in port_rule_text(rule, layer2_expr(rule, rule.direction == "inout" and to_guest), to_guest)
+                    for text in port_rule_text(rule, layer2_expr(rule, rule.direction == "inout" and not to_guest))
                 ]
                 for name, sub_rules in layout.subchains.items()
             }  # fmt: skip
@@ -80,16 +93,14 @@ class NftFilterBackend:
                     target = verdict or f"jump {root}-{entry.chain}"
                     body.append(f"{jump_match(entry.chain)} {target}".strip())
                 else:
-                    body.extend(
-                        port_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and to_guest), to_guest)
-                    )
+                    body.extend(port_rule_text(entry, layer2_expr(entry, entry.direction == "inout" and not to_guest)))
             for sub_name, sub_body in subchains.items():
                 if not bare_verdict(sub_name, sub_body):
                     chains[(ETHERNET, f"{root}-{sub_name}")] = sub_body
             l3_body: list[str] = []
             for rule in layer3_rules(rules):
-                mirrored = to_guest if rule.direction == "inout" else (rule.direction == "out") == to_guest
-                l3_body.extend(port_rule_text(rule, layer3_expr(rule, mirrored), to_guest))
+                for mirrored, ct in layer3_plan(rule, to_guest):
+                    l3_body.extend(port_rule_text(rule, f"{layer3_expr(rule, mirrored)} {ct}".strip()))
             chains[(INET, root)] = l3_body
         # A table in which the port has no rule at all gets no chains and no map entry:
         # clean-traffic is all layer 2, so its packets never visit the inet table.
@@ -182,6 +193,7 @@ class NftFilterBackend:
         chains: dict[tuple[str, str], list[str]] = {}
         dropped: list[str] = []
         added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
+        self._check_kernel(runner, ports)
         rendered = [(pr.owner, *self._port_chains(pr)) for pr in ports]
         rendered += [(owner, self._recorded_chains(record), record) for owner, record in (reuse or {}).items()]
         for owner, port_chains, record in rendered:
@@ -217,6 +229,18 @@ class NftFilterBackend:
         except ToolError as exc:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
         return installed
+
+    def _check_kernel(self, runner: Runner, ports: list[PortRules]) -> None:
+        """Refuse, before anything changes, rules this kernel's bridge family cannot hold:
+        never a weaker rule in their place. The kernel is asked only if a rule needs it."""
+        for port_rules in ports:
+            for rule in port_rules.rules:
+                if is_layer2(rule):
+                    continue
+                for feature in layer3_needs(rule):
+                    if not self.kernel.has(runner, feature):
+                        what = f"binding {port_rules.port}: {rule.origin or f'a {rule.protocol} rule'}"
+                        raise VirtfwError(needs_message(feature, what))
 
     def remove(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> bool:
         if isinstance(record, NftFilterBaseRecord):

@@ -170,14 +170,13 @@ def _comment(rule: PortRule) -> str:
     return f' comment "{_COMMENT_SAFE.sub("_", str(text))[:120]}"'
 
 
-def _verdict(rule: PortRule, to_guest: bool) -> str | None:
+def _verdict(rule: PortRule) -> str | None:
+    """nft's verdict for the rule's action; reject is a drop, as libvirt's nftables driver
+    spells it (the bridge family cannot reject on the to-guest path at all)."""
     action = rule.action
     if action == "continue":
         return None
-    if action == "reject":
-        # reject is not allowed on the bridge's postrouting path; drop is what remains.
-        return "drop" if to_guest else "reject"
-    return action
+    return "drop" if action == "reject" else action
 
 
 def _refuse(rule: PortRule, *names: str) -> None:
@@ -258,11 +257,6 @@ def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
 @lru_cache(maxsize=65536)
 def layer3_expr(rule: PortRule, mirrored: bool) -> str:
     """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
-    if rule.get("state") is not None or rule.get("connlimit-above") is not None:
-        raise Unsupported(
-            "the nftables backend cannot match state= or connlimit-above= on a bridge port "
-            "(no connection tracking in the bridge family here); use --backend iptables"
-        )
     _refuse(rule, "ipset", "ipsetflags", "option")
     if mirrored:
         rule = _swapped(rule)
@@ -294,6 +288,71 @@ def layer3_expr(rule: PortRule, mirrored: bool) -> str:
     return " ".join(expr.parts)
 
 
+# ---- filter rules: layer 3 connection tracking -------------------------------------
+
+ORIGINAL = "ct direction original ct state new,established"
+REPLY = "ct direction reply ct state established"
+
+
+def _joined(*parts: str | None) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def _explicit_states(rule: PortRule) -> str | None:
+    """``state=`` as nft spells it; '' for NONE (no state match at all)."""
+    state = rule.get("state")
+    if state is None:
+        return None
+    names = [name.lower() for name in str(state).split(",") if name]
+    return "" if "none" in names else ",".join(names)
+
+
+def layer3_plan(rule: PortRule, to_guest: bool) -> list[tuple[bool, str]]:
+    """What a layer-3 rule puts in the port's chain of one direction: (mirrored, ct clause)
+    per line, libvirt's stateful semantics spelled with nft's ``ct``:
+
+    - an accept (``statematch`` on, no ``state=``) matches ``ct direction original ct
+      state new,established`` in its own direction, and its mirror (addresses and ports
+      swapped) ``ct direction reply ct state established`` in the other, so replies and
+      nothing else come back; ``inout`` is one rule for both halves of a connection (as
+      written towards the guest, swapped from it) with ``ct state new,established``;
+    - ``state=`` is matched as given, in the rule's own direction only (NONE: no state);
+    - ``statematch='false'``: no ``ct`` at all; a stateless accept is mirrored, as
+      libvirt's released driver does, so that its replies pass;
+    - drop, reject, return and continue are never mirrored;
+    - ``connlimit-above`` is ``ct count over N`` on the rule's own lines (no mirror).
+    """
+    direction = rule.direction
+    own = direction == "inout" or (direction == "in") == to_guest
+    mirrored = direction == "inout" and not to_guest
+    limit = rule.get("connlimit-above")
+    count = f"ct count over {limit}" if limit is not None else ""
+    states = _explicit_states(rule) if rule.statematch else None
+    if states is not None:
+        return [(mirrored, _joined(states and f"ct state {states}", count))] if own else []
+    if rule.action != "accept" or not rule.statematch:
+        if own:
+            return [(mirrored, count)]
+        stateless_reply = rule.action == "accept" and direction != "inout" and limit is None
+        return [(True, "")] if stateless_reply else []
+    if direction == "inout":
+        return [(mirrored, _joined("ct state new,established", count))]
+    if own:
+        return [(False, _joined(ORIGINAL, count))]
+    return [] if limit is not None else [(True, REPLY)]
+
+
+def layer3_needs(rule: PortRule) -> list[str]:
+    """The kernel features (``kernel.FEATURES``) the rule's lines need in the bridge family."""
+    clauses = " ".join(ct for to_guest in (False, True) for _, ct in layer3_plan(rule, to_guest))
+    needs = []
+    if "ct " in clauses:
+        needs.append("conntrack")
+    if "ct count" in clauses:
+        needs.append("ct_count")
+    return needs
+
+
 def _tcp_flags(text: str) -> str:
     names = [f.lower() for f in text.split(",") if f]
     if names == ["all"]:
@@ -303,9 +362,9 @@ def _tcp_flags(text: str) -> str:
     return " | ".join(names)
 
 
-def port_rule_text(rule: PortRule, match: str, to_guest: bool) -> list[str]:
-    """The rule line (match, verdict, comment) for one direction; none for 'continue'."""
-    verdict = _verdict(rule, to_guest)
+def port_rule_text(rule: PortRule, match: str) -> list[str]:
+    """The rule line (match, verdict, comment); none for 'continue'."""
+    verdict = _verdict(rule)
     if verdict is None:
         return []
     return [f"{match} {verdict}{_comment(rule)}".strip()]
