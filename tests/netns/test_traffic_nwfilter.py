@@ -533,8 +533,10 @@ def test_web_only_means_what_it_says_or_is_refused(lab: Lab, backend: str):
     where the bridge family tracks connections; elsewhere nftables refuses the binding
     with one line, changing nothing, rather than install a weaker stateless rule."""
     g1, g2 = lab.g1, lab.g2
-    connects(_sport(g1, IP1, g2, IP2, 7001, 8080))  # unfiltered, the probes themselves work
-    connects(_sport(g2, IP2, g1, IP1, 7002, 9000))
+    # unfiltered, source-bound probes work (other source ports: 8080 and 9000 are listened
+    # on below, which a socket still closing on them would hold up)
+    connects(_sport(g1, IP1, g2, IP2, 7001, 18080))
+    connects(_sport(g2, IP2, g1, IP1, 7002, 19000))
     assert ping(g2, IP1)
     lab.define(web_only())
     if backend == "iptables" or bridge_conntrack(lab):
@@ -592,3 +594,37 @@ def test_redefining_a_bound_filter_into_what_the_kernel_cannot_hold(lab: Lab, ba
     assert "priority='400'" in lab.vfw("nwfilter-dumpxml", "web-only").stdout
     _shut(lab, 8080)
     _open(lab, 8081)
+
+
+# ---------------------------------------------------------------- match='no' on one attribute
+
+ARP_GUARD = """<filter name='vfwtest-arp-guard' chain='arp'>
+  <uuid>9d2f6a41-2b7c-4e1f-8a3d-5c6b7e8f9a01</uuid>
+  <rule action='drop' direction='out' priority='400'>
+    <arp opcode='Reply'/>
+    <arp match='no' arpsrcmacaddr='$MAC'/>
+  </rule>
+</filter>
+"""
+
+
+def test_match_no_on_one_attribute_of_merged_elements(lab: Lab):
+    """Two <arp> elements in one rule merge into one match, the negation staying with its
+    attribute: drop ARP replies whose sender MAC is not the guest's (not: those whose is)."""
+    g2 = lab.g2
+    _gullible(g2)
+    lab.define(ARP_GUARD)
+    lab.bind(lab.port1, lab.mac1, "vfwtest-arp-guard")
+
+    neigh_flush(g2)
+    _reply_to_g2(lab, lab.mac1, IP1)  # the guest's own replies pass
+    assert _learnt(g2, IP1) == lab.mac1
+
+    neigh_flush(g2)
+    _reply_to_g2(lab, SPOOF_MAC, IP1)
+    assert _learnt(g2, IP1) != SPOOF_MAC, "peer learnt a forged MAC through the filter"
+
+    lab.unbind(lab.port1)
+    neigh_flush(g2)
+    _reply_to_g2(lab, SPOOF_MAC, IP1)
+    assert _learnt(g2, IP1) == SPOOF_MAC

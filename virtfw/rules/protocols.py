@@ -43,3 +43,13 @@ def ip_protocol(element: str) -> str:
     """The IP protocol a layer-3 element names, as libvirt spells it: ``tcp-ipv6`` is
     ``tcp``; ``icmpv6`` stays ``icmpv6`` and ``all``/``all-ipv6`` are ``all``."""
     return element.removesuffix("-ipv6")
+
+
+# The chain types a filter's chain name may start with, in libvirt's lookup order
+# (l3_protocols[]: a prefix match, so 'ipv4x' and 'ipv4-dhcp' are both of type ipv4).
+SUBCHAIN_TYPES = ("ipv4", "ipv6", "arp", "rarp", "vlan", "stp", "mac")
+
+
+def chain_type(chain: str) -> str | None:
+    """The type of a filter chain by its name (what its sub-chain's jump matches), or None."""
+    return next((kind for kind in SUBCHAIN_TYPES if chain.startswith(kind)), None)

@@ -110,57 +110,82 @@ def l3_family_and_protocol(element: str) -> tuple[str, str | None]:
 
 
 class _Expr:
-    """Builds one rule's match text; ``negate`` turns each comparison into ``!=``."""
+    """Builds one rule's match text. Each comparison is negated (``!=``) when its attribute
+    is: ``match='no'`` covers every attribute, libvirt's merged elements only some."""
 
-    def __init__(self, negate: bool) -> None:
-        self.op = "!= " if negate else ""
+    def __init__(self, rule: PortRule) -> None:
+        self.rule = rule
         self.parts: list[str] = []
 
-    def eq(self, left: str, right: object) -> None:
-        self.parts.append(f"{left} {self.op}{right}")
+    def _op(self, attr: str) -> str:
+        return "!= " if self.rule.is_negated(attr) else ""
 
-    def masked(self, left: str, value: int, mask: int, width: int) -> None:
-        full = (1 << (width * 4)) - 1
+    def eq(self, left: str, right: object, attr: str) -> None:
+        self.parts.append(f"{left} {self._op(attr)}{right}")
+
+    def masked(self, left: str, value: str, mask: str, full: str, attr: str) -> None:
+        """``left value``, or ``left & mask ==|!= value`` when the mask is not all ones."""
         if mask == full:
-            self.parts.append(f"{left} {self.op}{_hex(value, width)}")
+            self.eq(left, value, attr)
         else:
-            self.parts.append(f"{left} & {_hex(mask, width)} {'!=' if self.op else '=='} {_hex(value & mask, width)}")
+            self.parts.append(f"{left} & {mask} {'!=' if self._op(attr) else '=='} {value}")
 
     def raw(self, text: str) -> None:
         self.parts.append(text)
+
+
+FULL_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def _mac_text(value: int) -> str:
+    raw = f"{value:012x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
 
 
 def _mac_match(expr: _Expr, keyword: str, rule: PortRule, addr_attr: str, mask_attr: str) -> None:
     mac = rule.get(addr_attr)
     if mac is None:
         return
-    mask = rule.get(mask_attr)
-    if mask is None or mask == "ff:ff:ff:ff:ff:ff":
-        expr.eq(keyword, mac)
-    else:
-        expr.masked(keyword, _mac_int(str(mac)), _mac_int(str(mask)), 12)
+    mask = str(rule.get(mask_attr) or FULL_MAC)
+    # nft compares a masked link-layer address with one in the same form (not a number)
+    value = _mac_text(_mac_int(str(mac)) & _mac_int(mask)) if mask != FULL_MAC else str(mac)
+    expr.masked(keyword, value, mask, FULL_MAC, addr_attr)
 
 
 def _addr_match(expr: _Expr, fam: str, side: str, rule: PortRule, prefix: str, bits: int) -> None:
     addr = rule.get(f"{prefix}ipaddr")
     if addr is not None:
         mask = rule.get(f"{prefix}ipmask")
-        expr.eq(f"{fam} {side}", f"{addr}/{mask}" if mask is not None and mask != bits else addr)
+        value = f"{addr}/{mask}" if mask is not None and mask != bits else addr
+        expr.eq(f"{fam} {side}", value, f"{prefix}ipaddr")
     start, end = rule.get(f"{prefix}ipfrom"), rule.get(f"{prefix}ipto")
     if start is not None:
-        expr.eq(f"{fam} {side}", f"{start}-{end}" if end is not None else start)
+        expr.eq(f"{fam} {side}", f"{start}-{end}" if end is not None else start, f"{prefix}ipfrom")
 
 
 def _port_match(expr: _Expr, proto: str, side: str, rule: PortRule, prefix: str) -> None:
     start, end = rule.get(f"{prefix}portstart"), rule.get(f"{prefix}portend")
     if start is None:
         return
-    expr.eq(f"{proto} {side}", f"{start}-{end}" if end is not None and end != start else start)
+    value = f"{start}-{end}" if end is not None and end != start else start
+    expr.eq(f"{proto} {side}", value, f"{prefix}portstart")
+
+
+def _range_match(expr: _Expr, left: str, rule: PortRule, attr: str, width: int) -> None:
+    """An stp field with its optional ``-hi`` end: one value or an inclusive range."""
+    low, high = rule.get(attr), rule.get(f"{attr}-hi")
+    if low is None:
+        return
+    value = _hex(int(low), width) + (f"-{_hex(int(high), width)}" if high is not None else "")
+    expr.eq(left, value, attr)
 
 
 def _swapped(rule: PortRule) -> PortRule:
+    """The rule with source and destination swapped (the guest's own MAC is not an
+    address of the reply); per-attribute negation follows its attribute."""
     matches = tuple(PortMatch(SWAP.get(m.name, m.name), m.value) for m in rule.matches if m.name != "srcmacaddr")
-    return replace(rule, matches=matches)
+    negated = frozenset(SWAP.get(name, name) for name in rule.negated) if rule.negated is not None else None
+    return replace(rule, matches=matches, negated=negated)
 
 
 def _comment(rule: PortRule) -> str:
@@ -193,45 +218,83 @@ def _refuse(rule: PortRule, *names: str) -> None:
 
 @lru_cache(maxsize=65536)
 def layer2_expr(rule: PortRule, mirrored: bool) -> str:
-    """Match text of a bridge-level rule; ``mirrored``: the 'in' half of an 'inout' rule."""
+    """Match text of a bridge-level rule; ``mirrored``: the from-guest half of an 'inout' rule."""
     proto = rule.protocol
-    expr = _Expr(rule.negate)
+    expr = _Expr(rule)
     src, dst = ("dst", "src") if mirrored else ("src", "dst")
     _mac_match(expr, "ether saddr", rule, f"{src}macaddr", f"{src}macmask")
     _mac_match(expr, "ether daddr", rule, f"{dst}macaddr", f"{dst}macmask")
     if proto == "mac":
         if (pid := rule.get("protocolid")) is not None:
-            expr.eq("ether type", _hex(int(pid), 4))
+            expr.eq("ether type", _hex(int(pid), 4), "protocolid")
     elif proto == "vlan":
         expr.raw(f"ether type {_hex(ETHERTYPES['vlan'], 4)}")
         if (vid := rule.get("vlanid")) is not None:
-            expr.eq("vlan id", vid)
+            expr.eq("vlan id", vid, "vlanid")
         if (encap := rule.get("encap-protocol")) is not None:
-            expr.eq("vlan type", _hex(int(encap), 4))
+            expr.eq("vlan type", _hex(int(encap), 4), "encap-protocol")
     elif proto == "stp":
-        expr.raw(f"ether daddr {STP_ADDRESS}")
-        extra = [m.name for m in rule.matches if m.name not in ("srcmacaddr", "srcmacmask", "comment")]
-        _refuse(rule, *extra)
-    elif proto in ("arp", "rarp"):
-        _arp_expr(expr, rule, proto, mirrored)
+        _stp_expr(expr, rule)
+    elif proto == "arp":
+        _arp_expr(expr, rule, mirrored)
+    elif proto == "rarp":
+        _rarp_expr(expr, rule, mirrored)
     elif proto in ("ip", "ipv6"):
         _ip_expr(expr, rule, proto, mirrored)
     return " ".join(expr.parts)
 
 
-def _arp_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
-    """ARP/RARP fields as raw payload: nft's arp keywords imply ethertype ARP only."""
-    expr.raw(f"ether type {_hex(ETHERTYPES[proto], 4)}")
+# STP BPDU fields from the LLC header on (nft's @nh in the bridge family): (attribute,
+# bit offset, width in hex digits), as libvirt's nftables driver places them.
+STP_FIELDS = (
+    ("type", 48, 2), ("flags", 56, 2), ("root-priority", 64, 4), ("root-cost", 128, 8),
+    ("sender-priority", 160, 4), ("port", 224, 4), ("age", 240, 4), ("max-age", 256, 4),
+    ("hello-time", 272, 4), ("forward-delay", 288, 4),
+)  # fmt: skip
+STP_ADDRESSES = (("root-address", 80), ("sender-address", 176))
+
+
+def _stp_expr(expr: _Expr, rule: PortRule) -> None:
+    expr.raw(f"ether daddr {STP_ADDRESS}")
+    for attr, offset, width in STP_FIELDS:
+        _range_match(expr, f"@nh,{offset},{width * 4}", rule, attr, width)
+    for attr, offset in STP_ADDRESSES:
+        if (mac := rule.get(attr)) is not None:
+            mask = _mac_int(str(rule.get(f"{attr}-mask") or FULL_MAC))
+            value = _hex(_mac_int(str(mac)) & mask, 12)
+            expr.masked(f"@nh,{offset},48", value, _hex(mask, 12), _hex(_mac_int(FULL_MAC), 12), attr)
+
+
+def _arp_expr(expr: _Expr, rule: PortRule, mirrored: bool) -> None:
+    """ARP fields by nft's arp keywords (which imply ethertype ARP)."""
+    expr.raw(f"ether type {_hex(ETHERTYPES['arp'], 4)}")
+    for attr, keyword in (("hwtype", "arp htype"), ("protocoltype", "arp ptype"), ("opcode", "arp operation")):
+        if (value := rule.get(attr)) is not None:
+            expr.eq(keyword, _hex(int(value), 4) if attr == "protocoltype" else int(value), attr)
+    src, dst = ("dst", "src") if mirrored else ("src", "dst")
+    for side, keyword in ((src, "saddr"), (dst, "daddr")):
+        if (mac := rule.get(f"arp{side}macaddr")) is not None:
+            expr.eq(f"arp {keyword} ether", mac, f"arp{side}macaddr")
+        if (ip := rule.get(f"arp{side}ipaddr")) is not None:
+            mask = rule.get(f"arp{side}ipmask")
+            expr.eq(f"arp {keyword} ip", f"{ip}/{mask}" if mask is not None and mask != 32 else ip, f"arp{side}ipaddr")
+    _refuse(rule, "gratuitous")
+
+
+def _rarp_expr(expr: _Expr, rule: PortRule, mirrored: bool) -> None:
+    """RARP fields as raw payload: nft's arp keywords imply ethertype ARP."""
+    expr.raw(f"ether type {_hex(ETHERTYPES['rarp'], 4)}")
     for attr, offset, width in (("hwtype", 0, 4), ("protocoltype", 16, 4), ("opcode", 48, 4)):
         if (value := rule.get(attr)) is not None:
-            expr.eq(f"@nh,{offset},{width * 4}", _hex(int(value), width))
+            expr.eq(f"@nh,{offset},{width * 4}", _hex(int(value), width), attr)
     src, dst = ("dst", "src") if mirrored else ("src", "dst")
     for side, mac_off, ip_off in ((src, 64, 112), (dst, 144, 192)):
         if (mac := rule.get(f"arp{side}macaddr")) is not None:
-            expr.eq(f"@nh,{mac_off},48", _hex(_mac_int(str(mac)), 12))
+            expr.eq(f"@nh,{mac_off},48", _hex(_mac_int(str(mac)), 12), f"arp{side}macaddr")
         if (ip := rule.get(f"arp{side}ipaddr")) is not None:
-            mask = rule.get(f"arp{side}ipmask")
-            expr.masked(f"@nh,{ip_off},32", _ip_int(ip), _prefix_mask(int(mask if mask is not None else 32), 32), 8)
+            mask = _prefix_mask(int(rule.get(f"arp{side}ipmask") or 32), 32)
+            value = _hex(_ip_int(ip) & mask, 8)
+            expr.masked(f"@nh,{ip_off},32", value, _hex(mask, 8), _hex(0xFFFFFFFF, 8), f"arp{side}ipaddr")
     _refuse(rule, "gratuitous")
 
 
@@ -243,12 +306,16 @@ def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
     _addr_match(expr, fam, "daddr", rule, dst, bits)
     protocol = rule.get("protocol")
     if protocol is not None:
-        expr.eq("meta l4proto", protocol)
+        expr.eq("meta l4proto", protocol, "protocol")
         _port_match(expr, "th", "sport", rule, src)
         _port_match(expr, "th", "dport", rule, dst)
     if (dscp := rule.get("dscp")) is not None:
-        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
-    _refuse(rule, "type", "typeend", "code", "codeend")
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2), "dscp")
+    if proto == "ipv6":  # icmpv6 type and code ranges of the ipv6 element
+        for attr in ("type", "code"):
+            low, high = rule.get(attr), rule.get(f"{attr}end")
+            if low is not None:
+                expr.eq(f"icmpv6 {attr}", f"{low}-{high}" if high is not None else low, attr)
 
 
 # ---- filter rules: layer 3 ---------------------------------------------------------
@@ -257,13 +324,13 @@ def _ip_expr(expr: _Expr, rule: PortRule, proto: str, mirrored: bool) -> None:
 @lru_cache(maxsize=65536)
 def layer3_expr(rule: PortRule, mirrored: bool) -> str:
     """Match text of a layer-3 rule; ``mirrored`` swaps source and destination."""
-    _refuse(rule, "ipset", "ipsetflags", "option")
+    _refuse(rule, "ipset", "ipsetflags")
     if mirrored:
         rule = _swapped(rule)
     assert rule.protocol is not None, "a rule without a protocol element is a layer-2 rule"
     fam, l4 = l3_family_and_protocol(rule.protocol)
     bits = 32 if fam == "ip" else 128
-    expr = _Expr(rule.negate)
+    expr = _Expr(rule)
     expr.raw("ether type " + fam)
     _mac_match(expr, "ether saddr", rule, "srcmacaddr", "srcmacmask")
     _addr_match(expr, fam, "saddr", rule, "src", bits)
@@ -275,16 +342,19 @@ def layer3_expr(rule: PortRule, mirrored: bool) -> str:
         _port_match(expr, keyword, "sport", rule, "src")
         _port_match(expr, keyword, "dport", rule, "dst")
     if (dscp := rule.get("dscp")) is not None:
-        expr.eq(f"{fam} dscp", _hex(int(dscp), 2))
+        expr.eq(f"{fam} dscp", _hex(int(dscp), 2), "dscp")
     if l4 == "tcp" and (flags := rule.get("flags")) is not None:
         mask, _, wanted = str(flags).partition("/")  # libvirt: MASK/SET, as iptables --tcp-flags
-        expr.raw(f"tcp flags & ({_tcp_flags(mask)}) == {_tcp_flags(wanted)}")
+        op = "!=" if rule.is_negated("flags") else "=="
+        expr.raw(f"tcp flags & ({_tcp_flags(mask)}) {op} {_tcp_flags(wanted)}")
+    if l4 == "tcp" and (option := rule.get("option")) is not None:
+        expr.raw(f"tcp option {option} {'missing' if rule.is_negated('option') else 'exists'}")
     if l4 in ("icmp", "ipv6-icmp"):
         keyword = "icmp" if l4 == "icmp" else "icmpv6"
         if (kind := rule.get("type")) is not None:
-            expr.eq(f"{keyword} type", kind)
-        if (code := rule.get("code")) is not None:
-            expr.eq(f"{keyword} code", code)
+            expr.eq(f"{keyword} type", kind, "type")
+            if (code := rule.get("code")) is not None:  # a code without a type: as iptables, none
+                expr.eq(f"{keyword} code", code, "code")
     return " ".join(expr.parts)
 
 
@@ -373,11 +443,6 @@ def port_rule_text(rule: PortRule, match: str) -> list[str]:
 # ---- jumps into a port's sub-chains ------------------------------------------------
 
 
-def _jump_kind(chain: str) -> str:
-    """What picks a sub-chain's jump match here: its name up to the first '-'."""
-    return chain.split("-", 1)[0]
-
-
 def bare_verdict(chain: str, body: list[str]) -> str | None:
     """'accept'/'drop' when a sub-chain holds just that (perhaps behind the very
     ethertype match its jump already made): then the jump can carry the verdict and
@@ -389,7 +454,7 @@ def bare_verdict(chain: str, body: list[str]) -> str | None:
         return None
     if len(words) == 1:
         return words[0]
-    kind = ETHERTYPES.get(_jump_kind(chain))
+    kind = ETHERTYPES.get(protocols.chain_type(chain) or "")
     if len(words) == 4 and words[:2] == ["ether", "type"] and kind is not None:
         value = NFT_ETHERTYPE_NAMES.get(words[2]) or (int(words[2], 16) if words[2].startswith("0x") else None)
         if value == kind:
@@ -399,7 +464,7 @@ def bare_verdict(chain: str, body: list[str]) -> str | None:
 
 def jump_match(chain: str) -> str:
     """The match of the root chain's jump into sub-chain CHAIN ('' for any frame)."""
-    kind = _jump_kind(chain)
+    kind = protocols.chain_type(chain)
     if kind == "stp":
         return f"ether daddr {STP_ADDRESS}"
     if kind in ETHERTYPES:

@@ -51,10 +51,6 @@ BASE_HOOKS = (
     ("INPUT", 1, HOST_IN_CHAIN),
 )
 
-# The chain types a sub-chain's name may start with, in libvirt's lookup order
-# (l3_protocols[]); the jump into it matches the type (``syntax.ebtables_jump_match``).
-SUBCHAIN_TYPES = ("ipv4", "ipv6", "arp", "rarp", "mac", "vlan", "stp")
-
 
 def family_of(rule: PortRule) -> str:
     """``ebtables``, ``ipv4`` or ``ipv6``: which tool a rule's element belongs to."""
@@ -175,10 +171,8 @@ def _adjusted_priority(rule: PortRule) -> int:
 
 
 def _subchain_match(suffix: str) -> tuple[str, ...] | None:
-    for kind in SUBCHAIN_TYPES:
-        if suffix.startswith(kind):
-            return ebtables_jump_match(kind)
-    return None
+    kind = protocols.chain_type(suffix)
+    return ebtables_jump_match(kind) if kind is not None else None
 
 
 def _eb_plan(port: str, rules: list[PortRule]) -> EbPlan | None:
