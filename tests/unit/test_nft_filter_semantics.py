@@ -201,3 +201,11 @@ def test_a_cache_that_does_not_check_out_is_asked_again(tmp_path: Path, tamper) 
     runner = ProbeRunner(conntrack=False)
     assert kernel.KernelFeatures(path).has(runner, "conntrack") is False
     assert runner.probes > 0
+
+
+def test_inout_rule_with_a_source_mac_applies_towards_the_guest_only() -> None:
+    """libvirt's released driver skips the from-guest half: the guest's own frames never
+    carry another sender's MAC, and the mirror cannot drop the match (every frame would go)."""
+    got = chains([rule("all", "inout", "drop", negate=True, srcmacaddr="12:34:56:78:9a:bc")])
+    assert got["inet n-vnet0-in"] == ["ether type ip ether saddr != 12:34:56:78:9a:bc drop"]
+    assert got.get("inet n-vnet0-out", []) == []

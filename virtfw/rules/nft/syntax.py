@@ -395,6 +395,8 @@ def layer3_plan(rule: PortRule, to_guest: bool) -> list[tuple[bool, str]]:
     direction = rule.direction
     own = direction == "inout" or (direction == "in") == to_guest
     mirrored = direction == "inout" and not to_guest
+    if mirrored and rule.get("srcmacaddr") is not None:
+        return []  # the guest's frames cannot be from another MAC: libvirt skips this half too
     limit = rule.get("connlimit-above")
     count = f"ct count over {limit}" if limit is not None else ""
     states = _explicit_states(rule) if rule.statematch else None
