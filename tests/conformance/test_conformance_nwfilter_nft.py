@@ -19,21 +19,12 @@ import pytest
 from helpers import nftmeaning
 from helpers.fakerunner import FakeRunner
 from helpers.nsutil import TESTDATA, read_commands
+from helpers.nwfilter_cases import NFT_CASES as CASES
 from helpers.nwfilter_cases import PORT, case_port_rules
 
 from virtfw.errors import VirtfwError
 
 DATA = TESTDATA / "nwfilterxml2firewalldata-nftables"
-
-#: The cases with an nftables expectation (ipset has none), listed so that a missing
-#: folder skips with a reason instead of collecting nothing.
-CASES: tuple[str, ...] = (
-    "ah", "ah-ipv6", "all", "all-ipv6", "arp", "comment", "conntrack", "esp", "esp-ipv6",
-    "example-1", "example-2", "hex-data", "icmp-direction2", "icmp-direction3",
-    "icmp-direction", "icmp", "icmpv6", "igmp", "ip", "ipt-no-macspoof", "ipv6",
-    "iter1", "iter2", "iter3", "mac", "rarp", "sctp", "sctp-ipv6", "stp", "target2",
-    "target", "tcp", "tcp-ipv6", "udp", "udp-ipv6", "udplite", "udplite-ipv6", "vlan",
-)  # fmt: skip
 
 ICMP_DIRECTION = (
     "libvirt writes no `ct direction` on icmp/icmpv6 rules, so an accept for one direction also "

@@ -24,7 +24,9 @@ from virtfw.rules import records
 
 ETHERNET = "virtfw_nwfilter_ethernet"
 INET = "virtfw_nwfilter_inet"
-TABLES = {ETHERNET: -300, INET: -250}  # hook priority: layer 2 first, as ebtables before iptables
+# Hook priorities: layer 2 first (as ebtables before iptables); layer 3 after the bridge
+# family's connection tracking (-200, nf_conntrack_bridge), or its ct matches see no state.
+TABLES = {ETHERNET: -300, INET: -150}
 # Each verdict map, and the direction of the port chains it dispatches to.
 VMAPS = {"vmap-iif": "out", "vmap-oif": "in"}
 
