@@ -66,7 +66,7 @@ OUT={out}
 : > $OUT
 for m in nf_conntrack_bridge nft_ct nft_connlimit veth bridge; do modprobe $m 2>>$OUT.log; done
 uname -r > $OUT.kernel
-fresh() {{  # host h with bridge br0; guests g1 (port vg1, .10) and g2 (port vg2, .11)
+fresh() {{  # host h with bridge br0; guests g1 (port vg1, .10, MAC ...:01) and g2 (vg2, .11, ...:02)
   for n in h g1 g2; do ip netns del $n 2>/dev/null; ip netns add $n; ip -n $n link set lo up; done
   ip -n h link add br0 type bridge stp_state 0 forward_delay 0
   ip -n h link set br0 up
@@ -74,6 +74,7 @@ fresh() {{  # host h with bridge br0; guests g1 (port vg1, .10) and g2 (port vg2
     ip -n h link add vg$i type veth peer name eth0 netns g$i
     ip -n h link set vg$i master br0 up
     ip -n g$i addr add 192.168.131.1$((i-1))/24 dev eth0
+    ip -n g$i link set eth0 address 52:54:00:00:00:0$i
     ip -n g$i link set eth0 up
   done
   sleep 1

@@ -209,3 +209,15 @@ def test_inout_rule_with_a_source_mac_applies_towards_the_guest_only() -> None:
     got = chains([rule("all", "inout", "drop", negate=True, srcmacaddr="12:34:56:78:9a:bc")])
     assert got["inet n-vnet0-in"] == ["ether type ip ether saddr != 12:34:56:78:9a:bc drop"]
     assert got.get("inet n-vnet0-out", []) == []
+
+
+def test_verify_reports_rules_the_kernel_cannot_hold(tmp_path: Path) -> None:
+    backend = NftFilterBackend(tmp_path / "nft-kernel.json")
+    record = backend.install(ProbeRunner(conntrack=True), [PortRules("vnet0", "binding:vnet0", (rule("tcp", "in"),))])
+    record = record.removals["binding:vnet0"]
+    later = NftFilterBackend(None)  # the module is gone now: the kernel says no
+    problems = later._kernel_lacks(ProbeRunner(conntrack=False), record)
+    assert problems == [
+        "its rules need connection tracking in the bridge family (nf_conntrack_bridge), which this kernel does not have"
+    ]
+    assert NftFilterBackend(None)._kernel_lacks(ProbeRunner(conntrack=True), record) == []

@@ -91,6 +91,21 @@ def _reject(s: stockvm.GuestScript) -> None:
     s.add(f"check reject.8081 block tcp g2 g1 {G1} 8081", f"check reject.8080 pass tcp g2 g1 {G1} 8080")
 
 
+def _clean_traffic(s: stockvm.GuestScript) -> None:
+    rules = stockvm.port_rules([], "clean-traffic", "vg1", MAC1, {"IP": [G1]})
+    s.add("fresh", f"apply {s.batch(stockvm.nft_batch(rules))}")
+    s.add(
+        f"check clean.as-itself pass tcp g1 g2 {G2} 9200",
+        "ip -n g1 addr flush dev eth0; ip -n g1 addr add 192.168.131.50/24 dev eth0",
+        f"check clean.foreign-ip block tcp g1 g2 {G2} 9201",
+        f"ip -n g1 addr flush dev eth0; ip -n g1 addr add {G1}/24 dev eth0",
+        "ip -n g1 link set eth0 address 52:54:00:de:ad:01",
+        f"check clean.foreign-mac block tcp g1 g2 {G2} 9202",
+        f"ip -n g1 link set eth0 address {MAC1}",
+        f"check clean.as-itself-again pass tcp g1 g2 {G2} 9203",
+    )
+
+
 def _conformance(s: stockvm.GuestScript) -> dict[str, str]:
     files = {}
     for name in CASES:
@@ -115,7 +130,7 @@ def vm(tmp_path_factory):
     if why:
         pytest.skip(why)
     script = stockvm.GuestScript(tmp_path_factory.mktemp("stockvm"))
-    for scenario in (_web_only, _state_new, _connlimit, _reject):
+    for scenario in (_web_only, _state_new, _connlimit, _reject, _clean_traffic):
         scenario(script)
     conformance = _conformance(script)
     shipped = _shipped(script)
@@ -145,6 +160,10 @@ def test_connlimit_above(vm):
 
 def test_reject_blocks(vm):
     _checks(vm, "reject")
+
+
+def test_clean_traffic_still_blocks_spoofing(vm):
+    _checks(vm, "clean")
 
 
 def _loaded(vm, files: dict[str, str]) -> None:

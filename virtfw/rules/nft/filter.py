@@ -31,7 +31,7 @@ from virtfw.rules.nft.filter_records import (
     PortChain,
     chain_names,
 )
-from virtfw.rules.nft.kernel import KernelFeatures, needs_message
+from virtfw.rules.nft.kernel import KernelFeatures, describe, needs_message
 from virtfw.rules.nft.syntax import (
     bare_verdict,
     jump_match,
@@ -296,7 +296,7 @@ class NftFilterBackend:
                     if items is not None and not any(r.get("chain") == hook for r in items["rules"]):
                         problems.append(f"bridge {table} {hook} no longer dispatches through its verdict map")
             return problems
-        problems = []
+        problems = self._kernel_lacks(runner, record)
         for element in record.elements:
             items = listed.get(element.table)
             if items is None:
@@ -318,6 +318,18 @@ class NftFilterBackend:
                     f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
                 )
         return list(dict.fromkeys(problems))
+
+    def _kernel_lacks(self, runner: Runner, record: NftPortRecord) -> list[str]:
+        """What the port's recorded rules need that the running kernel does not have (a
+        module unloaded, or state carried over to another kernel)."""
+        texts = [f" {rule} " for chain in record.chains for rule in chain.rules]
+        needs = {"conntrack"} if any(" ct " in text for text in texts) else set()
+        needs |= {"ct_count"} if any(" ct count " in text for text in texts) else set()
+        return [
+            f"its rules need {describe(feature)}, which this kernel does not have"
+            for feature in sorted(needs)
+            if not self.kernel.has(runner, feature)
+        ]
 
     @staticmethod
     def _list(runner: Runner, table: str) -> dict | None:
