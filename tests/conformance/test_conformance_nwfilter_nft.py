@@ -39,8 +39,6 @@ STATE_NONE_AND_STATELESS = (
     "driver, and virtfw, mirror the stateless accept so its replies pass."
 )
 KNOWN_DIFFERENCES: dict[str, str] = {
-    "arp": "gratuitous='true' is refused on nftables (libvirt matches it with a 1,024-element "
-    "same-ip-set; not built yet): the binding fails with one error line naming --backend iptables.",
     "example-1": ICMP_DIRECTION,
     "icmp": ICMP_DIRECTION,
     "icmpv6": ICMP_DIRECTION,

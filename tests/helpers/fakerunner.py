@@ -63,6 +63,7 @@ class Call:
 class NftTable:
     handle: int
     chains: dict[str, int] = field(default_factory=dict)  # name -> handle
+    sets: set[str] = field(default_factory=set)  # named sets declared in block syntax
     next_handle: int = 1  # chains, rules, maps share one counter per table, as in nft
 
     def new_handle(self) -> int:
@@ -122,6 +123,8 @@ def _apply_nft(state: NftState, text: str) -> list[dict]:
                 table.chains.setdefault(block_chain, table.new_handle())
             elif block_chain is not None:
                 state.table(*block_table).new_handle()  # a rule
+            elif line.startswith("set ") and line.endswith("}"):  # a whole set on one line
+                state.table(*block_table).sets.add(line.split()[1])
             else:
                 raise UnexpectedCommand(f"nft block line not modelled: {line!r}")
             continue

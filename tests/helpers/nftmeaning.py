@@ -22,7 +22,8 @@ What is normalized away, because it does not change which packets get which verd
 * spellings: numbers in any base; ``ether type ip|ip6|arp`` and their numbers;
   ``ip protocol``/``ip6 nexthdr``/``meta l4proto`` and protocol names or numbers;
   ``th|tcp|udp|sctp sport|dport``; ``/32`` and ``/128``; ``a-a`` ranges; a MAC masked
-  with all ones; ``arp ptype ip``; comments.
+  with all ones; ``arp ptype ip``; comments; the four per-byte lookups of a gratuitous-ARP
+  test in ``@same-ip-set`` (one term per byte mask).
 
 Everything else is compared as written: addresses, ports, ``!=``, ``ct direction``,
 ``ct state`` sets, ``ct count``, verdicts and the order of entries.
@@ -54,7 +55,7 @@ SELECTORS: dict[tuple[str, ...], str] = {
     ("icmpv6", "type"): "icmpv6 type", ("icmpv6", "code"): "icmpv6 code",
     ("vlan", "id"): "vlan id", ("vlan", "type"): "vlan type",
     ("arp", "htype"): "arp htype", ("arp", "ptype"): "arp ptype", ("arp", "operation"): "arp operation",
-    ("ct", "direction"): "ct direction", ("ct", "state"): "ct state",
+    ("ct", "direction"): "ct direction", ("ct", "state"): "ct state", ("same-ip",): "same-ip",
 }  # fmt: skip
 for _l4 in ("tcp", "udp", "sctp", "udplite", "th"):
     SELECTORS[(_l4, "sport")] = "sport"
@@ -172,8 +173,13 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+_LOOKUP = re.compile(r"arp saddr ip & (\S+) \. arp daddr ip & (\S+) (?:== )?(!= )?@same-ip-set")
+
+
 def parse_rule(text: str) -> tuple[frozenset[tuple[str, str, str]], str]:
     """(match terms, verdict) of one rule's text; the verdict may be ``jump CHAIN``."""
+    # libvirt's gratuitous-ARP test, one byte pair per set lookup: one term per byte mask
+    text = _LOOKUP.sub(lambda m: f"same-ip {'!=' if m.group(3) else '=='} {m.group(1)}", text)
     words = _tokens(text)
     if "comment" in words:
         words = words[: words.index("comment")]

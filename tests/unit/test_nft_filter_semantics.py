@@ -221,3 +221,16 @@ def test_verify_reports_rules_the_kernel_cannot_hold(tmp_path: Path) -> None:
         "its rules need connection tracking in the bridge family (nf_conntrack_bridge), which this kernel does not have"
     ]
     assert NftFilterBackend(None)._kernel_lacks(ProbeRunner(conntrack=True), record) == []
+
+
+def test_gratuitous_arp_by_libvirts_per_byte_lookups() -> None:
+    from virtfw.rules.nft.syntax import GRATUITOUS, Unsupported
+
+    assert layer2_expr(rule("arp", gratuitous=True), False) == f"ether type 0x0806 {GRATUITOUS}"
+    assert GRATUITOUS.count("@same-ip-set") == 4
+    with pytest.raises(Unsupported, match="--backend iptables"):
+        layer2_expr(rule("arp", negate=True, gratuitous=True), False)
+    got = NftFilterBackend().install(
+        ProbeRunner(), [PortRules("vnet0", "binding:vnet0", (rule("arp", gratuitous=True),))]
+    )
+    assert got.removals["binding:vnet0"].chains

@@ -109,8 +109,6 @@ def _clean_traffic(s: stockvm.GuestScript) -> None:
 def _conformance(s: stockvm.GuestScript) -> dict[str, str]:
     files = {}
     for name in CASES:
-        if name == "arp":  # gratuitous= is refused on nftables (see the conformance test)
-            continue
         files[name] = s.batch(stockvm.nft_batch(case_port_rules(name)))
         s.add("ip netns del h 2>/dev/null; ip netns add h", f"apply {files[name]}")
     return files

@@ -33,6 +33,7 @@ from virtfw.rules.nft.filter_records import (
 )
 from virtfw.rules.nft.kernel import KernelFeatures, describe, needs_message
 from virtfw.rules.nft.syntax import (
+    SAME_IP_SET,
     bare_verdict,
     jump_match,
     layer2_expr,
@@ -40,6 +41,7 @@ from virtfw.rules.nft.syntax import (
     layer3_needs,
     layer3_plan,
     port_rule_text,
+    same_ip_set,
 )
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
@@ -122,6 +124,8 @@ class NftFilterBackend:
             if not mine:
                 continue
             lines.append(f"table bridge {table} {{")
+            if any(SAME_IP_SET in rule for _, body in mine for rule in body):
+                lines.append(same_ip_set())  # declared again only adds what is missing
             for chain, body in mine:
                 lines.append(f"chain {chain} {{")
                 lines.extend(body)

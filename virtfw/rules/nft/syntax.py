@@ -278,7 +278,32 @@ def _arp_expr(expr: _Expr, rule: PortRule, mirrored: bool) -> None:
         if (ip := rule.get(f"arp{side}ipaddr")) is not None:
             mask = rule.get(f"arp{side}ipmask")
             expr.eq(f"arp {keyword} ip", f"{ip}/{mask}" if mask is not None and mask != 32 else ip, f"arp{side}ipaddr")
-    _refuse(rule, "gratuitous")
+    if rule.get("gratuitous") is True:  # false matches nothing more, as in libvirt's drivers
+        if rule.is_negated("gratuitous"):
+            raise Unsupported(
+                "the nftables backend cannot match arp gratuitous='true' with match='no' "
+                "(nft compares no two fields, and 'some byte differs' is no single rule); use --backend iptables"
+            )
+        expr.raw(GRATUITOUS)
+
+
+# A gratuitous ARP has sender IP == target IP. nft compares no two fields, so (as libvirt's
+# nftables driver does) each byte pair is looked up in a set of the 256 equal pairs per byte.
+SAME_IP_SET = "same-ip-set"
+GRATUITOUS = " ".join(
+    f"arp saddr ip & {mask} . arp daddr ip & {mask} @{SAME_IP_SET}"
+    for mask in ("255.0.0.0", "0.255.0.0", "0.0.255.0", "0.0.0.255")
+)
+
+
+def same_ip_set() -> str:
+    """The set GRATUITOUS looks up, in nft's block syntax."""
+    pairs = ["0.0.0.0 . 0.0.0.0"]
+    for byte in range(4):
+        for value in range(1, 256):
+            address = ".".join(str(value) if i == byte else "0" for i in range(4))
+            pairs.append(f"{address} . {address}")
+    return f"set {SAME_IP_SET} {{ type ipv4_addr . ipv4_addr; elements = {{ {', '.join(pairs)} }} }}"
 
 
 def _rarp_expr(expr: _Expr, rule: PortRule, mirrored: bool) -> None:
