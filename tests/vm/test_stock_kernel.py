@@ -106,6 +106,38 @@ def _clean_traffic(s: stockvm.GuestScript) -> None:
     )
 
 
+ARP_GUARD = """<filter name='arp-guard' chain='arp'>
+  <rule action='drop' direction='out' priority='400'>
+    <arp opcode='Reply'/>
+    <arp match='no' arpsrcmacaddr='$MAC'/>
+  </rule>
+</filter>"""
+
+
+def _arp_guard(s: stockvm.GuestScript) -> None:
+    """libvirt's merged <arp> elements with match='no' on one attribute: g1's own ARP replies
+    are learnt by g2, one with a forged sender MAC is not (until the rules are gone)."""
+    from helpers.topology import _SEND_ARP
+
+    sender = s.folder / "send_arp.py"
+    sender.write_text(_SEND_ARP)
+    s.add(
+        "fresh",
+        "ip netns exec g2 sysctl -qw net.ipv4.conf.all.arp_accept=1 net.ipv4.conf.eth0.arp_accept=1",
+        "learnt() {  # SENDER-MAC: g1 tells g2 '.10 is at SENDER-MAC'; did g2 learn it?",
+        "  ip -n g2 neigh flush dev eth0",
+        f"  ip netns exec g1 python3 {sender} eth0 3 52:54:00:00:00:02 {MAC1} 2 $1 {G1} 52:54:00:00:00:02 {G2}",
+        "  sleep 1",
+        f"  ip -n g2 neigh show {G1} | grep -qi $1",
+        "}",
+        f"apply {_binding(s, ARP_GUARD, 'arp-guard')}",
+        f"check arp.own-reply pass learnt {MAC1}",
+        "check arp.forged-reply block learnt 52:54:00:de:ad:01",
+        "ip netns exec h nft flush ruleset",
+        "check arp.forged-reply-unfiltered pass learnt 52:54:00:de:ad:01",
+    )
+
+
 def _conformance(s: stockvm.GuestScript) -> dict[str, str]:
     files = {}
     for name in CASES:
@@ -128,7 +160,7 @@ def vm(tmp_path_factory):
     if why:
         pytest.skip(why)
     script = stockvm.GuestScript(tmp_path_factory.mktemp("stockvm"))
-    for scenario in (_web_only, _state_new, _connlimit, _reject, _clean_traffic):
+    for scenario in (_web_only, _state_new, _connlimit, _reject, _clean_traffic, _arp_guard):
         scenario(script)
     conformance = _conformance(script)
     shipped = _shipped(script)
@@ -162,6 +194,10 @@ def test_reject_blocks(vm):
 
 def test_clean_traffic_still_blocks_spoofing(vm):
     _checks(vm, "clean")
+
+
+def test_match_no_on_one_attribute_of_merged_elements(vm):
+    _checks(vm, "arp")
 
 
 def _loaded(vm, files: dict[str, str]) -> None:
