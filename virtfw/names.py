@@ -17,7 +17,7 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def check_ifname(name: str, what: str = "interface name") -> str:
-    if not _IFNAME.match(name) or name in (".", ".."):
+    if not _IFNAME.fullmatch(name) or name in (".", ".."):
         raise VirtfwError(
             f"{what} {name!r} is not a valid interface name (1-15 characters: letters, digits, '_', '.', '-')"
         )
@@ -25,7 +25,7 @@ def check_ifname(name: str, what: str = "interface name") -> str:
 
 
 def check_object_name(name: str, what: str = "name") -> str:
-    if not _OBJECT.match(name):
+    if not _OBJECT.fullmatch(name):
         raise VirtfwError(
             f"{what} {name!r} is not allowed "
             "(1-64 characters: letters, digits, '_', '.', '+', '-'; not starting with '.', '+' or '-')"
@@ -34,13 +34,36 @@ def check_object_name(name: str, what: str = "name") -> str:
 
 
 def check_mac(mac: str, what: str = "MAC address") -> str:
-    if not _MAC.match(mac):
+    if not _MAC.fullmatch(mac):
         raise VirtfwError(f"{what} {mac!r} is not of the form aa:bb:cc:dd:ee:ff")
     return mac.lower()
 
 
 def check_hostname(name: str, what: str = "host name") -> str:
     """DNS names end up in dnsmasq's files: letters, digits, '-' and dots only."""
-    if not _HOSTNAME.match(name):
+    if not _HOSTNAME.fullmatch(name):
         raise VirtfwError(f"{what} {name!r} is not a valid DNS name (letters, digits, '-', dot-separated labels)")
     return name
+
+
+# What ends or splits a line of dnsmasq's configuration, starts a comment or a quoted
+# part there, or separates its fields: a value holding one would write configuration
+# of its own (a newline and 'dhcp-script=' runs a program as root).
+_CONF_UNSAFE = re.compile(r'[\x00-\x1f\x7f,#"\\]')
+
+
+def check_conf_value(value: str, what: str) -> str:
+    """A free-form value (a path, a file name) that is written into a dnsmasq option."""
+    if not value or _CONF_UNSAFE.search(value) or value != value.strip():
+        raise VirtfwError(
+            f"{what} {value!r} is not allowed in dnsmasq's configuration "
+            "(no control characters, ',', '#', '\"', '\\', or blanks at either end)"
+        )
+    return value
+
+
+def check_absolute_path(value: str, what: str) -> str:
+    check_conf_value(value, what)
+    if not value.startswith("/") or "/../" in f"{value}/":
+        raise VirtfwError(f"{what} {value!r} must be an absolute path without '..'")
+    return value

@@ -20,6 +20,7 @@ a kernel ``/boot/vmlinuz-*`` whose modules are installed, a static busybox
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -64,12 +65,13 @@ PRELUDE = r"""
 BB={busybox}
 OUT={out}
 : > $OUT
-for m in nf_conntrack_bridge nft_ct nft_connlimit veth bridge; do modprobe $m 2>>$OUT.log; done
+for m in nf_conntrack_bridge nft_ct nft_connlimit veth bridge br_netfilter; do modprobe $m 2>>$OUT.log; done
 uname -r > $OUT.kernel
 fresh() {{  # host h with bridge br0; guests g1 (port vg1, .10, MAC ...:01) and g2 (vg2, .11, ...:02)
   for n in h g1 g2; do ip netns del $n 2>/dev/null; ip netns add $n; ip -n $n link set lo up; done
   ip -n h link add br0 type bridge stp_state 0 forward_delay 0
   ip -n h link set br0 up
+  ip netns exec h sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0
   for i in 1 2; do
     ip -n h link add vg$i type veth peer name eth0 netns g$i
     ip -n h link set vg$i master br0 up
@@ -124,6 +126,18 @@ class GuestScript:
         path.write_text(text)
         return str(path)
 
+    def replay(self, commands: list[tuple[list[str], str]]) -> None:
+        """Lines that run COMMANDS in namespace h, each with its stdin, as one APPLIED/REFUSED."""
+        for argv, stdin in commands:
+            self.batches += 1
+            path = self.folder / f"stdin-{self.batches}.txt"
+            path.write_text(stdin)
+            line = " ".join(shlex.quote(word) for word in argv)
+            self.lines.append(
+                f'if ip netns exec h {line} < {path} 2>>$OUT.log; then echo "APPLIED {path}" >> $OUT; '
+                f'else echo "REFUSED {path}" >> $OUT; fi'
+            )
+
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
 
@@ -175,6 +189,17 @@ def port_rules(filters: list[str], root: str, port: str, mac: str, params: dict[
         return parse_filter((SHIPPED / f"{name}.xml").read_bytes(), f"{name}.xml")
 
     return instantiate(Binding(portdev=port, mac=mac, filter=root, params=dict(params or {})), lookup)
+
+
+def changes(rules, backend: str) -> list[tuple[list[str], str]]:
+    """Every changing command (argv, stdin) a filter backend runs for these PortRules on an
+    empty host whose kernel has what the rules need (the fake runner's host)."""
+    from helpers.fakerunner import FakeRunner
+    from virtfw.rules.backend import load_filter_backend
+
+    runner = FakeRunner()
+    load_filter_backend(backend).install(runner, [rules])
+    return [(call.argv, call.text or "") for call in runner.calls if call.change]
 
 
 def nft_batch(rules) -> str:

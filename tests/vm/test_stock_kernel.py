@@ -67,6 +67,20 @@ def _web_only(s: stockvm.GuestScript) -> None:
     )
 
 
+def _web_only_iptables(s: stockvm.GuestScript) -> None:
+    """The same on the iptables backend: physdev rules (br_netfilter) with conntrack."""
+    s.add("fresh", "ip netns exec h sysctl -qw net.bridge.bridge-nf-call-iptables=1")
+    s.replay(stockvm.changes(stockvm.port_rules([WEB_ONLY], "web-only", "vg1", MAC1), "iptables"))
+    s.add(
+        f"check ipt.lan-to-guest-8080 pass tcp g2 g1 {G1} 8080",
+        f"check ipt.guest-to-lan-9000 pass tcp g1 g2 {G2} 9000",
+        f"check ipt.lan-to-guest-8081 block tcp g2 g1 {G1} 8081",
+        f"check ipt.guest-from-port-8080 block tcp g1 g2 {G2} 7001 8080",
+        f"check ipt.lan-from-port-9000 block tcp g2 g1 {G1} 7002 9000",
+        f"check ipt.lan-pings-guest block ping1 g2 {G1}",
+    )
+
+
 def _state_new(s: stockvm.GuestScript) -> None:
     s.add("fresh", f"apply {_binding(s, STATE_NEW, 'new-only')}")
     s.add(
@@ -160,7 +174,7 @@ def vm(tmp_path_factory):
     if why:
         pytest.skip(why)
     script = stockvm.GuestScript(tmp_path_factory.mktemp("stockvm"))
-    for scenario in (_web_only, _state_new, _connlimit, _reject, _clean_traffic, _arp_guard):
+    for scenario in (_web_only, _web_only_iptables, _state_new, _connlimit, _reject, _clean_traffic, _arp_guard):
         scenario(script)
     conformance = _conformance(script)
     shipped = _shipped(script)
@@ -178,6 +192,10 @@ def _checks(vm, prefix: str) -> None:
 
 def test_web_only_is_stateful(vm):
     _checks(vm, "web")
+
+
+def test_web_only_on_iptables(vm):
+    _checks(vm, "ipt")
 
 
 def test_state_new(vm):

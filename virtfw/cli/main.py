@@ -58,6 +58,12 @@ def _register() -> None:
 _register()
 
 
+def one_line(message: object) -> str:
+    """An error message as one line: control characters a value carried (a newline in an
+    attribute, say) are shown escaped, so the line cannot be split or forged."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
 def main() -> None:
     try:
         status = cli.main(prog_name="virtfw", standalone_mode=False)
@@ -70,7 +76,7 @@ def main() -> None:
         click.echo("error: aborted", err=True)
         sys.exit(1)
     except VirtfwError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
@@ -78,6 +84,6 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("VIRTFW_DEBUG"):
             raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"error: internal error: {type(exc).__name__}: {one_line(exc)}", err=True)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)

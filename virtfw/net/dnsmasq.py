@@ -115,6 +115,9 @@ def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
     if lease_max or hosts:
         lines += ["dhcp-no-override", "dhcp-authoritative", f"dhcp-lease-max={lease_max + len(hosts)}"]
         lines.append(f"dhcp-hostsfile={files.hostsfile}")
+    for line in (*lines, *hosts, *addn):  # the last word: one value, one line, whatever let it through
+        if any(ord(c) < 32 or ord(c) == 127 for c in line):
+            raise VirtfwError(f"network '{net.name}': a value would break a line of dnsmasq's files: {line!r}")
     return {
         files.conf: "\n".join(lines) + "\n",
         files.hostsfile: "".join(h + "\n" for h in hosts),

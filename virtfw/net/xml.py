@@ -9,7 +9,14 @@ from lxml import etree
 
 from virtfw import xmlsafe
 from virtfw.errors import VirtfwError
-from virtfw.names import check_hostname, check_ifname, check_mac, check_object_name
+from virtfw.names import (
+    check_absolute_path,
+    check_conf_value,
+    check_hostname,
+    check_ifname,
+    check_mac,
+    check_object_name,
+)
 from virtfw.net.model import (
     Bridge,
     DhcpHost,
@@ -186,6 +193,8 @@ def _nat(origin: str, element: etree._Element) -> Nat:
 
 def _address(reader: Reader, attr: str, version: int | None = None):
     value = reader.require(attr)
+    if "%" in value:  # Python takes 'fe80::1%eth0'; the zone id would reach dnsmasq's files verbatim
+        raise reader.fail(f"attribute '{attr}': '{value}': an address with a zone id ('%') is not allowed here")
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -222,7 +231,7 @@ def _ip(origin: str, element: etree._Element) -> IPDef:
         treader.check_known(("root",))
         if version != 4:
             raise treader.fail("TFTP is only supported on IPv4")
-        ip.tftp_root = treader.require("root")
+        ip.tftp_root = check_absolute_path(treader.require("root"), "<tftp root>")
     dhcp = element.find("dhcp")
     if dhcp is not None:
         _dhcp(origin, dhcp, ip, version)
@@ -269,8 +278,21 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
             )
         elif child.tag == "bootp":
             reader.check_known(("file", "server"))
-            ip.bootp_file = reader.require("file")
-            ip.bootp_server = reader.get("server")
+            ip.bootp_file = check_conf_value(reader.require("file"), "<bootp file>")
+            server = reader.get("server")
+            ip.bootp_server = _bootp_server(reader, server) if server is not None else None
+
+
+def _bootp_server(reader: Reader, server: str) -> str:
+    """A host name or an IPv4 address, as libvirt's schema has it."""
+    try:
+        return str(ipaddress.IPv4Address(server))
+    except ValueError:
+        pass
+    try:
+        return check_hostname(server, "<bootp server>")
+    except VirtfwError:
+        raise reader.fail(f"attribute 'server': '{server}' is neither an IPv4 address nor a host name") from None
 
 
 def _check_consistency(origin: str, net: Network) -> None:
