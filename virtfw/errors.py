@@ -1,8 +1,17 @@
 """The one exception type that reaches users as a single ``error:`` line."""
 
 
+def one_line(message: object) -> str:
+    """A message as one line: control characters a value carried (a newline in an XML
+    attribute, say) are shown escaped, so the line can be neither split nor forged."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
 class VirtfwError(Exception):
-    """A request that cannot be carried out; the message is shown as is."""
+    """A request that cannot be carried out; the message is one line (see ``one_line``)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class ToolError(VirtfwError):

@@ -92,6 +92,19 @@ class Invalid:
 
 
 INVALID: tuple[Invalid, ...] = (
+    # values that would write dnsmasq configuration of their own (a program run as root)
+    Invalid(
+        "tftp-root-newline",
+        variant(
+            '<ip address="192.168.100.1" netmask="255.255.255.0">',
+            '<ip address="192.168.100.1" netmask="255.255.255.0">\n    <tftp root="/srv/tftp&#10;dhcp-script=/tmp/x.sh"/>',
+        ),
+        ("tftp root", "dhcp-script"),
+    ),
+    Invalid("bootp-file-comma", with_dhcp('<bootp file="pxe.0,,10.0.0.1"/>'), ("bootp file", "pxe.0,,10.0.0.1")),
+    Invalid("bootp-server-newline", with_dhcp('<bootp file="p" server="x&#10;y"/>'), ("<bootp", "server")),
+    Invalid("range-zone-id", with_range("192.168.100.2%x", "192.168.100.254"), ("<range", "start", "zone id")),
+    Invalid("bridge-name-newline", with_bridge("vte&#10;st0"), ("bridge",)),
     # addresses
     Invalid(
         "ipv4-address-octet",

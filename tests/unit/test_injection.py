@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from virtfw.cli.main import one_line
-from virtfw.errors import VirtfwError
+from virtfw.errors import VirtfwError, one_line
 from virtfw.filter.xml import parse_binding
 from virtfw.names import check_hostname, check_ifname, check_mac, check_object_name
 from virtfw.net.dnsmasq import files_for, render_config
@@ -112,7 +111,7 @@ def test_names_refuse_a_trailing_line_break(check, good: str, tail: str) -> None
 
 
 def test_an_error_is_one_line_whatever_the_value_holds() -> None:
-    assert one_line(VirtfwError("bad 'a\nerror: forged'")) == "bad 'a\\nerror: forged'"
+    assert str(VirtfwError("bad 'a\nerror: forged'")) == "bad 'a\\nerror: forged'"
 
 
 def test_a_port_name_with_a_newline_never_reaches_a_batch() -> None:

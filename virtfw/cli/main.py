@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from virtfw import __version__
-from virtfw.errors import VirtfwError
+from virtfw.errors import VirtfwError, one_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,12 +58,6 @@ def _register() -> None:
 _register()
 
 
-def one_line(message: object) -> str:
-    """An error message as one line: control characters a value carried (a newline in an
-    attribute, say) are shown escaped, so the line cannot be split or forged."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
-
-
 def main() -> None:
     try:
         status = cli.main(prog_name="virtfw", standalone_mode=False)
@@ -76,7 +70,7 @@ def main() -> None:
         click.echo("error: aborted", err=True)
         sys.exit(1)
     except VirtfwError as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
