@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,42 @@ from pathlib import Path
 from virtfw.errors import VirtfwError
 
 
-def ensure_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def check_trusted_dir(path: Path, what: str = "directory") -> None:
+    """Refuse a directory someone else controls: what it holds decides what root writes,
+    runs and removes. A symbolic link, another owner, or write access for group or others
+    (a shared /tmp-like folder included) is refused, never followed or chmod'ed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise VirtfwError(f"cannot inspect {what} {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise VirtfwError(f"{what} {path} is a symbolic link: refused (give the directory itself)")
+    if not stat.S_ISDIR(info.st_mode):
+        raise VirtfwError(f"{what} {path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise VirtfwError(
+            f"{what} {path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}): refused, "
+            "since its owner could change what virtfw reads, writes and removes"
+        )
+    if info.st_mode & 0o022:
+        raise VirtfwError(
+            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            "refused; use a directory only you can write to"
+        )
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+    """The directory, made with MODE if it is missing (only then is its mode set), and
+    checked to be one nobody else controls (see ``check_trusted_dir``)."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, mode)
+        os.chmod(path, mode)  # exactly MODE, whatever the umask took away: we made it
+    except FileExistsError:
+        pass
+    check_trusted_dir(path)
     return path
 
 
@@ -182,7 +217,8 @@ class StatusDir:
 def locked(state_dir: Path) -> Iterator[None]:
     """One lock for every changing command, so concurrent invocations serialize."""
     try:
-        ensure_dir(state_dir)
+        # 0711: dnsmasq, which reads its files here as an unprivileged user, may pass through
+        ensure_dir(state_dir, 0o711)
         handle = open(state_dir / "lock", "a+")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise VirtfwError(f"cannot open lock in {state_dir}: {exc.strerror}") from None

@@ -7,6 +7,7 @@ tables and chains from the definitions), so it repairs the record instead."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from helpers.nsutil import BACKENDS, Virtfw, dir_files, firewall_snapshot, netns
@@ -86,3 +87,57 @@ def test_tampered_binding_record_is_refused_and_changes_nothing(tmp_path, backen
         else:
             assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
             assert (firewall_snapshot(ns), dir_files(vfw.state_dir)) == before
+
+
+# ---- directories someone else controls ---------------------------------------------------
+
+NOBODY = 65534
+
+
+def _state_dir_case(tmp_path, kind: str):
+    """A state dir given with --state-dir that virtfw must refuse, and what it must leave."""
+    state = tmp_path / "shared"
+    if kind == "symlink":
+        real = tmp_path / "elsewhere"
+        real.mkdir(mode=0o700)
+        state.symlink_to(real)
+    else:
+        state.mkdir()
+        if kind == "world-writable":
+            state.chmod(0o1777)
+        elif kind == "group-writable":
+            state.chmod(0o770)
+        elif kind == "other owner":
+            state.chmod(0o700)
+            os.chown(state, NOBODY, NOBODY)
+    return state
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("kind", ["symlink", "world-writable", "group-writable", "other owner"])
+@pytest.mark.parametrize("command", [("net-start", "default"), ("net-list",), ("nwfilter-binding-list",)])
+def test_state_dir_someone_else_controls_is_refused(tmp_path, kind: str, command: tuple[str, ...]) -> None:
+    """Refused with one line, and nothing in it or in the kernel changes: no file, no chmod."""
+    state = _state_dir_case(tmp_path, kind)
+    with netns("vfwD") as ns:
+        vfw = Virtfw(ns, tmp_path)
+        vfw.state_dir = state
+        before = (firewall_snapshot(ns), os.lstat(state).st_mode, sorted(os.listdir(state)))
+        done = vfw(*command, check=False)
+        assert done.returncode == 1, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: state dir"), done.stderr
+        assert (firewall_snapshot(ns), os.lstat(state).st_mode, sorted(os.listdir(state))) == before
+
+
+@pytest.mark.netns
+def test_config_dir_someone_else_controls_is_refused(tmp_path) -> None:
+    config = tmp_path / "etc-shared"
+    config.mkdir()
+    config.chmod(0o1777)
+    with netns("vfwD") as ns:
+        vfw = Virtfw(ns, tmp_path)
+        vfw.config_dir = config
+        done = vfw("net-list", "--all", check=False)
+        assert done.returncode == 1 and done.stderr.startswith("error: config dir"), done
+        assert os.lstat(config).st_mode & 0o7777 == 0o1777

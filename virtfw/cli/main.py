@@ -42,9 +42,12 @@ def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verb
     from virtfw.cli.context import AppContext
     from virtfw.config import Config, default_dirs
     from virtfw.rules.runner import Runner
+    from virtfw.statefiles import check_trusted_dir
 
     default_config, default_state = default_dirs()
     config = Config(config_dir or default_config, state_dir or default_state, backend)
+    check_trusted_dir(config.config_dir, "config dir")
+    check_trusted_dir(config.state_dir, "state dir")
     ctx.obj = AppContext(config, Runner(dry_run=dry_run, verbose=verbose and not quiet))
 
 

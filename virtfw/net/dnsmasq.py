@@ -141,9 +141,12 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
         )
     # dnsmasq reads its hosts files after dropping to an unprivileged user: the state dir
     # must be traversable (not listable) and its dnsmasq folder readable, as libvirt's is.
-    ensure_dir(files.folder)
-    os.chmod(files.folder.parent, 0o711)
-    os.chmod(files.folder, 0o755)
+    if not files.folder.parent.stat().st_mode & 0o001:
+        raise VirtfwError(
+            f"state dir {files.folder.parent} must be searchable by others (mode 0711 or 0755): "
+            "dnsmasq reads its files there as an unprivileged user"
+        )
+    ensure_dir(files.folder, 0o755)
     # In the state dir, like status files: rewritten at every start, so a rename is enough.
     for path, text in rendered.items():
         write_atomic(path, text, mode=0o644, durable=False)
