@@ -621,3 +621,27 @@ def test_match_no_on_one_attribute_of_merged_elements(lab: Lab):
     lab.define(ARP_GUARD)
     lab.bind(lab.port1, lab.mac1, "vfwtest-arp-guard")
     _forged_arp_reply_is_dropped(lab)  # the guest's own replies pass, forged ones do not
+
+
+# ---------------------------------------------------------------- a port named like an nft keyword
+
+
+@pytest.mark.parametrize("name", ["drop", "map"])
+def test_port_named_like_an_nft_keyword(lab: Lab, backend: str, name: str):
+    """The port's name is quoted in every batch: bind, reload and delete work, and filter."""
+    host = lab.host
+    host.sh("ip", "link", "set", lab.port1, "down")
+    host.sh("ip", "link", "set", lab.port1, "name", name)
+    host.sh("ip", "link", "set", name, "up")
+    lab.port1 = name
+    time.sleep(0.5)
+    connects(tcp_probe_from(lab.g1, IP1, lab.g2, IP2, timeout=TIMEOUT))
+    lab.clean_traffic()
+    assert lab.bindings() == [(name, "clean-traffic")]
+    lab.vfw("reload")
+    lab.g1.sh("ip", "addr", "add", f"{SPOOF_IP}/24", "dev", "eth0")
+    blocked(tcp_probe_from(lab.g1, SPOOF_IP, lab.g2, IP2, timeout=TIMEOUT))
+    connects(tcp_probe_from(lab.g1, IP1, lab.g2, IP2, timeout=TIMEOUT))
+    lab.unbind(name)
+    assert lab.bindings() == []
+    connects(tcp_probe_from(lab.g1, SPOOF_IP, lab.g2, IP2, timeout=TIMEOUT))

@@ -35,6 +35,7 @@ from virtfw.rules.nft.kernel import KernelFeatures, describe, needs_message
 from virtfw.rules.nft.syntax import (
     SAME_IP_SET,
     bare_verdict,
+    ifname,
     jump_match,
     layer2_expr,
     layer3_expr,
@@ -209,7 +210,9 @@ class NftFilterBackend:
                 lines += [f"add chain bridge {t} {c}\nflush chain bridge {t} {c}" for t, c in port_chains]
                 before = previous.elements
                 dropped += [
-                    f"delete element bridge {e.table} {e.vmap} {{ {e.port} }}" for e in before if e not in elements
+                    f"delete element bridge {e.table} {e.vmap} {{ {ifname(e.port)} }}"
+                    for e in before
+                    if e not in elements
                 ]
                 kept = set(port_chains)
                 dropped += [
@@ -217,7 +220,9 @@ class NftFilterBackend:
                 ]
                 elements = [e for e in elements if e not in before]
             for element in elements:
-                added.setdefault((element.table, element.vmap), []).append(f"{element.port} : jump {element.chain}")
+                added.setdefault((element.table, element.vmap), []).append(
+                    f"{ifname(element.port)} : jump {element.chain}"
+                )
             chains.update(port_chains)
             installed.removals[owner] = record
         lines += self._blocks(chains)
@@ -264,7 +269,7 @@ class NftFilterBackend:
         lines = []
         for element in record.elements:
             if present is None or (element.table, f"@{element.vmap}:{element.port}") in present:
-                lines.append(f"delete element bridge {element.table} {element.vmap} {{ {element.port} }}")
+                lines.append(f"delete element bridge {element.table} {element.vmap} {{ {ifname(element.port)} }}")
         roots = {chain_names(record.port, d) for d in VMAPS.values()}
         ordered = sorted(record.chains, key=lambda chain: chain.name not in roots)  # roots hold the jumps: first
         for chain in ordered:

@@ -23,6 +23,13 @@ from virtfw.rules.protocols import ETHERTYPES, STP_ADDRESS
 # The nft family of each address family's tables (``ip``/``ip6`` also name the address matches).
 NFT_FAMILY = {Family.IPV4: "ip", Family.IPV6: "ip6"}
 
+
+def ifname(name: str) -> str:
+    """An interface name as an nft value: quoted, so a port named 'drop' or 'map' is a name,
+    not a keyword (names are checked by ``names.check_ifname``: no quote inside)."""
+    return f'"{name}"'
+
+
 # ---- network rules ---------------------------------------------------------------
 
 
