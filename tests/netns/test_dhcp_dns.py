@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -527,3 +528,25 @@ def test_missing_dnsmasq_is_named_and_plain_network_starts(tmp_path, backend: st
         assert started["dnsmasq processes"] == [] and started["dnsmasq files"] == []
         vfw("net-destroy", "plain", env=env)
         assert snapshot(host, vfw, [BRIDGE, "vfwplain0"]) == before
+
+
+def test_reload_restarting_a_dead_dnsmasq_keeps_the_leases(topo: Topology, backend: str, udhcpc_script: Path):
+    """A dnsmasq that died is restarted by reload with the lease file it had: the guest's
+    lease is still listed (and still its own)."""
+    t = topo
+    vfw = t.vfw
+    vfw("net-start", "default")
+    guest = t.plug_guest(BRIDGE, wait=0)
+    lease = dhcp(guest, udhcpc_script, hostname="vm1")
+    mac = mac_of(guest)
+    assert by_mac(leases_json(vfw, "default")).get(mac, {}).get("ip") == lease.ip
+    pid = assert_our_dnsmasq_runs(t.host, vfw.state_dir, "default")
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    vfw("reload")
+    assert assert_our_dnsmasq_runs(t.host, vfw.state_dir, "default") != pid
+    assert by_mac(leases_json(vfw, "default")).get(mac, {}).get("ip") == lease.ip
+    vfw("net-destroy", "default")

@@ -150,7 +150,8 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     # In the state dir, like status files: rewritten at every start, so a rename is enough.
     for path, text in rendered.items():
         write_atomic(path, text, mode=0o644, durable=False)
-    if not files.leases.exists():
+    had_leases = files.leases.exists()
+    if not had_leases:
         write_atomic(files.leases, "", mode=0o644, durable=False)
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.
     proc = subprocess.run(
@@ -158,7 +159,7 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
         check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if proc.returncode != 0:
-        remove_files(files)
+        remove_files(files, keep_leases=had_leases)  # the leases of an earlier dnsmasq stay
         message = (proc.stderr or proc.stdout).strip().splitlines()
         raise VirtfwError(
             f"dnsmasq for network '{net.name}' failed to start: {message[-1] if message else proc.returncode}"
@@ -188,8 +189,9 @@ def is_ours(pid: int, files: DnsmasqFiles) -> bool:
     )
 
 
-def stop(files: DnsmasqFiles, pid: int | None, dry_run: bool = False) -> None:
-    """Stop exactly our dnsmasq (pid and command line must match) and remove its files."""
+def stop(files: DnsmasqFiles, pid: int | None, dry_run: bool = False, *, keep_leases: bool = False) -> None:
+    """Stop exactly our dnsmasq (pid and command line must match) and remove its files;
+    ``keep_leases`` when another dnsmasq takes over (the guests keep their addresses)."""
     if dry_run:
         print(f"+ kill {pid} (dnsmasq of {files.conf})")
         return
@@ -204,11 +206,13 @@ def stop(files: DnsmasqFiles, pid: int | None, dry_run: bool = False) -> None:
             time.sleep(0.01)
         else:
             os.kill(pid, signal.SIGKILL)
-    remove_files(files)
+    remove_files(files, keep_leases=keep_leases)
 
 
-def remove_files(files: DnsmasqFiles) -> None:
+def remove_files(files: DnsmasqFiles, *, keep_leases: bool = False) -> None:
     for path in files.all():
+        if keep_leases and path == files.leases:
+            continue
         try:
             path.unlink()
         except FileNotFoundError:

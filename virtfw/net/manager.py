@@ -298,7 +298,7 @@ class NetworkManager:
         pid = status.dnsmasq.pid
         if pid is not None and dnsmasq.is_ours(pid, files):
             return
-        dnsmasq.stop(files, None, self.runner.dry_run)  # stale files of the dead one
+        dnsmasq.stop(files, None, self.runner.dry_run, keep_leases=True)  # the dead one's files, not its leases
         status.dnsmasq.pid = dnsmasq.start(active.network, files, self.runner.dry_run)
         self._save(status)
 
