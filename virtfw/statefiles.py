@@ -29,38 +29,59 @@ from virtfw.errors import VirtfwError
 def check_trusted_dir(path: Path, what: str = "directory") -> None:
     """Refuse a directory someone else controls: what it holds decides what root writes,
     runs and removes. A symbolic link, another owner, or write access for group or others
-    (a shared /tmp-like folder included) is refused, never followed or chmod'ed."""
+    (a shared /tmp-like folder included) is refused, never followed or chmod'ed. Its
+    ancestors must be owned by root or by you, and writable by others only when sticky
+    (as /tmp is), so that nobody else can swap the directory for another."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return
+        info = None
     except OSError as exc:
         raise VirtfwError(f"cannot inspect {what} {path}: {exc.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise VirtfwError(f"{what} {path} is a symbolic link: refused (give the directory itself)")
-    if not stat.S_ISDIR(info.st_mode):
-        raise VirtfwError(f"{what} {path} is not a directory")
-    if info.st_uid != os.geteuid():
-        raise VirtfwError(
-            f"{what} {path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}): refused, "
-            "since its owner could change what virtfw reads, writes and removes"
-        )
-    if info.st_mode & 0o022:
-        raise VirtfwError(
-            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
-            "refused; use a directory only you can write to"
-        )
+    if info is not None:
+        if stat.S_ISLNK(info.st_mode):
+            raise VirtfwError(f"{what} {path} is a symbolic link: refused (give the directory itself)")
+        if not stat.S_ISDIR(info.st_mode):
+            raise VirtfwError(f"{what} {path} is not a directory")
+        if info.st_uid != os.geteuid():
+            raise VirtfwError(
+                f"{what} {path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}): refused, "
+                "since its owner could change what virtfw reads, writes and removes"
+            )
+        if info.st_mode & 0o022:
+            raise VirtfwError(
+                f"{what} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+                "refused; use a directory only you can write to"
+            )
+    for parent in Path(os.path.abspath(path)).parents:
+        try:
+            above = os.stat(parent)  # an ancestor may be a link (/var/run): where it leads counts
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise VirtfwError(f"cannot inspect {parent}, above {what} {path}: {exc.strerror}") from None
+        if above.st_uid not in (0, os.geteuid()) or (above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX):
+            raise VirtfwError(
+                f"{what} {path} lies in {parent}, which another user controls: refused "
+                "(its owner could put another directory in its place)"
+            )
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:
-    """The directory, made with MODE if it is missing (only then is its mode set), and
-    checked to be one nobody else controls (see ``check_trusted_dir``)."""
+    """The directory, made with MODE if it is missing (only then is its mode set, through a
+    descriptor that cannot follow a link), and checked to be one nobody else controls."""
+    check_trusted_dir(path)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         os.mkdir(path, mode)
-        os.chmod(path, mode)  # exactly MODE, whatever the umask took away: we made it
     except FileExistsError:
         pass
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, mode)  # exactly MODE, whatever the umask took away: we made it
+        finally:
+            os.close(fd)
     check_trusted_dir(path)
     return path
 

@@ -97,6 +97,13 @@ NOBODY = 65534
 def _state_dir_case(tmp_path, kind: str):
     """A state dir given with --state-dir that virtfw must refuse, and what it must leave."""
     state = tmp_path / "shared"
+    if kind == "inside another user's dir":
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, NOBODY, NOBODY)
+        state = theirs / "state"
+        state.mkdir(mode=0o700)  # even one of root's own, there: its owner can swap it
+        return state
     if kind == "symlink":
         real = tmp_path / "elsewhere"
         real.mkdir(mode=0o700)
@@ -114,7 +121,9 @@ def _state_dir_case(tmp_path, kind: str):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("kind", ["symlink", "world-writable", "group-writable", "other owner"])
+@pytest.mark.parametrize(
+    "kind", ["symlink", "world-writable", "group-writable", "other owner", "inside another user's dir"]
+)
 @pytest.mark.parametrize("command", [("net-start", "default"), ("net-list",), ("nwfilter-binding-list",)])
 def test_state_dir_someone_else_controls_is_refused(tmp_path, kind: str, command: tuple[str, ...]) -> None:
     """Refused with one line, and nothing in it or in the kernel changes: no file, no chmod."""

@@ -234,3 +234,20 @@ def test_gratuitous_arp_by_libvirts_per_byte_lookups() -> None:
         ProbeRunner(), [PortRules("vnet0", "binding:vnet0", (rule("arp", gratuitous=True),))]
     )
     assert got.removals["binding:vnet0"].chains
+
+
+def test_what_nftables_cannot_say_as_written_is_refused() -> None:
+    from virtfw.rules.nft.syntax import Unsupported, layer3_expr
+
+    with pytest.raises(Unsupported, match="code= without type="):
+        layer3_expr(rule("icmp", code=3), False)
+    with pytest.raises(Unsupported, match="per remote address"):
+        layer3_plan(rule("tcp", "in", "drop", connlimit_above=2), True)
+
+
+def test_reused_records_are_checked_against_the_kernel_too(tmp_path: Path) -> None:
+    made = NftFilterBackend().install(ProbeRunner(), [PortRules("vnet0", "binding:vnet0", (rule("tcp", "in"),))])
+    runner = ProbeRunner(conntrack=False)
+    with pytest.raises(Exception, match="connection tracking"):
+        NftFilterBackend().install(runner, [], reuse={"binding:vnet0": made.removals["binding:vnet0"]})
+    assert runner.changes == []

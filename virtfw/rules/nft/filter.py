@@ -31,7 +31,7 @@ from virtfw.rules.nft.filter_records import (
     PortChain,
     chain_names,
 )
-from virtfw.rules.nft.kernel import KernelFeatures, describe, needs_message
+from virtfw.rules.nft.kernel import WAYS_OUT, KernelFeatures, describe, needs_message
 from virtfw.rules.nft.syntax import (
     SAME_IP_SET,
     bare_verdict,
@@ -199,6 +199,9 @@ class NftFilterBackend:
         dropped: list[str] = []
         added: dict[tuple[str, str], list[str]] = {}  # (table, map) -> "port : jump chain"
         self._check_kernel(runner, ports)
+        for owner, record in (reuse or {}).items():  # made on another kernel, perhaps
+            if lacks := self._kernel_lacks(runner, record):
+                raise VirtfwError(f"binding {record.port}: {lacks[0]}; {WAYS_OUT}")
         rendered = [(pr.owner, *self._port_chains(pr)) for pr in ports]
         rendered += [(owner, self._recorded_chains(record), record) for owner, record in (reuse or {}).items()]
         for owner, port_chains, record in rendered:
@@ -331,7 +334,7 @@ class NftFilterBackend:
     def _kernel_lacks(self, runner: Runner, record: NftPortRecord) -> list[str]:
         """What the port's recorded rules need that the running kernel does not have (a
         module unloaded, or state carried over to another kernel)."""
-        texts = [f" {rule} " for chain in record.chains for rule in chain.rules]
+        texts = [f" {rule.split(' comment ')[0]} " for chain in record.chains for rule in chain.rules]
         needs = {"conntrack"} if any(" ct " in text for text in texts) else set()
         needs |= {"ct_count"} if any(" ct count " in text for text in texts) else set()
         return [

@@ -117,13 +117,15 @@ class KernelFeatures:
         return found
 
 
+WAYS_OUT = (
+    "load the module (modprobe nf_conntrack_bridge, or nft_connlimit for connlimit-above), "
+    "or use --backend iptables (its physdev rules track connections on any kernel)"
+)
+
+
 def needs_message(feature: str, what: str) -> str:
     """One line: the rule, what it needs, that this kernel lacks it, and the ways out."""
-    ways = "load it (modprobe nf_conntrack_bridge)" if feature == "conntrack" else "load nft_connlimit"
-    return (
-        f"{what} needs {describe(feature)}, which this kernel does not have; "
-        f"{ways}, or use --backend iptables (its physdev rules track connections on any kernel)"
-    )
+    return f"{what} needs {describe(feature)}, which this kernel does not have; {WAYS_OUT}"
 
 
 def cache_path(state_dir: Path) -> Path:

@@ -383,9 +383,14 @@ def layer3_expr(rule: PortRule, mirrored: bool) -> str:
         expr.raw(f"tcp option {option} {'missing' if rule.is_negated('option') else 'exists'}")
     if l4 in ("icmp", "ipv6-icmp"):
         keyword = "icmp" if l4 == "icmp" else "icmpv6"
+        if rule.get("code") is not None and rule.get("type") is None:
+            raise Unsupported(
+                f"{rule.origin or 'a rule'}: {rule.protocol} code= without type= cannot be matched "
+                "(libvirt's drivers drop the code and match every ICMP message); give type= as well"
+            )
         if (kind := rule.get("type")) is not None:
             expr.eq(f"{keyword} type", kind, "type")
-            if (code := rule.get("code")) is not None:  # a code without a type: as iptables, none
+            if (code := rule.get("code")) is not None:
                 expr.eq(f"{keyword} code", code, "code")
     return " ".join(expr.parts)
 
@@ -430,6 +435,13 @@ def layer3_plan(rule: PortRule, to_guest: bool) -> list[tuple[bool, str]]:
     if mirrored and rule.get("srcmacaddr") is not None:
         return []  # the guest's frames cannot be from another MAC: libvirt skips this half too
     limit = rule.get("connlimit-above")
+    if limit is not None and direction != "out":
+        # iptables counts per source address; towards the guest, sources are many remote
+        # hosts, and nft's plain `ct count` would count them all together
+        raise Unsupported(
+            f"{rule.origin or 'a rule'}: connlimit-above on a rule towards the guest (direction "
+            f"'{direction}') counts per remote address, which the nftables backend does not; use --backend iptables"
+        )
     count = f"ct count over {limit}" if limit is not None else ""
     states = _explicit_states(rule) if rule.statematch else None
     if states is not None:
