@@ -212,3 +212,19 @@ def test_net_edit_refuses_a_bad_result(
     before = defined.files()
     assert_refused(defined("net-edit", "testnet", env={"EDITOR": str(path)}), *needles)
     assert defined.files() == before
+
+
+def test_concurrent_defines_without_bridge_names_get_distinct_bridges(local: Local, tmp_path: Path) -> None:
+    """net-define picks a free virbrN under the lock: eight at once never pick the same one."""
+    procs = []
+    for n in range(8):
+        xml = write(
+            tmp_path / f"n{n}.xml", f"<network><name>par{n}</name><ip address='10.{n}.0.1' prefix='24'/></network>"
+        )
+        argv = virtfw_argv("net-define", str(xml), config_dir=local.config_dir, state_dir=local.state_dir)
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    bridges = [parse_network((local.config_dir / "networks" / f"par{n}.xml").read_text()).bridge_name for n in range(8)]
+    assert len(set(bridges)) == 8, bridges

@@ -42,9 +42,16 @@ pass_app = click.pass_obj
 
 
 def _define(app: AppContext, net: Network) -> None:
+    """Pick what the definition leaves to virtfw (a free bridge name) and store it, under
+    the lock, so that concurrent definitions never pick the same."""
     store = app.store()
-    store.prepare(net)
-    if not app.runner.dry_run:
+    if app.runner.dry_run:
+        store.prepare(net)
+        return
+    from virtfw.statefiles import locked
+
+    with locked(app.config.state_dir):
+        store.prepare(net)
         store.define(net)
 
 
