@@ -4,7 +4,7 @@ rules are removed. (Which base record holds after an install: ``rules.backend.me
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -13,7 +13,7 @@ def after_removal(
     others: Sequence[T],
     *,
     needs_rebuild: bool,
-    rebuild: Callable[[Sequence[T]], None],
+    rebuild: Callable[[Sequence[T]], Any],  # what it returns (the owners it could not restore) is verify's to report
     drop_base: Callable[[], None],
 ) -> None:
     """After one owner's rules were removed: ``others`` are the owners of the same backend

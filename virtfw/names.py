@@ -16,8 +16,12 @@ _HOSTNAME = re.compile(
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
+def is_ifname(name: str) -> bool:
+    return bool(_IFNAME.fullmatch(name)) and name not in (".", "..")
+
+
 def check_ifname(name: str, what: str = "interface name") -> str:
-    if not _IFNAME.fullmatch(name) or name in (".", ".."):
+    if not is_ifname(name):
         raise VirtfwError(
             f"{what} {name!r} is not a valid interface name (1-15 characters: letters, digits, '_', '.', '-')"
         )

@@ -405,7 +405,7 @@ def test_binding_status_files_through_the_status_dir(tmp_path: Path, monkeypatch
     if base_file.exists():
         assert manager.backend.load_base(json.loads(base_file.read_text()), "base")
     before = (tmp_path / "state" / "bindings" / "vnet0.json").stat().st_mtime_ns
-    assert manager.reload() == 1
+    assert manager.reload() == (1, [])
     if backend == "nftables":  # installed again from its record: nothing changed, nothing written
         assert (tmp_path / "state" / "bindings" / "vnet0.json").stat().st_mtime_ns == before
     (tmp_path / "state" / "bindings" / ".vnet0.json.leftover").write_text("{")

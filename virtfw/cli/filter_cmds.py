@@ -69,11 +69,19 @@ def nwfilter_undefine(app: AppContext, name: str) -> None:
 def nwfilter_list(app: AppContext, as_json: bool) -> None:
     """UUID and name of every filter."""
     store = app.filter_store()
-    rows = [{"uuid": store.load(name).uuid, "name": name} for name in store.names()]
+    rows = [_filter_row(store, name) for name in store.names()]
     if as_json:
         emit_json(rows)
         return
-    table(["UUID", "Name"], [[r["uuid"], r["name"]] for r in rows])
+    table(["UUID", "Name"], [[r["uuid"] or "(broken: nwfilter-dumpxml says why)", r["name"]] for r in rows])
+
+
+def _filter_row(store, name: str) -> dict:
+    """A filter whose definition cannot be read is listed with no uuid, hiding no other."""
+    try:
+        return {"uuid": store.load(name).uuid, "name": name, "broken": False}
+    except VirtfwError:
+        return {"uuid": None, "name": name, "broken": True}
 
 
 @click.command("nwfilter-dumpxml")
@@ -129,10 +137,14 @@ def nwfilter_binding_delete(app: AppContext, portdev: str) -> None:
 def nwfilter_binding_list(app: AppContext, as_json: bool) -> None:
     """Active bindings: port device and filter."""
     rows = []
-    for active in app.bindings(need_backend=False).active():
+    manager = app.bindings(need_backend=False)
+    for active in manager.active():
         binding = active.binding
         rows.append({"portdev": binding.portdev, "filter": binding.filter, "mac": binding.mac,
                      "backend": active.status.backend, "state": active.status.state})  # fmt: skip
+    for portdev in manager.unreadable:  # listed so that it is seen: verify says why
+        rows.append({"portdev": portdev, "filter": "(broken status)", "mac": None, "backend": None, "state": "broken"})
+    rows.sort(key=lambda row: row["portdev"])
     if as_json:
         emit_json(rows)
         return

@@ -92,7 +92,7 @@ def net_create(app: AppContext, file: str) -> None:
             raise VirtfwError(f"network '{net.name}' is defined with another uuid")
     if not net.bridge.name:
         taken = {a.status.bridge.name for a in app.network_status().active()}
-        taken |= {store.load(n).bridge.name for n in store.names()}
+        taken |= {other.bridge.name for other in store.others("")}  # every readable definition
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
     info(f"Network {net.name} created from {file}")
@@ -119,21 +119,30 @@ def net_destroy(app: AppContext, name: str) -> None:
 
 
 def _rows(app: AppContext, show_all: bool) -> list[dict]:
+    """One row per network; one whose status or definition cannot be read is listed with
+    state ``broken`` (``verify`` says why), so that it hides no other."""
     store = app.store()
-    active = {a.name: a for a in app.network_status().active()}
-    names = sorted(set(active) | (set(store.names()) if show_all else set()))
+    status = app.network_status()
+    active = {a.name: a for a in status.active()}
+    names = sorted(set(active) | set(status.unreadable) | (set(store.names()) if show_all else set()))
     rows = []
     for name in names:
-        net = active[name].network if name in active else store.load(name)
         persistent = store.path(name) is not None
-        rows.append({
+        row = {
             "name": name,
-            "state": "active" if name in active else "inactive",
+            "state": "active" if name in active else "broken" if name in status.unreadable else "inactive",
             "autostart": persistent and store.is_autostart(name),
             "persistent": persistent,
-            "bridge": net.bridge.name,
-            "forward": net.forward.mode,
-        })  # fmt: skip
+            "bridge": None,
+            "forward": None,
+        }
+        try:
+            net = active[name].network if name in active else None if name in status.unreadable else store.load(name)
+        except VirtfwError:
+            net, row["state"] = None, "broken"
+        if net is not None:
+            row.update(bridge=net.bridge.name, forward=net.forward.mode)
+        rows.append(row)
     return rows
 
 
@@ -151,7 +160,14 @@ def net_list(app: AppContext, show_all: bool, as_json: bool) -> None:
     table(
         ["Name", "State", "Autostart", "Persistent", "Bridge", "Forward"],
         [
-            [r["name"], r["state"], yes_no[r["autostart"]], yes_no[r["persistent"]], r["bridge"] or "", r["forward"]]
+            [
+                r["name"],
+                r["state"],
+                yes_no[r["autostart"]],
+                yes_no[r["persistent"]],
+                r["bridge"] or "",
+                r["forward"] or "",
+            ]
             for r in rows
         ],
     )
@@ -270,24 +286,66 @@ def edit_text(text: str, suffix: str) -> str:
 def autostart(app: AppContext) -> None:
     """Start every autostart network that is not active, and re-create recorded bindings (boot)."""
     store = app.store()
-    active = {a.name for a in app.network_status().active()}
-    nets = [store.load(n) for n in store.names() if store.is_autostart(n) and n not in active]
-    if nets:
-        app.networks().start(nets)
-    info(f"Started {len(nets)} network(s)" + (f": {', '.join(n.name for n in nets)}" if nets else ""))
+    status = app.network_status()
+    active = {a.name for a in status.active()} | set(status.unreadable)
+    failures: list[str] = []
+    nets = []
+    for name in store.names():
+        if store.is_autostart(name) and name not in active:
+            try:
+                nets.append(store.load(name))
+            except VirtfwError as exc:
+                failures.append(f"network {name}: {exc}")
+    started = _start_each(app, nets, failures)
+    info(f"Started {len(started)} network(s)" + (f": {', '.join(started)}" if started else ""))
     manager = app.bindings(need_backend=False)
-    if any(manager.get(b.portdev) is None for b in manager.recorded()):
-        restored = app.bindings().restore_recorded()
+    recorded, broken = manager.recorded_each()
+    failures += broken
+    present = {a.portdev for a in manager.active()} | set(manager.unreadable)
+    if any(b.portdev not in present for b in recorded):
+        restored, failed = app.bindings().restore_recorded(recorded)
+        failures += failed
         info(f"Re-created {len(restored)} filter binding(s): {', '.join(restored)}")
+    _fail_on(failures, "not started")
+
+
+def _start_each(app: AppContext, nets: list[Network], failures: list[str]) -> list[str]:
+    """Start ``nets`` in one transaction; when that fails, each on its own, so that one
+    network that cannot start keeps no other down. The names started."""
+    if not nets:
+        return []
+    manager = app.networks()
+    try:
+        manager.start(nets)
+        return [net.name for net in nets]
+    except VirtfwError as exc:
+        if len(nets) == 1:
+            failures.append(f"network {nets[0].name}: {exc}")
+            return []
+    started = []
+    for net in nets:
+        try:
+            manager.start([net])
+            started.append(net.name)
+        except VirtfwError as exc:
+            failures.append(f"network {net.name}: {exc}")
+    return started
+
+
+def _fail_on(failures: list[str], what: str) -> None:
+    """Exit 1 with one line that names each network or binding that failed, after the rest was done."""
+    if failures:
+        raise VirtfwError(f"{len(failures)} {what}: " + "; ".join(failures))
 
 
 @click.command("reload")
 @pass_app
 def reload(app: AppContext) -> None:
     """Re-install the rules of every active network and binding, idempotently."""
-    count = app.networks().reload()
-    bindings = app.bindings().reload()
+    count, failures = app.networks().reload()
+    bindings, binding_failures = app.bindings().reload()
     info(f"Reloaded {count} network(s) and {bindings} binding(s)")
+    _fail_on(failures + binding_failures, "not restored")
 
 
 @click.command("net-dhcp-leases")

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,14 @@ from virtfw.filter.store import FilterStore
 from virtfw.lifecycle import after_removal
 from virtfw.names import check_ifname
 from virtfw.rules import records
-from virtfw.rules.backend import FilterBackend, Installed, load_filter_backend, merged_base, module_digest
+from virtfw.rules.backend import (
+    BACKEND_TOOLS,
+    FilterBackend,
+    Installed,
+    load_filter_backend,
+    merged_base,
+    module_digest,
+)
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked, remove_file, write_many
 from virtfw.transaction import Transaction
@@ -169,6 +176,8 @@ class BindingManager:
         self.progress: Callable[[list, str], Iterable] = lambda items, label: items
         self._code_digests: dict[str, str | None] = {}  # backend name -> digest of the code rendering its records
         self._tree_digests: dict[str, str] = {}  # filter name -> digest of its tree
+        # Bindings whose status file cannot be read, by port, as ``active()`` last found them.
+        self.unreadable: dict[str, str] = {}
 
     @property
     def backend(self) -> AnyFilterBackend:
@@ -179,8 +188,18 @@ class BindingManager:
     # ---- status files -------------------------------------------------------
 
     def active(self) -> list[ActiveBinding]:
-        found = (self._load(name) for name in self.statuses.names())
-        return [ActiveBinding(status) for status in found if status]
+        """The bindings with a readable status file (the others: ``unreadable``)."""
+        found: list[ActiveBinding] = []
+        self.unreadable = {}
+        for name in self.statuses.names():
+            try:
+                status = self._load(name)
+            except VirtfwError as exc:
+                self.unreadable[name] = str(exc)
+                continue
+            if status:
+                found.append(ActiveBinding(status))
+        return found
 
     def get(self, portdev: str) -> ActiveBinding | None:
         check_ifname(portdev, "port device")
@@ -188,8 +207,18 @@ class BindingManager:
         return ActiveBinding(status) if status else None
 
     def _load(self, portdev: str) -> BindingStatus | None:
-        data = self.statuses.load(portdev)
-        return BindingStatus.from_json(data, f"status of binding '{portdev}'") if data else None
+        """The binding's status; a file that is not one virtfw wrote is a RecordError naming it."""
+        where = f"status of binding '{portdev}'"
+        try:
+            data = self.statuses.load(portdev)
+        except VirtfwError as exc:
+            raise records.RecordError(str(exc)) from None
+        if not data:
+            return None
+        status = BindingStatus.from_json(data, where)
+        if status.portdev != portdev:
+            raise records.RecordError(f"{where}: it names port '{status.portdev}'")
+        return status
 
     def _save(self, status: BindingStatus) -> None:
         self.statuses.save(status.portdev, status.to_json())
@@ -259,23 +288,52 @@ class BindingManager:
         write_many(paths, 0o644)
         tx.on_rollback("binding records", undo)
 
-    def recorded(self) -> list[Binding]:
+    def recorded_each(self) -> tuple[list[Binding], list[str]]:
+        """The bindings recorded for boot, and a line for each record that cannot be read."""
         from virtfw.filter.xml import parse_binding
 
         if not self.records_dir.is_dir():
-            return []
-        return [parse_binding(p.read_bytes(), str(p)) for p in sorted(self.records_dir.glob("*.xml"))]
+            return [], []
+        found, failures = [], []
+        for path in sorted(self.records_dir.glob("*.xml")):
+            try:
+                found.append(parse_binding(path.read_bytes(), str(path)))
+            except OSError as exc:
+                failures.append(f"binding record {path}: {exc.strerror}")
+            except VirtfwError as exc:
+                failures.append(str(exc))
+        return found, failures
 
-    def restore_recorded(self) -> list[str]:
-        """Re-create every recorded binding that is not active (boot): one batch."""
-        missing = [b for b in self.recorded() if self.get(b.portdev) is None]
-        if missing:
+    def restore_recorded(self, recorded: list[Binding]) -> tuple[list[str], list[str]]:
+        """Re-create every recorded binding that is not active (boot): one batch; when that
+        fails, each on its own, so that one binding that cannot be made keeps no other out.
+        The ports re-created, and a line for each that failed."""
+        present = {a.portdev for a in self.active()} | set(self.unreadable)
+        missing = [b for b in recorded if b.portdev not in present]
+        if not missing:
+            return [], []
+        try:
             self.create_many(missing)
-        return [b.portdev for b in missing]
+            return [b.portdev for b in missing], []
+        except VirtfwError as exc:
+            if len(missing) == 1:
+                return [], [f"binding {missing[0].portdev}: {exc}"]
+        done, failures = [], []
+        for binding in missing:
+            try:
+                self.create_many([binding])
+                done.append(binding.portdev)
+            except VirtfwError as exc:
+                failures.append(f"binding {binding.portdev}: {exc}")
+        return done, failures
 
     def delete(self, portdev: str) -> None:
         with locked(self.config.state_dir):
-            active = self.get(portdev)
+            try:
+                active = self.get(portdev)
+            except records.RecordError:
+                self._delete_unreadable(portdev)
+                return
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
             backend = load_filter_backend(active.status.backend, self.config.state_dir)
@@ -290,6 +348,23 @@ class BindingManager:
                 remove_file(self.records_dir / f"{portdev}.xml")
                 self._drop_leftovers([portdev])
             self._drop(portdev)
+
+    def _delete_unreadable(self, portdev: str) -> None:
+        """nwfilter-binding-delete of a binding whose status file cannot be read: nothing in it
+        is run. Its rules (chains named after its port) go with a rebuild of the other
+        bindings of each backend, or with the backend's base when no other is left."""
+        others = self.active()
+        for name in BACKEND_TOOLS:
+            backend = load_filter_backend(name, self.config.state_dir)
+            users = [a for a in others if a.status.backend == name and a.status.firewall]
+            if users:
+                self._rebuild(users)
+            elif self.statuses.load_base(name) is not None:
+                self._drop_base(backend)
+        if not self.runner.dry_run:
+            remove_file(self.records_dir / f"{portdev}.xml")
+            self._drop_leftovers([portdev])
+        self._drop(portdev)
 
     def _reinstall(self, backend: AnyFilterBackend, active: ActiveBinding) -> None:
         installed = backend.install(self.runner, [instantiate(active.binding, self.store.load)])
@@ -342,12 +417,18 @@ class BindingManager:
                 self._install(tx, backend, ports, statuses, digests, old=old)
         return len(actives)
 
-    def reload(self) -> int:
-        """Re-install every binding from scratch: after a flush it restores, twice it changes nothing."""
+    def reload(self) -> tuple[int, list[str]]:
+        """Re-install every binding from scratch: after a flush it restores, twice it changes nothing.
+
+        Each binding on its own: one that cannot be instantiated (its filter is gone or
+        broken, its status unreadable) is reported by name and keeps the rules it has,
+        and the others are restored. Returns how many were, and the failures.
+        """
         with locked(self.config.state_dir):
             actives = self.active()
+            failures = [f"binding {port}: {error}" for port, error in self.unreadable.items()]
             if not actives:
-                return 0
+                return 0, failures
             target = self.backend if self._backend_name else None
             for active in actives:
                 if target and active.status.backend != target.name:
@@ -359,12 +440,56 @@ class BindingManager:
                     active.status.firewall = active.status.digest = None
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
-            self._rebuild(actives)
-        return len(actives)
+            broken = self._uninstantiable(actives)
+            failures += [f"binding {a.portdev}: not restored, its rules are left as they were: {e}" for a, e in broken]
+            if not broken:
+                self._rebuild(actives)
+                return len(actives), failures
+            left_out = {a.portdev for a, _ in broken}
+            good = [a for a in actives if a.portdev not in left_out]
+            kept = [a for a, _ in broken if a.status.firewall and a.status.state == ACTIVE]
+            failed: list[str] = []
+            if good and self._reinstallable(good[0].status.backend):
+                self._rebuild(good, keep=kept)
+            elif good:
+                failed = self._replace_each(good)
+            failures += failed
+        return len(actives) - len(broken) - len(failed), failures
+
+    def _reinstallable(self, backend_name: str) -> bool:
+        """Whether the backend's records can be installed again as they are (nftables)."""
+        return load_filter_backend(backend_name, self.config.state_dir).render_digest() is not None
+
+    def _uninstantiable(self, actives: list[ActiveBinding]) -> list[tuple[ActiveBinding, str]]:
+        """The bindings whose filter tree cannot be instantiated now, with why."""
+        broken = []
+        for active in actives:
+            try:
+                instantiate(active.binding, self.store.load)
+            except VirtfwError as exc:
+                broken.append((active, str(exc)))
+        return broken
+
+    def _replace_each(self, actives: list[ActiveBinding]) -> list[str]:
+        """Re-install ``actives`` in place, leaving every other binding's rules as they are
+        (a rebuild would take those away): all in one install, else each on its own."""
+        try:
+            self.reinstantiate(actives)
+            return []
+        except VirtfwError:
+            pass
+        failures = []
+        for active in actives:
+            try:
+                self.reinstantiate([active])
+            except VirtfwError as exc:
+                failures.append(f"binding {active.portdev}: not restored: {exc}")
+        return failures
 
     def verify(self) -> tuple[int, list[str]]:
         problems: list[str] = []
         actives = self.active()
+        problems += [f"binding {port}: {error}" for port, error in self.unreadable.items()]
         backends: dict[str, AnyFilterBackend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
@@ -473,7 +598,9 @@ class BindingManager:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
-    def _rebuild(self, actives: list[ActiveBinding]) -> None:
+    def _rebuild(self, actives: list[ActiveBinding], keep: Sequence[ActiveBinding] = ()) -> None:
+        """Our tables anew with the rules of ``actives``, and ``keep``'s recorded rules as
+        they are (bindings that cannot be instantiated now keep what they had)."""
         missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
         if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
             write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
@@ -490,6 +617,7 @@ class BindingManager:
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
+        reuse |= {a.owner: a.record(backend) for a in keep if a.status.backend == backend.name}
         installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse)
         self._save_base(backend, merged_base(self._load_base(backend), installed.base))
         changed = []

@@ -38,7 +38,11 @@ class FilterStore:
             raise VirtfwError(f"filter '{name}' is not defined")
         from virtfw.filter.xml import parse_filter
 
-        filt = parse_filter(path.read_bytes(), str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+        filt = parse_filter(data, str(path))
         if filt.name != name:
             raise VirtfwError(f"{path}: holds filter '{filt.name}', expected '{name}'")
         self._cache[name] = filt
@@ -48,14 +52,26 @@ class FilterStore:
         """Keep the uuid of an earlier definition; refuse a uuid another filter holds."""
         if filt.uuid_generated and self.path(filt.name):
             filt.uuid = self.load(filt.name).uuid
-        for other in self.names():
-            if other != filt.name and self.load(other).uuid == filt.uuid:
-                raise VirtfwError(f"filter '{other}' already has uuid {filt.uuid}")
+        for other in self.others(filt.name):
+            if other.uuid == filt.uuid:
+                raise VirtfwError(f"filter '{other.name}' already has uuid {filt.uuid}")
         return filt
+
+    def others(self, name: str) -> list[Filter]:
+        """The definitions other than ``name`` that can be read: a broken one (nwfilter-list
+        shows it) stops no other filter from being defined."""
+        found = []
+        for other in self.names():
+            if other != name:
+                try:
+                    found.append(self.load(other))
+                except VirtfwError:
+                    continue
+        return found
 
     def users(self, name: str) -> list[str]:
         """Filters that reference ``name`` directly."""
-        return [other for other in self.names() if other != name and name in self.load(other).references()]
+        return [other.name for other in self.others(name) if name in other.references()]
 
     def define(self, filt: Filter) -> Path:
         from virtfw.filter.xml import format_filter

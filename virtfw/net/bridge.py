@@ -20,20 +20,33 @@ FORWARDING = {
 }
 
 
+def bridge_alias(network: str) -> str:
+    """The alias (``ip link show`` prints it) that marks a bridge virtfw created for ``network``.
+
+    It is what lets net-destroy tell its own bridge from one an admin made under the same
+    name, and find its bridge when the network's status file is unreadable.
+    """
+    return f"virtfw network {network}"
+
+
 @dataclass
 class BridgeRecord:
-    """What net-start did to links, so net-destroy undoes exactly that."""
+    """What net-start did to links, so net-destroy undoes exactly that.
+
+    ``ifindex`` is the bridge's index once known: a bridge of that name with another index
+    was re-created by someone else since, and is neither deleted nor stripped of addresses.
+    """
 
     name: str
     created: bool
     addresses: list[str] = field(default_factory=list)  # "addr/prefix" we added
+    ifindex: int | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "created": self.created, "addresses": self.addresses}
-
-    @classmethod
-    def from_json(cls, data: dict) -> BridgeRecord:
-        return cls(data["name"], data["created"], list(data.get("addresses", [])))
+        data: dict = {"name": self.name, "created": self.created, "addresses": self.addresses}
+        if self.ifindex is not None:
+            data["ifindex"] = self.ifindex
+        return data
 
 
 def _package_deferred(name: str) -> None:
@@ -112,6 +125,31 @@ class Links:
         info = link.get_attr("IFLA_LINKINFO")
         return info.get_attr("IFLA_INFO_KIND") if info else None
 
+    def alias(self, index: int) -> str:
+        return self.ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") or ""
+
+    def aliased(self, network: str) -> list[tuple[str, int]]:
+        """Bridges marked as virtfw's for ``network``: (name, index)."""
+        if self.dry_run:
+            return []
+        wanted = bridge_alias(network)
+        found = []
+        for link in self.ipr.get_links():
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind == "bridge" and link.get_attr("IFLA_IFALIAS") == wanted:
+                found.append((link.get_attr("IFLA_IFNAME"), link["index"]))
+        return found
+
+    def state(self, record: BridgeRecord) -> str:
+        """``missing``, ``replaced`` (same name, another index: not the one recorded) or ``present``."""
+        index = self.index(record.name)
+        if index is None:
+            return "missing"
+        if record.ifindex is not None and index != record.ifindex:
+            return "replaced"
+        return "present"
+
     def bring_up(self, net: Network, record: BridgeRecord) -> None:
         """Create the bridge if needed, add the network's addresses, set it up.
 
@@ -142,8 +180,12 @@ class Links:
                 raise VirtfwError(f"cannot create bridge {name}: {exc.args[-1]}") from None
             record.created = True
             index = self.index(name)
+            if index is None:
+                raise VirtfwError(f"bridge {name} vanished as it was created")
+            self.ipr.link("set", index=index, ifalias=bridge_alias(net.name))  # the kernel takes no alias at add
         elif self.kind(index) != "bridge":
             raise VirtfwError(f"interface {name} exists and is not a bridge")
+        record.ifindex = index
         existing = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(index=index)}
         for ip in net.ips:
             if (str(ip.address), ip.prefix) in existing:
@@ -155,17 +197,20 @@ class Links:
             record.addresses.append(f"{ip.address}/{ip.prefix}")
         self.ipr.link("set", index=index, state="up")
 
-    def tear_down(self, record: BridgeRecord) -> None:
+    def tear_down(self, record: BridgeRecord, network: str) -> None:
+        """Delete the bridge if virtfw created it for ``network``, else take back the addresses
+        it added. A bridge re-created by someone else under the name is left as it is."""
         if self.dry_run:
             print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
             return
         _, NetlinkError = _pyroute2()
         index = self.index(record.name)
-        if index is None:
+        if index is None or (record.ifindex is not None and index != record.ifindex):
             return
         try:
             if record.created:
-                self.ipr.link("del", index=index)
+                if self._made_for(index, record, network):
+                    self.ipr.link("del", index=index)
                 return
             for cidr in record.addresses:
                 address, prefix = cidr.split("/")
@@ -173,6 +218,22 @@ class Links:
         except NetlinkError as exc:
             if exc.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
                 raise VirtfwError(f"cannot clean up bridge {record.name}: {exc.args[-1]}") from None
+
+    def _made_for(self, index: int, record: BridgeRecord, network: str) -> bool:
+        """The bridge at ``index`` carries our alias, or it is the one a start killed between
+        creating it and marking it (no alias yet, index never recorded)."""
+        if self.kind(index) != "bridge":
+            return False
+        alias = self.alias(index)
+        return alias == bridge_alias(network) or (not alias and record.ifindex is None)
+
+    def remove_aliased(self, network: str) -> list[str]:
+        """Delete the bridges marked as created for ``network``; their names."""
+        removed = []
+        for name, index in self.aliased(network):
+            self.ipr.link("del", index=index)
+            removed.append(name)
+        return removed
 
 
 def enable_forwarding(families: set[str], dry_run: bool = False) -> None:

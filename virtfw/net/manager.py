@@ -22,7 +22,8 @@ from virtfw.net.model import Network
 from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
 from virtfw.net.status import ACTIVE, STARTING, DnsmasqStatus, NetworkStatus
 from virtfw.net.xml import format_network, parse_network
-from virtfw.rules.backend import Installed, NetworkBackend, load_backend, merged_base
+from virtfw.rules.backend import BACKEND_TOOLS, Installed, NetworkBackend, load_backend, merged_base
+from virtfw.rules.records import RecordError
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked
 from virtfw.transaction import Transaction
@@ -56,6 +57,9 @@ class NetworkManager:
         self._backend = backend
         self.statuses = StatusDir(config.state_dir / "networks", "firewall", runner.dry_run)
         self.links = Links(dry_run=runner.dry_run)
+        # Networks whose status file cannot be read, by name, as ``active()`` last found them:
+        # each is reported on its own and the others carry on.
+        self.unreadable: dict[str, str] = {}
 
     @property
     def backend(self) -> AnyNetworkBackend:
@@ -66,12 +70,32 @@ class NetworkManager:
     # ---- status files -------------------------------------------------------
 
     def active(self) -> list[ActiveNetwork]:
-        found = (self.get_active(name) for name in self.statuses.names())
-        return sorted((active for active in found if active), key=lambda a: a.status.started)
+        """The networks with a readable status file, in start order (see ``unreadable``)."""
+        found: list[ActiveNetwork] = []
+        self.unreadable = {}
+        for name in self.statuses.names():
+            try:
+                active = self.get_active(name)
+            except VirtfwError as exc:
+                self.unreadable[name] = str(exc)
+                continue
+            if active:
+                found.append(active)
+        return sorted(found, key=lambda a: a.status.started)
 
     def get_active(self, name: str) -> ActiveNetwork | None:
-        data = self.statuses.load(name)
-        return ActiveNetwork(NetworkStatus.from_json(data, f"status of network '{name}'")) if data else None
+        """The network's status; a file that is not one virtfw wrote is an error naming it."""
+        where = f"status of network '{name}'"
+        try:
+            data = self.statuses.load(name)
+        except VirtfwError as exc:
+            raise RecordError(str(exc)) from None
+        if data is None:
+            return None
+        status = NetworkStatus.from_json(data, where)
+        if status.name != name:
+            raise RecordError(f"{where}: it names network '{status.name}'")
+        return ActiveNetwork(status)
 
     def _save(self, status: NetworkStatus) -> None:
         self.statuses.save(status.name, status.to_json())
@@ -123,6 +147,8 @@ class NetworkManager:
         active = {a.name: a for a in self.active()}
         bridges = {a.status.bridge.name: a.name for a in active.values()}
         for net in nets:
+            if net.name in self.unreadable:
+                raise VirtfwError(f"{self.unreadable[net.name]}; net-destroy {net.name} removes what it started")
             if net.name in active:
                 raise VirtfwError(f"network '{net.name}' is already active")
             owner = bridges.get(net.bridge_name)
@@ -146,11 +172,11 @@ class NetworkManager:
         )
         self._save(status)
         tx.on_rollback(f"status of {net.name}", lambda: self._drop_status(net.name))
-        tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record))
+        tx.on_rollback(f"bridge {net.bridge_name}", lambda: self.links.tear_down(record, net.name))
         try:
             self.links.bring_up(net, record)
         finally:
-            status.bridge = BridgeRecord(record.name, record.created, list(record.addresses))
+            status.bridge = BridgeRecord(record.name, record.created, list(record.addresses), record.ifindex)
         enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner.dry_run)
         return status
 
@@ -198,7 +224,11 @@ class NetworkManager:
         """Undo a start. The status file goes last: if any step fails, it is still
         there and the next net-destroy picks up where this one stopped."""
         with locked(self.config.state_dir):
-            active = self.get_active(name)
+            try:
+                active = self.get_active(name)
+            except RecordError:
+                self._destroy_unreadable(name)
+                return
             if active is None:
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
@@ -209,10 +239,32 @@ class NetworkManager:
             if backend:
                 rebuild = record is not None and not backend.remove(self.runner, record)
                 self._after_removal(backend, rebuild, leaving=name)
-            self.links.tear_down(status.bridge)
+            self.links.tear_down(status.bridge, name)
             self._drop_status(name)
             self.statuses.drop_leftovers([name])
         self.links.close()
+
+    def _destroy_unreadable(self, name: str) -> None:
+        """net-destroy of a network whose status file cannot be read: nothing in it is run.
+        What carries the network's name goes: its dnsmasq (pid file and command line name it),
+        its rules (each backend's chains are rebuilt from the other networks, or dropped when
+        none is left) and the bridge marked as created for it. Addresses it added to a bridge
+        it did not create cannot be told from an admin's, and stay."""
+        files = dnsmasq.files_for(self.config.state_dir, name)
+        dnsmasq.stop(files, dnsmasq.read_pid(files, wait=False), self.runner.dry_run)
+        others = self.active()
+        for backend_name in BACKEND_TOOLS:
+            if self.statuses.load_base(backend_name) is None:
+                continue
+            backend = load_backend(backend_name)
+            users = [a for a in others if a.status.backend == backend_name and a.status.firewall]
+            if users:
+                self._rebuild(backend, users)  # without this network's rules, whatever else fails (verify says)
+            else:
+                self._drop_base(backend)
+        self.links.remove_aliased(name)
+        self._drop_status(name)
+        self.statuses.drop_leftovers([name])
 
     def _after_removal(self, backend: AnyNetworkBackend, rebuild: bool, leaving: str) -> None:
         """Drop the shared base once nobody else uses it; rebuild when handles were unknown."""
@@ -239,6 +291,7 @@ class NetworkManager:
         """What the status files say is installed and the kernel no longer holds."""
         problems: list[str] = []
         actives = self.active()
+        problems += [f"network {name}: {error}" for name, error in self.unreadable.items()]
         backends: set[str] = set()
         for active in actives:
             status = active.status
@@ -251,8 +304,11 @@ class NetworkManager:
                 record = self._record(backend, active)
                 if record is not None:
                     problems += [f"{where}: {p}" for p in backend.verify(self.runner, record)]
-            if self.links.index(status.bridge.name) is None:
+            bridge = self.links.state(status.bridge)
+            if bridge == "missing":
                 problems.append(f"{where}: bridge {status.bridge.name} is missing")
+            elif bridge == "replaced":
+                problems.append(f"{where}: bridge {status.bridge.name} was re-created since its rules were loaded")
             if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
                 pid = status.dnsmasq.pid
@@ -270,11 +326,27 @@ class NetworkManager:
 
     # ---- reload -------------------------------------------------------------
 
-    def reload(self) -> int:
-        """Re-install the rules of every active network; idempotent."""
+    def reload(self) -> tuple[int, list[str]]:
+        """Re-install the rules of every active network (idempotent), re-create a bridge
+        virtfw made that has gone, and restart a dnsmasq that died.
+
+        Each network is restored on its own: one that cannot be (its status file unreadable,
+        a bridge virtfw did not make gone, a rule the kernel refuses) is reported by name and
+        the others are restored. Returns how many were restored, and the failures.
+        """
         with locked(self.config.state_dir):
-            actives = [a for a in self.active() if a.status.firewall]
+            actives = self.active()
+            failures = [f"network {name}: {error}" for name, error in self.unreadable.items()]
+            restorable = []
             for active in actives:
+                try:
+                    self._restore_bridge(active)
+                except VirtfwError as exc:
+                    failures.append(f"network {active.name}: {exc}")
+                    continue
+                restorable.append(active)
+            firewalled = [a for a in restorable if a.status.firewall]
+            for active in firewalled:
                 if active.status.backend != self.backend.name:  # backend switched
                     old = load_backend(str(active.status.backend))
                     record = self._record(old, active)
@@ -283,11 +355,36 @@ class NetworkManager:
                     active.status.backend = self.backend.name
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
-            if actives:
-                self._rebuild(self.backend, actives)
-            for active in self.active():
-                self._revive_dnsmasq(active)
-        return len(actives)
+            failed = self._rebuild(self.backend, firewalled) if firewalled else []
+            failures += failed
+            for active in restorable:
+                try:
+                    self._revive_dnsmasq(active)
+                except VirtfwError as exc:
+                    failures.append(f"network {active.name}: {exc}")
+        self.links.close()
+        return len(restorable) - len(failed), failures
+
+    def _restore_bridge(self, active: ActiveNetwork) -> None:
+        """Bring the network's bridge back: re-create one virtfw made, take over one an admin
+        re-created under the name (its addresses added, it is not deleted at destroy)."""
+        status = active.status
+        state = self.links.state(status.bridge)
+        if state == "present":
+            return
+        if state == "missing" and not status.bridge.created:
+            raise VirtfwError(
+                f"bridge {status.bridge.name} is gone and virtfw did not create it: "
+                f"create it again, or net-destroy {active.name}"
+            )
+        record = BridgeRecord(status.bridge.name, created=False)
+        status.bridge = BridgeRecord(status.bridge.name, created=state == "missing")  # a kill leaves it findable
+        self._save(status)
+        try:
+            self.links.bring_up(active.network, record)
+        finally:
+            status.bridge = record
+            self._save(status)
 
     def _revive_dnsmasq(self, active: ActiveNetwork) -> None:
         """reload also restarts a network's dnsmasq that died (verify reports it)."""
@@ -302,9 +399,27 @@ class NetworkManager:
         status.dnsmasq.pid = dnsmasq.start(active.network, files, self.runner.dry_run)
         self._save(status)
 
-    def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> None:
+    def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> list[str]:
+        """Rebuild our chains with the rules of ``actives``: one batch; when the kernel refuses
+        it, the chains alone and then each network on its own, so that one network's rule
+        cannot keep the others out. The networks that failed, with why."""
+        try:
+            self._install_rebuilt(backend, actives, rebuild=True)
+            return []
+        except VirtfwError:
+            pass
+        self._install_rebuilt(backend, [], rebuild=True)
+        failures = []
+        for active in actives:
+            try:
+                self._install_rebuilt(backend, [active], rebuild=False)
+            except VirtfwError as exc:
+                failures.append(f"network {active.name}: its rules are not installed: {exc}")
+        return failures
+
+    def _install_rebuilt(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork], rebuild: bool) -> None:
         rulesets = [network_rules(a.network) for a in actives]
-        installed = backend.install(self.runner, rulesets, rebuild=True)
+        installed = backend.install(self.runner, rulesets, rebuild=rebuild)
         self._merge_base(backend, self._base(backend), installed.base)
         for active in actives:
             record = installed.removals[active.name].to_json()

@@ -12,8 +12,10 @@ backend's removal record, which that backend reads (``NetworkBackend.load_record
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
+from virtfw.names import is_ifname
 from virtfw.net.bridge import BridgeRecord
 from virtfw.rules import records
 
@@ -91,14 +93,32 @@ def _number(data: object, where: str) -> float:
 
 
 def _bridge(data: object, where: str) -> BridgeRecord:
-    fields = records.obj(data, where, {"name", "created", "addresses"})
+    fields = records.obj(data, where, {"name", "created", "addresses", "ifindex"})
     if "name" not in fields or "created" not in fields:
         raise records.fail(where, "expected name and created")
+    name = records.text(fields["name"], f"{where}.name")
+    if not is_ifname(name):
+        raise records.fail(f"{where}.name", "expected an interface name")
+    addresses = records.texts(fields.get("addresses", []), f"{where}.addresses")
+    for i, address in enumerate(addresses):
+        _interface_address(address, f"{where}.addresses[{i}]")
+    ifindex = fields.get("ifindex")
     return BridgeRecord(
-        records.text(fields["name"], f"{where}.name"),
+        name,
         records.flag(fields["created"], f"{where}.created"),
-        records.texts(fields.get("addresses", []), f"{where}.addresses"),
+        addresses,
+        None if ifindex is None else records.integer(ifindex, f"{where}.ifindex"),
     )
+
+
+def _interface_address(text: str, where: str) -> None:
+    """``ADDRESS/PREFIX`` as net-start writes it (no zone id, no host bits beyond it)."""
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        raise records.fail(where, "expected ADDRESS/PREFIX") from None
+    if "/" not in text or "%" in text:
+        raise records.fail(where, "expected ADDRESS/PREFIX")
 
 
 def _dnsmasq(data: object, where: str) -> DnsmasqStatus:

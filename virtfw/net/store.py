@@ -32,7 +32,11 @@ class NetworkStore:
         path = self.path(name)
         if path is None:
             raise VirtfwError(f"network '{name}' is not defined")
-        net = parse_network(path.read_bytes(), str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+        net = parse_network(data, str(path))
         if net.name != name:
             raise VirtfwError(f"{path}: holds network '{net.name}', expected '{name}'")
         return net
@@ -46,11 +50,20 @@ class NetworkStore:
             number += 1
         net.bridge.name = f"virbr{number}"
 
+    def others(self, name: str) -> list[Network]:
+        """The definitions other than ``name`` that can be read: a broken one (net-list
+        shows it) stops no other network from being defined."""
+        found = []
+        for other in self.names():
+            if other != name:
+                try:
+                    found.append(self.load(other))
+                except VirtfwError:
+                    continue
+        return found
+
     def check_conflicts(self, net: Network) -> None:
-        for other_name in self.names():
-            if other_name == net.name:
-                continue
-            other = self.load(other_name)
+        for other in self.others(net.name):
             if other.uuid == net.uuid:
                 raise VirtfwError(f"network '{other.name}' already has uuid {net.uuid}")
             if net.bridge.name and other.bridge.name == net.bridge.name:
@@ -60,7 +73,7 @@ class NetworkStore:
         """Fill in what the definition leaves open (uuid kept from an earlier definition)."""
         if net.uuid_generated and self.path(net.name):
             net.uuid = self.load(net.name).uuid
-        taken = {self.load(n).bridge.name for n in self.names() if n != net.name}
+        taken = {other.bridge.name for other in self.others(net.name)}
         self.assign_bridge(net, {t for t in taken if t})
         self.check_conflicts(net)
         return net
