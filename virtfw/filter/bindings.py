@@ -27,7 +27,7 @@ from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tree_digest
+from virtfw.filter.instantiate import binding_owner, check_total, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.lifecycle import after_removal
@@ -322,13 +322,17 @@ class BindingManager:
                 found.append(active)
         return found
 
-    def reinstantiate(self, actives: list[ActiveBinding]) -> int:
-        """Replace the rules of ``actives`` with what the current filters give, atomically.
+    def reinstantiate(self, filter_name: str, actives: list[ActiveBinding]) -> int:
+        """Replace the rules of ``actives`` (the users of ``filter_name``) with what the
+        current filters give, atomically.
 
-        The caller holds the lock (it also saves the filter definition inside it).
+        The caller holds the lock (it also saves the filter definition inside it). The
+        rules all of them would make are counted first, from list lengths: a definition
+        that would make too many is refused before any is built (``check_total``).
         """
         if not actives:
             return 0
+        check_total(filter_name, [a.binding for a in actives], self.store.load)
         by_backend: dict[str, list[ActiveBinding]] = {}
         for active in actives:
             by_backend.setdefault(active.status.backend, []).append(active)
@@ -509,6 +513,6 @@ def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> in
     with locked(manager.config.state_dir):
         manager.store.overrides[filt.name] = filt
         users = manager.users_of(filt.name)
-        count = manager.reinstantiate(users)
+        count = manager.reinstantiate(filt.name, users)
         save()
     return count
