@@ -218,7 +218,7 @@ class BindingManager:
         """Instantiate ``bindings`` in one backend install, and record them for boot."""
         from virtfw.filter.xml import format_binding
 
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             seen: set[str] = set()
             for binding in bindings:
                 if self.get(binding.portdev) or binding.portdev in seen:
@@ -274,7 +274,7 @@ class BindingManager:
         return [b.portdev for b in missing]
 
     def delete(self, portdev: str) -> None:
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             active = self.get(portdev)
             if active is None:
                 raise VirtfwError(f"port {portdev} has no filter binding")
@@ -348,7 +348,7 @@ class BindingManager:
 
     def reload(self) -> int:
         """Re-install every binding from scratch: after a flush it restores, twice it changes nothing."""
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             actives = self.active()
             if not actives:
                 return 0

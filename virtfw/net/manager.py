@@ -107,7 +107,7 @@ class NetworkManager:
 
     def start(self, nets: list[Network], transient: bool = False) -> None:
         """Bring up ``nets`` and install all their rules in one firewall batch."""
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             self._check_startable(nets)
             with Transaction() as tx:
                 statuses = [self._begin(tx, net, transient) for net in nets]
@@ -197,7 +197,7 @@ class NetworkManager:
     def destroy(self, name: str) -> None:
         """Undo a start. The status file goes last: if any step fails, it is still
         there and the next net-destroy picks up where this one stopped."""
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             active = self.get_active(name)
             if active is None:
                 raise VirtfwError(f"network '{name}' is not active")
@@ -272,7 +272,7 @@ class NetworkManager:
 
     def reload(self) -> int:
         """Re-install the rules of every active network; idempotent."""
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             actives = [a for a in self.active() if a.status.firewall]
             for active in actives:
                 if active.status.backend != self.backend.name:  # backend switched
