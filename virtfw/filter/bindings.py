@@ -338,7 +338,10 @@ class BindingManager:
             by_backend.setdefault(active.status.backend, []).append(active)
         for name, group in by_backend.items():
             backend = load_filter_backend(name, self.config.state_dir)
-            ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
+            ports = [
+                instantiate(a.binding, self.store.load, counted=True)  # by check_total, above
+                for a in self.progress(group, "Re-instantiating bindings")
+            ]
             statuses = {a.owner: a.status for a in group}
             digests = {a.owner: self._digest(backend, a.binding) for a in group}
             old = {a.owner: record for a in group if (record := a.record(backend)) is not None}

@@ -67,9 +67,11 @@ WAY_OUT = (
 )
 
 
-def instantiate(binding: Binding, lookup: Lookup) -> PortRules:
-    """The binding's rules; refused before any is built if there would be too many."""
-    check_size(binding, lookup)
+def instantiate(binding: Binding, lookup: Lookup, *, counted: bool = False) -> PortRules:
+    """The binding's rules; refused before any is built if there would be too many
+    (``counted``: the caller has checked that already, with ``check_total``)."""
+    if not counted:
+        check_size(binding, lookup)
     rules: list[PortRule] = []
     _walk(lookup(binding.filter), binding_variables(binding), lookup, [binding.filter], rules)
     return PortRules(binding.portdev, binding_owner(binding.portdev), tuple(rules))
@@ -86,10 +88,6 @@ class _Size:
     filt: Filter | None = None
     rule: FilterRule | None = None
     iterators: tuple[tuple[int, tuple[str, ...]], ...] = ()  # (length, names) of each
-
-    def __add__(self, other: _Size) -> _Size:
-        top = self if self.biggest >= other.biggest else other
-        return dataclasses.replace(top, total=self.total + other.total)
 
     def where(self) -> str:
         if self.filt is None or self.rule is None:
@@ -139,24 +137,35 @@ def check_total(filter_name: str, bindings: list[Binding], lookup: Lookup) -> in
 
 
 def _count(filt: Filter, variables: Variables, lookup: Lookup, path: list[str], memo: dict[tuple, _Size]) -> _Size:
-    """``_walk``'s twin that adds up sizes instead of building rules."""
+    """``_walk``'s twin that adds up sizes instead of building rules (plain ints in the
+    loop: this runs for every binding a reload or a definition instantiates)."""
     key = (id(filt), tuple(sorted((name, len(values)) for name, values in variables.items())))
     found = memo.get(key)
     if found is not None:
         return found
-    size = _Size(0)
+    total, best = 0, _Size(0)
     for entry in filt.entries:
         if isinstance(entry, FilterRule):
-            iterators, _ = _iterators(filt.name, _refs(entry), variables)
+            refs = _refs(entry)
+            if not refs:
+                total += 1
+                if not best.biggest:
+                    best = _Size(1, 1, filt, entry)
+                continue
+            iterators, _ = _iterators(filt.name, refs, variables)
             count = 1
             for it in iterators:
                 count *= it.length
-            shape = tuple((it.length, tuple(it.names)) for it in iterators)
-            size += _Size(count, count, filt, entry, shape)
+            total += count
+            if count > best.biggest:
+                best = _Size(count, count, filt, entry, tuple((it.length, tuple(it.names)) for it in iterators))
             continue
         child, merged = _descend(filt, entry, variables, lookup, path)
-        size += _count(child, merged, lookup, path + [entry.filter], memo)
-    memo[key] = size
+        sub = _count(child, merged, lookup, path + [entry.filter], memo)
+        total += sub.total
+        if sub.biggest > best.biggest:
+            best = sub
+    size = memo[key] = dataclasses.replace(best, total=total)
     return size
 
 
