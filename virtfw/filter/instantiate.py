@@ -22,7 +22,7 @@ lengths alone (``rule_count``: arithmetic on lengths, no rule is built), and ref
 with one line when it passes a bound an admin does not meet in real use:
 
 - ``MAX_RULES_PER_BINDING`` rules from one binding's filter tree (clean-traffic gives
-  about 30; even 16 addresses times 64 ports in one rule stays far below);
+  17 with one address; even 16 addresses times 64 ports in one rule stays far below);
 - ``MAX_RULES_PER_DEFINE`` rules over every binding one filter definition
   re-instantiates (``check_total``): a thousand bindings of a 1,000-rule tree pass;
 - a variable holds at most ``schema.MAX_VALUES`` values (checked when XML is parsed).
