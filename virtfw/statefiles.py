@@ -16,8 +16,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -234,9 +236,23 @@ class StatusDir:
                 remove_file(self.folder / entry)
 
 
+# write_atomic's temp files: "." + the target's name + "." + mkstemp's 8 random characters,
+# the target being one of the kinds virtfw writes (status and base records, dnsmasq's files).
+TEMP_NAME = re.compile(r"\.[^/]+\.(?:json|xml|conf|hostsfile|addnhosts|leases)\.[a-z0-9_]{8}")
+# The one file written without the lock (the nft kernel features cache, which read-only
+# commands such as verify refresh): its temp file may be a live writer's, so only one
+# older than this is a leftover. A write takes milliseconds.
+KERNEL_CACHE = "nft-kernel.json"
+UNLOCKED_GRACE = 60.0
+
+
 @contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
-    """One lock for every changing command, so concurrent invocations serialize."""
+def locked(state_dir: Path, *, dry_run: bool = False) -> Iterator[None]:
+    """One lock for every changing command, so concurrent invocations serialize.
+
+    Once it holds the lock, a command removes the temp files that writers killed before
+    their rename left in the state dir (``sweep_leftovers``); a dry run removes nothing.
+    """
     try:
         # 0711: dnsmasq, which reads its files here as an unprivileged user, may pass through
         ensure_dir(state_dir, 0o711)
@@ -247,6 +263,62 @@ def locked(state_dir: Path) -> Iterator[None]:
         os.chmod(handle.name, 0o600)
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            if not dry_run:
+                sweep_leftovers(state_dir, time.time())
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sweep_leftovers(state_dir: Path, acquired: float) -> list[str]:
+    """Remove the temp files of atomic writes that never reached their rename, in the
+    state dir and its folders (networks, bindings, dnsmasq); returns their paths.
+
+    Why this is safe: every writer of the state dir but one writes under the lock, and
+    we hold it since ``acquired``, so a temp file modified before then belongs to a
+    writer that was killed (a finished one renamed or removed its own); the kernel cache
+    (``KERNEL_CACHE``), written without the lock, counts only after ``UNLOCKED_GRACE``.
+    Only regular files whose name is ``TEMP_NAME`` are removed: nothing is followed
+    (directories are opened with O_NOFOLLOW, entries inspected with lstat and removed
+    relative to their directory's descriptor), so a symbolic link, another kind of file
+    or a foreign name survives. Failing to inspect or remove one is not an error: the
+    command goes on and the next one tries again.
+    """
+    removed: list[str] = []
+    try:
+        top = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return removed
+    try:
+        removed += _sweep_folder(top, str(state_dir), acquired)
+        for entry in os.listdir(top):
+            try:
+                if not stat.S_ISDIR(os.lstat(entry, dir_fd=top).st_mode):
+                    continue
+                sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+            except OSError:
+                continue
+            try:
+                removed += _sweep_folder(sub, os.path.join(state_dir, entry), acquired)
+            finally:
+                os.close(sub)
+    finally:
+        os.close(top)
+    return removed
+
+
+def _sweep_folder(folder: int, shown: str, acquired: float) -> list[str]:
+    removed = []
+    for entry in os.listdir(folder):
+        if not TEMP_NAME.fullmatch(entry):
+            continue
+        limit = acquired - UNLOCKED_GRACE if entry.startswith(f".{KERNEL_CACHE}.") else acquired
+        try:
+            info = os.lstat(entry, dir_fd=folder)
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= limit:
+                continue
+            os.unlink(entry, dir_fd=folder)
+        except OSError:
+            continue
+        removed.append(os.path.join(shown, entry))
+    return removed

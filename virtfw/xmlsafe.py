@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import overload
 
 from lxml import etree
@@ -19,10 +20,20 @@ _PARSER = etree.XMLParser(
 )
 
 
+# The largest network, filter or binding document accepted: libvirt's remote protocol
+# carries no string (so no XML document) longer than 4 MiB, and virsh reads XML files of
+# at most 10 MiB. A network with 50,000 DHCP hosts fits; lxml's own limits (huge_tree
+# off: nesting depth, text node size) apply inside it.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+
 def parse(text: str | bytes, origin: str) -> etree._Element:
-    """Parse XML refusing any DOCTYPE: libvirt's formats never need one, attacks do."""
+    """Parse XML refusing any DOCTYPE (libvirt's formats never need one, attacks do) and
+    any document larger than ``MAX_DOCUMENT_BYTES``, before lxml sees it."""
     if isinstance(text, str):
         text = text.encode()
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise VirtfwError(f"{origin}: {too_large(len(text))}")
     if b"<!DOCTYPE" in text or b"<!ENTITY" in text:
         raise VirtfwError(f"{origin}: DOCTYPE and entity declarations are not allowed")
     try:
@@ -36,6 +47,27 @@ def parse(text: str | bytes, origin: str) -> etree._Element:
         if not isinstance(node.tag, str):  # an unresolved entity reference
             raise VirtfwError(f"{origin}: entity references are not allowed")
     return root
+
+
+def too_large(size: int | None = None) -> str:
+    figure = f" ({size:,} bytes)" if size is not None else ""
+    return (
+        f"the document is larger{figure} than the {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB "
+        "an XML definition may have; split it or remove unused parts"
+    )
+
+
+def read_document(path: str | Path) -> bytes:
+    """A file named on the command line, read up to one byte past ``MAX_DOCUMENT_BYTES``:
+    a huge file (or /dev/zero) is refused without being read into memory."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise VirtfwError(f"{path}: {too_large()}")
+    return data
 
 
 def describe(element: etree._Element) -> str:

@@ -32,7 +32,7 @@ def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | 
     check_acyclic(filt, store.load)
     manager = app.bindings(store, need_backend=False)  # bindings keep the backend they were made with
     if app.runner.dry_run:
-        return filt.name, manager.reinstantiate(manager.users_of(filt.name))
+        return filt.name, manager.reinstantiate(filt.name, manager.users_of(filt.name))
     return filt.name, define_filter(manager, filt, lambda: store.define(filt))
 
 

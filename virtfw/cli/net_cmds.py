@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 
 
 def read_input(path: str) -> bytes:
-    """An XML file named on the command line; unreadable is a user error, not a traceback."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+    """An XML file named on the command line; unreadable or too large is a user error,
+    not a traceback or a memory exhaustion."""
+    from virtfw.xmlsafe import read_document  # lxml: only when a command needs it
+
+    return read_document(path)
 
 
 def parse_network(text: str | bytes, origin: str) -> Network:

@@ -27,7 +27,7 @@ from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.filter.instantiate import binding_owner, instantiate, reachable, tree_digest
+from virtfw.filter.instantiate import binding_owner, check_total, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
 from virtfw.lifecycle import after_removal
@@ -247,7 +247,7 @@ class BindingManager:
         """Instantiate ``bindings`` in one backend install, and record them for boot."""
         from virtfw.filter.xml import format_binding
 
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             seen: set[str] = set()
             for binding in bindings:
                 if self.get(binding.portdev) or binding.portdev in seen:
@@ -328,7 +328,7 @@ class BindingManager:
         return done, failures
 
     def delete(self, portdev: str) -> None:
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             try:
                 active = self.get(portdev)
             except records.RecordError:
@@ -397,19 +397,26 @@ class BindingManager:
                 found.append(active)
         return found
 
-    def reinstantiate(self, actives: list[ActiveBinding]) -> int:
-        """Replace the rules of ``actives`` with what the current filters give, atomically.
+    def reinstantiate(self, filter_name: str, actives: list[ActiveBinding]) -> int:
+        """Replace the rules of ``actives`` (the users of ``filter_name``) with what the
+        current filters give, atomically.
 
-        The caller holds the lock (it also saves the filter definition inside it).
+        The caller holds the lock (it also saves the filter definition inside it). The
+        rules all of them would make are counted first, from list lengths: a definition
+        that would make too many is refused before any is built (``check_total``).
         """
         if not actives:
             return 0
+        check_total(filter_name, [a.binding for a in actives], self.store.load)
         by_backend: dict[str, list[ActiveBinding]] = {}
         for active in actives:
             by_backend.setdefault(active.status.backend, []).append(active)
         for name, group in by_backend.items():
             backend = load_filter_backend(name, self.config.state_dir)
-            ports = [instantiate(a.binding, self.store.load) for a in self.progress(group, "Re-instantiating bindings")]
+            ports = [
+                instantiate(a.binding, self.store.load, counted=True)  # by check_total, above
+                for a in self.progress(group, "Re-instantiating bindings")
+            ]
             statuses = {a.owner: a.status for a in group}
             digests = {a.owner: self._digest(backend, a.binding) for a in group}
             old = {a.owner: record for a in group if (record := a.record(backend)) is not None}
@@ -424,7 +431,7 @@ class BindingManager:
         broken, its status unreadable) is reported by name and keeps the rules it has,
         and the others are restored. Returns how many were, and the failures.
         """
-        with locked(self.config.state_dir):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
             actives = self.active()
             failures = [f"binding {port}: {error}" for port, error in self.unreadable.items()]
             if not actives:
@@ -474,14 +481,14 @@ class BindingManager:
         """Re-install ``actives`` in place, leaving every other binding's rules as they are
         (a rebuild would take those away): all in one install, else each on its own."""
         try:
-            self.reinstantiate(actives)
+            self.reinstantiate(actives[0].binding.filter, actives)
             return []
         except VirtfwError:
             pass
         failures = []
         for active in actives:
             try:
-                self.reinstantiate([active])
+                self.reinstantiate(active.binding.filter, [active])
             except VirtfwError as exc:
                 failures.append(f"binding {active.portdev}: not restored: {exc}")
         return failures
@@ -637,6 +644,6 @@ def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> in
     with locked(manager.config.state_dir):
         manager.store.overrides[filt.name] = filt
         users = manager.users_of(filt.name)
-        count = manager.reinstantiate(users)
+        count = manager.reinstantiate(filt.name, users)
         save()
     return count

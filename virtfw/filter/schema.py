@@ -504,8 +504,12 @@ def default_chain_priority(chain: str) -> int:
 # variables and parameters
 # ---------------------------------------------------------------------------------
 
-MAX_ITERATOR = 1000
+MAX_ITERATOR = 1000  # libvirt's highest iterator id too
 MAX_INDEX = 2**32 - 1
+# Values one variable may hold (a parameter repeated this often). libvirt sets no limit;
+# a guest's addresses or ports are a handful, a whole /20 of addresses still fits. Lists
+# multiply under separate iterators: the rule count bound is in filter.instantiate.
+MAX_VALUES = 4096
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)(?:\[\s*(@?)\s*([0-9]+)\s*\])?\s*")
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_]+")
 _PARAM_VALUE = re.compile(r"[A-Za-z0-9_.:/-]+")

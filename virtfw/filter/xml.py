@@ -290,7 +290,12 @@ def _parameters(origin: str, element: etree._Element) -> dict[str, list[str]]:
             raise where.fail("attributes 'name' and 'value' are required")
         where.checked(schema.check_param_name, name)
         where.checked(schema.check_param_value, name, value)
-        params.setdefault(name, []).append(value)
+        values = params.setdefault(name, [])
+        if len(values) == schema.MAX_VALUES:
+            raise where.fail(
+                f"parameter '{name}' has more than {schema.MAX_VALUES} values, the most one variable may hold"
+            )
+        values.append(value)
     return params
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 from virtfw.errors import ToolError, VirtfwError
@@ -79,27 +79,80 @@ class Runner:
         return self.run(argv, change=False, check=not self.dry_run)
 
     def run_file(self, argv: list[str], text: str, *, check: bool = True) -> Result:
-        """Run ``argv`` with the path of a temporary file holding ``text`` appended.
+        """Run ``argv`` with, appended, a path that reads ``text``.
 
-        For tools that cannot be trusted with a batch on stdin: ``nft -j -f -``
-        consumes stdin trying to parse JSON and then applies nothing.
+        For tools that cannot be trusted with a batch on stdin: ``nft -j -f -`` consumes
+        stdin trying to parse JSON and then applies nothing; given a path, nft opens it
+        again for its second parser. The path is ``/proc/self/fd/N`` of an anonymous
+        in-memory file (memfd) passed to the child: each open of it starts at the
+        beginning, and nothing is left on disk whatever kills us (a temp file in /tmp
+        outlived a SIGKILL). A tool's message naming that path and a line of it names
+        the batch line's content instead (``name_batch_lines``).
         """
         if self.dry_run:
             self.log.append(argv)
             self._show([*argv, "FILE"], text, sys.stdout)
             return Result(0, "", "")
-        fd, path = tempfile.mkstemp(prefix="virtfw-", suffix=".batch")
         try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
+            fd = os.memfd_create("virtfw-batch", os.MFD_CLOEXEC)
+        except (AttributeError, OSError) as exc:  # Linux before 3.17 only
+            raise VirtfwError(f"cannot hold the {argv[0]} batch in memory: {exc}") from None
+        try:
+            data = text.encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            path = f"/proc/self/fd/{fd}"  # resolved in the child, which has fd under the same number
             if self.verbose:
                 self._show([*argv, path], text, sys.stderr)
-            return self.run([*argv, path], change=False, check=check, quiet=True)
+            result = self._run_passing(argv, path, fd)
         finally:
-            os.unlink(path)
+            os.close(fd)
+        result.stderr = name_batch_lines(result.stderr, path, text)
+        result.stdout = name_batch_lines(result.stdout, path, text)
+        if check and result.returncode != 0:
+            raise ToolError(argv, result.returncode, result.stderr or result.stdout)
+        return result
+
+    def _run_passing(self, argv: list[str], path: str, fd: int) -> Result:
+        self.log.append([*argv, path])
+        try:
+            proc = subprocess.run(
+                [self.which(argv[0]), *argv[1:], path],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                pass_fds=(fd,),
+            )
+        except OSError as exc:
+            raise VirtfwError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        return Result(proc.returncode, proc.stdout, proc.stderr)
 
     @staticmethod
     def _show(argv: list[str], stdin: str | None, stream) -> None:
         print("+ " + " ".join(argv), file=stream)
         if stdin:
             stream.write(stdin if stdin.endswith("\n") else stdin + "\n")
+
+
+_MAX_SHOWN = 160  # characters of a batch line quoted in a message
+
+
+def name_batch_lines(message: str, path: str, text: str) -> str:
+    """``PATH:LINE:COLUMNS: Error: ...`` (nft's form) as ``batch line LINE (CONTENT): Error:
+    ...``: the path of the batch means nothing to the user and its line number little,
+    the rule it refers to does. Any other mention of the path becomes "the batch"."""
+    if path not in message:
+        return message
+    lines = text.splitlines()
+
+    def located(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        content = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+        if len(content) > _MAX_SHOWN:
+            content = content[: _MAX_SHOWN - 3] + "..."
+        return f"batch line {number} ({content}): " if content else f"batch line {number}: "
+
+    message = re.sub(re.escape(path) + r":(\d+)(?::[0-9-]+)?:\s*", located, message)
+    return message.replace(path, "the batch")

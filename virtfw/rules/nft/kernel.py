@@ -129,4 +129,6 @@ def needs_message(feature: str, what: str) -> str:
 
 
 def cache_path(state_dir: Path) -> Path:
-    return state_dir / "nft-kernel.json"
+    from virtfw.statefiles import KERNEL_CACHE  # written without the lock: see sweep_leftovers
+
+    return state_dir / KERNEL_CACHE
