@@ -32,6 +32,7 @@ import pytest
 from helpers.fakerunner import FakeRunner
 from lxml import etree
 
+from virtfw import xmlsafe
 from virtfw.config import Config
 from virtfw.errors import VirtfwError, one_line
 from virtfw.filter import schema
@@ -375,6 +376,7 @@ NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no' connections='2'
   </portgroup>
   <bandwidth><inbound average='1000'/></bandwidth>
   <vlan><tag id='7'/></vlan>
+  <virtualport type='openvswitch'><parameters interfaceid='6a7f0b1e-2f3d-4c5b-8a9e-1d2c3b4a5f6e'/></virtualport>
   <port isolated='yes'/>
   <ip address='10.9.9.1' prefix='24' localPtr='yes'>
     <tftp root='/srv/tftp'/>
@@ -500,14 +502,22 @@ def protocol_fields() -> Iterator[Field]:
     """One filter per attribute of each protocol element's table, with that attribute
     walked: an attribute added to ``schema.ELEMENT_ATTRIBUTES`` is walked with no edit here."""
     for protocol, table in schema.ELEMENT_ATTRIBUTES.items():
-        for attr, _ in table:
+        for number, (attr, _) in enumerate(table):
             values = {attr: _good(protocol, attr), **_companions(protocol, attr)}
-            attrs = " ".join(f"{a}='{v}'" for a, v in values.items())
-            document = (
-                f"<filter name='injp' chain='{CHAINS.get(protocol, 'root')}'>"
-                f"<rule action='accept' direction='out'><{protocol} {attrs}/></rule></filter>"
-            )
-            yield from document_fields(document, FILTER, only={f"filter/rule/{protocol}@{attr}"})
+            walked = {f"filter/rule/{protocol}@{attr}"}
+            if number == 0:  # match= is walked once per element, next to its first attribute
+                values["match"] = "yes"
+                walked.add(f"filter/rule/{protocol}@match")
+            yield from document_fields(protocol_document(protocol, values), FILTER, only=walked)
+
+
+def protocol_document(protocol: str, values: dict[str, str]) -> str:
+    """A filter with one rule of PROTOCOL, in the chain its kind lives in."""
+    attrs = " ".join(f"{a}='{v}'" for a, v in values.items())
+    return (
+        f"<filter name='injp' chain='{CHAINS.get(protocol, 'root')}'>"
+        f"<rule action='accept' direction='out'><{protocol} {attrs}/></rule></filter>"
+    )
 
 
 def network_fields() -> list[Field]:
@@ -624,11 +634,7 @@ def _tools_on_path(monkeypatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda tool, *args, **kwargs: f"/usr/sbin/{tool}")
 
 
-RESULTS: dict[str, Walk] = {}
-
-
 def _check(name: str, result: Walk) -> None:
-    RESULTS[name] = result
     print("\n" + result.summary(name))
     assert not result.failures, f"{result.summary(name)}; {len(result.failures)} not refused or inert:\n" + "\n".join(
         result.failures[:40]
@@ -636,14 +642,158 @@ def _check(name: str, result: Walk) -> None:
     assert result.refused + result.inert + len(result.dropped) == result.pairs
 
 
-def test_network_walk() -> None:
-    result = walk(network_fields())
-    _check("network", result)
-    assert result.pairs >= 100 * len(PAYLOADS)
+@pytest.fixture(scope="module")
+def walks() -> dict[str, Walk]:
+    """Both walks, once for the module (the xtables backends look for nft on PATH first)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shutil, "which", lambda tool, *args, **kwargs: f"/usr/sbin/{tool}")
+        return {"network": walk(network_fields()), "filter": walk(filter_fields())}
 
 
-def test_filter_walk() -> None:
-    result = walk(filter_fields())
-    _check("filter", result)
-    assert not result.unreached, f"fields whose good value reaches no batch: {result.unreached}"
-    assert result.pairs >= 400 * len(PAYLOADS)
+def test_network_walk(walks: dict[str, Walk]) -> None:
+    _check("network", walks["network"])
+    assert walks["network"].pairs >= 100 * len(PAYLOADS)
+
+
+def test_filter_walk(walks: dict[str, Walk]) -> None:
+    _check("filter", walks["filter"])
+    assert not walks["filter"].unreached, f"fields whose good value reaches no batch: {walks['filter'].unreached}"
+    assert walks["filter"].pairs >= 400 * len(PAYLOADS)
+
+
+def test_the_walk_counts_its_pairs(walks: dict[str, Walk]) -> None:
+    line = ", ".join(f"{name}: {result.pairs} pairs" for name, result in walks.items())
+    clean = not any(result.failures for result in walks.values())
+    print(f"\ninjection walk: {line}, {'all refused or inert' if clean else 'NOT all refused or inert'}")
+    assert clean, f"injection walk: {line}: some pairs neither refused nor inert (see the walks above)"
+
+
+# ---- the walk covers what the parsers read -----------------------------------------------
+
+
+def _documents() -> list[tuple[str, Reading]]:
+    protocols = [
+        (protocol_document(p, {a: _good(p, a), **_companions(p, a)}), FILTER)
+        for p, table in schema.ELEMENT_ATTRIBUTES.items()
+        for a, _ in table
+    ]
+    fixed = [(FRAME_FILTER, FILTER), (VARIABLE_FILTER, FILTER), (FILTER_BINDING, FILTERBINDING)]
+    return [*((doc, NETWORK) for doc in NETWORK_DOCUMENTS.values()), *fixed, *protocols]
+
+
+def _unindexed(path: str) -> str:
+    return re.sub(r"\[[0-9]+\]", "", path)
+
+
+def test_the_walk_covers_every_attribute_and_element_the_parsers_know(monkeypatch) -> None:
+    """Each parser names what an element may hold (``Reader.check_known``); recorded while
+    the walk's documents are read, every attribute named there must be a walked field and
+    every child element must occur. A parser taught a new attribute fails this until the
+    documents above set it. (Elements read without that check: ``<name>``, ``<uuid>``,
+    ``<dns>`` and the elements kept verbatim, are in NAT_NETWORK by hand.)"""
+    known: dict[str, tuple[set[str], set[str]]] = {}
+    original = xmlsafe.Reader.check_known
+
+    def recording(self: xmlsafe.Reader, attributes: tuple[str, ...], children: tuple[str, ...] = ()) -> None:
+        attrs, kids = known.setdefault(_unindexed(_path(self.element)), (set(), set()))
+        attrs.update(attributes)
+        kids.update(etree.QName(child).localname for child in children)
+        original(self, attributes, children)
+
+    monkeypatch.setattr(xmlsafe.Reader, "check_known", recording)
+    documents = _documents()
+    for document, reading in documents:
+        reading.parse(document)
+    walked: dict[str, set[str]] = {}
+    for item in [*network_fields(), *filter_fields()]:
+        path, _, attr = _unindexed(item.name).partition("@")
+        walked.setdefault(path, set()).update([attr] if attr else [])
+    present: dict[str, set[str]] = {}
+    for document, _ in documents:
+        for node in etree.fromstring(document.encode()).iter():
+            if isinstance(node.tag, str):
+                present.setdefault(_unindexed(_path(node)), set()).update(etree.QName(c).localname for c in node)
+    missing_attrs = {p: sorted(a - walked.get(p, set())) for p, (a, _) in known.items() if a - walked.get(p, set())}
+    missing_kids = {p: sorted(k - present.get(p, set())) for p, (_, k) in known.items() if k - present.get(p, set())}
+    assert not missing_attrs, f"attributes the parsers take that the walk does not inject into: {missing_attrs}"
+    assert not missing_kids, f"elements the parsers take that the walk's documents lack: {missing_kids}"
+    assert set(schema.PROTOCOLS) <= known["filter/rule"][1]
+    print(f"\nparsers' known attributes walked: {sum(len(a) for a, _ in known.values())} on {len(known)} elements")
+
+
+# ---- the checks can fail -------------------------------------------------------------------
+
+
+def _walk_one(name: str) -> Walk:
+    fields = [f for f in [*network_fields(), *filter_fields()] if f.name == name]
+    assert fields, name
+    return walk(fields)
+
+
+BREAKS = {
+    "xtables quoting": (
+        "virtfw.rules.xtables.syntax.quote",
+        lambda word: word,
+        "filter/rule/tcp@comment",
+        "ebiptables",
+    ),
+    "nft comment": (
+        "virtfw.rules.nft.syntax._COMMENT_SAFE",
+        re.compile(r"[\x00-\x1f]"),
+        "filter/rule/udp@comment",
+        "nft filter",
+    ),
+    "dnsmasq values": (
+        "virtfw.net.xml.check_conf_value",
+        lambda value, what: value,
+        "network/ip[1]/dhcp/bootp@file",
+        "dnsmasq conf",
+    ),
+    "XML escaping": ("virtfw.filter.xml._escape", lambda text: text, "filter/rule/all@comment", "rendering failed"),
+}
+
+
+@pytest.mark.parametrize("broken", BREAKS)
+def test_the_shape_checks_can_fail(broken: str, monkeypatch) -> None:
+    """With one quoting or checking function broken the walk reports pairs that escape."""
+    target, replacement, field_name, reported = BREAKS[broken]
+    monkeypatch.setattr(shutil, "which", lambda tool, *args, **kwargs: f"/usr/sbin/{tool}")
+    assert not _walk_one(field_name).failures
+    monkeypatch.setattr(target, replacement)
+    failures = _walk_one(field_name).failures
+    assert any(reported in failure for failure in failures), failures
+
+
+# ---- what the walk found -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "element",
+    ["<dns enable='yes&#10;port=5353'/>", "<dns enable='off'/>", "<domain name='example.org' localOnly='yes#x'/>"],
+)
+def test_yes_no_attributes_take_yes_or_no_only(element: str) -> None:
+    """<dns enable> read every word but 'no' as yes, <domain localOnly> kept any word and
+    wrote local=/.../ only for exactly 'yes': a payload silently dropped the line."""
+    text = f"<network><name>n</name>{element}<ip address='10.9.9.1' prefix='24'/></network>"
+    with pytest.raises(VirtfwError, match="must be 'yes' or 'no'") as caught:
+        parse_network(text, "n.xml")
+    assert "\n" not in str(caught.value)
+
+
+def test_yes_no_attributes_keep_their_meaning() -> None:
+    net = parse_network(
+        "<network><name>n</name><bridge name='vb0'/><dns enable='no'/><domain name='e.org' localOnly='no'/>"
+        "<ip address='10.9.9.1' prefix='24'/></network>"
+    )
+    assert net.dns is not None and not net.dns.enabled and net.domain_local_only == "no"
+    assert "local=/" not in render_config(net, files_for(Path("/state"), "n"))[files_for(Path("/state"), "n").conf]
+
+
+def test_a_saved_rule_whose_comment_holds_a_unicode_line_separator_stays_one_rule() -> None:
+    """iptables-save ends lines at '\\n' only; a foreign rule's comment may hold U+2028,
+    which str.splitlines() took for a line end (the rest read as a rule of its own)."""
+    from virtfw.rules.xtables.save import parse_save
+
+    text = '*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m comment --comment "a\u2028-A FORWARD -j DROP" -j ACCEPT\nCOMMIT\n'
+    table = parse_save(text, "filter")
+    assert table is not None and len(table.rules("FORWARD")) == 1
