@@ -1,26 +1,33 @@
 """The injection walk over every attribute and text node of the network and nwfilter schemas.
 
 Issue 11, item 1: every value that reaches a file, a command line or a batch is checked
-by type where it is read. This walk proves it field by field: it takes documents that set
-every attribute and text node the parsers read (derived from the parsers' own tables, see
-``_known`` and ``schema.ELEMENT_ATTRIBUTES``), appends each payload of ``PAYLOADS`` to
-each field's good value, and requires one of two outcomes:
+by type where it is read. This walk proves it field by field. Its documents set every
+attribute and text node the parsers read: the protocol elements' attributes come from
+``schema.ELEMENT_ATTRIBUTES`` (one document per attribute, generated), and
+``test_the_walk_covers_every_attribute_and_element_the_parsers_know`` records what the
+parsers' ``check_known`` calls accept and fails for anything the documents leave out.
+Each payload of ``PAYLOADS`` goes after and before each field's good value, and each
+(field, payload) pair must end in one of two ways:
 
 * refused: one ``VirtfwError`` whose message is one line and names the field or its element;
 * accepted and inert: every target the definition reaches (dnsmasq's three files, the
   nftables and iptables network batches, the nftables and ebtables/iptables filter
-  batches, the XML virtfw stores) has the same *shape* as with the good value alone: the
-  same number of lines, and on each line the same sequence of tokens as that target's own
-  reader splits it (quoted strings, words, statement separators, comment starts, fields).
-  A payload that escaped its quoting would add a line, a token, a ';' or a '#', and the
-  shapes would differ; ``test_the_shape_checks_can_fail`` shows they do.
+  batches through the fake runner, the XML virtfw stores) has the same *shape* as with the
+  good value alone: the same lines (split at '\n' only, as the tools read), no control
+  character, and on each line the same tokens as that target's reader splits it (words and
+  quoted strings, ';', '{', '}', '#' in nft; words in *-restore; the option name, ',', '"',
+  '\\' and '#' in dnsmasq's lines; fields in a hosts file; elements and attribute names in
+  XML). A payload that escaped its quoting adds a line, a token, a field, a ';' or a '#',
+  and the shapes differ: ``test_the_shape_checks_can_fail`` breaks each quoting function
+  in turn and sees the walk report it.
 
-A value accepted whose targets are all unchanged is dropped (read and not used) and
-counted as such. The counts are printed: ``pytest -s`` shows them.
+A value accepted whose targets all stay byte for byte the same is counted apart (stripped
+blanks, or an attribute read and not used). The counts are printed: ``pytest -s`` shows them.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -49,27 +56,30 @@ from virtfw.rules.nft.network import NftablesBackend
 from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 from virtfw.rules.xtables.network import IptablesBackend
 
-#: Appended to a field's good value, as written in the XML document (entities and all).
+#: (character, filler): after a good value the character comes first, before it the filler
+#: does ("x" + "\t" + value): the filler never merges with the value into another good one.
+#: As written in the XML document, entities and all.
 PAYLOADS = {
-    "newline": "&#10;dhcp-script=/tmp/x.sh",
-    "trailing newline": "&#10;",
-    "carriage return": "&#13;flush ruleset",
-    "tab": "&#9;x",
-    "space": " x",
-    "hash": "#x",
-    "comma": ",x",
-    "semicolon": ";x",
-    "quote": "&quot;x",
-    "apostrophe": "&apos;x",
-    "percent": "%x",
-    "NUL": "&#0;",  # not XML: lxml refuses it, so refused either way
-    "backslash": "\\x",
-    "braces": "{x}",
-    "angle and ampersand": "&lt;x&amp;&gt;",
-    "unicode line separator": "&#8232;x",
+    "newline": ("&#10;", "dhcp-script=/tmp/x.sh"),
+    "trailing newline": ("&#10;", ""),
+    "carriage return": ("&#13;", "flush ruleset"),
+    "tab": ("&#9;", "x"),
+    "space": (" ", "x"),
+    "hash": ("#", "x"),
+    "comma": (",", "x"),
+    "semicolon": (";", "x"),
+    "quote": ("&quot;", "x"),
+    "apostrophe": ("&apos;", "x"),
+    "percent": ("%", "x"),
+    "NUL": ("&#0;", ""),  # not XML: lxml refuses it, so refused either way
+    "backslash": ("\\", "x"),
+    "braces": ("{x}", ""),
+    "angle and ampersand": ("&lt;x&amp;&gt;", ""),
+    "unicode line separator": ("&#8232;", "x"),
 }
 
-MARK = "INJECTIONPOINT"  # where the payload goes, in a field's good value
+BEFORE, AFTER = "INJECTIONBEFORE", "INJECTIONAFTER"  # where a payload goes around a good value
+PLACES = {"after": AFTER, "before": BEFORE}  # a pattern anchored at one end only lets one through
 
 
 # ---- what the targets' readers see ------------------------------------------------------
@@ -280,7 +290,7 @@ FILTERBINDING = Reading(lambda text: parse_binding(text, "inj.xml"), binding_tar
 
 @dataclass(frozen=True)
 class Field:
-    """One attribute or text node of one sample document; TEMPLATE has MARK after its value."""
+    """One attribute or text node of one sample document; TEMPLATE has BEFORE and AFTER around its value."""
 
     name: str  # e.g. "network/ip[1]/dhcp/host@mac"
     template: str
@@ -303,15 +313,15 @@ def _path(node: etree._Element) -> str:
 
 
 def _template(document: str, node_path: tuple[int, ...], attribute: str | None) -> str:
-    """DOCUMENT with MARK appended to one attribute's value (or the element's text)."""
+    """DOCUMENT with the marks around one attribute's value (or the element's text)."""
     root = etree.fromstring(document.encode())
     node = root
     for index in node_path:
         node = node[index]
     if attribute is None:
-        node.text = (node.text or "") + MARK
+        node.text = BEFORE + (node.text or "") + AFTER
     else:
-        node.set(attribute, node.get(attribute) + MARK)
+        node.set(attribute, BEFORE + node.get(attribute) + AFTER)
     return etree.tostring(root, encoding="unicode")
 
 
@@ -576,6 +586,11 @@ def _first_difference(good: str, bad: str) -> str:
     return f"{len(bad_lines)} lines, was {len(good_lines)}"
 
 
+def _placed(template: str, mark: str, payload: str) -> str:
+    """The document with PAYLOAD at MARK and nothing at the other mark."""
+    return template.replace(mark, payload).replace(BEFORE, "").replace(AFTER, "")
+
+
 def _render(item: Field, document: str) -> Targets:
     """What an accepted document reaches; any error here is the walk's failure, not a refusal."""
     return item.reading.targets(item.reading.parse(document))
@@ -584,14 +599,14 @@ def _render(item: Field, document: str) -> Targets:
 def walk(fields: list[Field]) -> Walk:
     result = Walk()
     for item in fields:
-        baseline = _render(item, item.template.replace(MARK, ""))
+        baseline = _render(item, _placed(item.template, "", ""))
         if not any(kind in ("nft", "restore") for kind, _ in baseline.values()):
             result.unreached.append(item.name)
         good = {name: shape(kind, text) for name, (kind, text) in baseline.items() if kind != "refused"}
-        for label, payload in PAYLOADS.items():
+        for (label, (char, filler)), (place, mark) in itertools.product(PAYLOADS.items(), PLACES.items()):
             result.pairs += 1
-            pair = f"{item.name} + {label}"
-            document = item.template.replace(MARK, payload)
+            pair = f"{item.name} + {label} ({place})"
+            document = _placed(item.template, mark, char + filler if mark == AFTER else filler + char)
             try:
                 model = item.reading.parse(document)
             except VirtfwError as exc:
@@ -652,13 +667,13 @@ def walks() -> dict[str, Walk]:
 
 def test_network_walk(walks: dict[str, Walk]) -> None:
     _check("network", walks["network"])
-    assert walks["network"].pairs >= 100 * len(PAYLOADS)
+    assert walks["network"].pairs >= 100 * len(PAYLOADS) * len(PLACES)
 
 
 def test_filter_walk(walks: dict[str, Walk]) -> None:
     _check("filter", walks["filter"])
     assert not walks["filter"].unreached, f"fields whose good value reaches no batch: {walks['filter'].unreached}"
-    assert walks["filter"].pairs >= 400 * len(PAYLOADS)
+    assert walks["filter"].pairs >= 400 * len(PAYLOADS) * len(PLACES)
 
 
 def test_the_walk_counts_its_pairs(walks: dict[str, Walk]) -> None:
