@@ -106,7 +106,7 @@ def _apply_nft(state: NftState, text: str) -> list[dict]:
     echo: list[dict] = []
     block_table: tuple[str, str] | None = None
     block_chain: str | None = None
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # as nft reads: lines end at '\n' only
         line = raw.strip()
         if not line:
             continue
@@ -208,7 +208,7 @@ def _apply_restore(tool: str, tables: Tables, text: str) -> None:
     """Apply a ``*-restore --noflush`` batch to TABLES (changed in place)."""
     current: dict[str, list[str]] | None = None
     builtins: tuple[str, ...] = ()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):  # '\n' only, as the tools read
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -70,13 +70,22 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
         reader = Reader(origin, domain)
         reader.check_known(("name", "localOnly", "register"))
         net.domain = check_hostname(reader.require("name"), "<domain name>")
-        net.domain_local_only = reader.get("localOnly")
+        net.domain_local_only = _yes_no_word(reader, "localOnly")
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
     net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
     net.dns = _dns(origin, root.findall("dns"))
     net.dnsmasq_options = _dnsmasq_options(origin, root.findall(DNSMASQ_OPTIONS))
     _check_consistency(origin, net)
     return net
+
+
+def _yes_no_word(reader: Reader, attr: str) -> str | None:
+    """A yes/no attribute kept as written: it is formatted back and decides a dnsmasq
+    line, so any other word (a typo, a newline) is refused rather than read as 'no'."""
+    value = reader.get(attr)
+    if value is not None:
+        reader.yes_no(attr, False)
+    return value
 
 
 def _hostname(name: str | None, what: str) -> str | None:
@@ -90,7 +99,7 @@ def _dns(origin: str, elements: list[etree._Element]) -> Dns | None:
         return None
     dns = Dns()
     for element in elements:
-        dns.enabled = element.get("enable", "yes") != "no"
+        dns.enabled = Reader(origin, element).yes_no("enable", True)  # not any word but 'no'
         for host in element.findall("host"):
             address = _address(Reader(origin, host), "ip")
             names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]

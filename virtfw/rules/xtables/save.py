@@ -40,7 +40,7 @@ def parse_save(text: str, table: str) -> Table | None:
     """TABLE from ``iptables-save``/``ebtables-save`` output; None when it is not there."""
     found: Table | None = None
     current: Table | None = None
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # the tools end lines at '\n' only; a comment may hold U+2028
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
