@@ -92,7 +92,10 @@ def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = Tr
     """Readers see the old file or the new one, never a torn one; with ``durable``, even
     across a power loss."""
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise VirtfwError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -103,9 +106,11 @@ def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = Tr
         os.replace(tmp, path)
         if durable:
             _sync_folder(path.parent)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise VirtfwError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -126,15 +131,13 @@ def write_json(path: Path, data: dict, *, durable: bool = True) -> None:
 
 
 def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: bool = True) -> None:
-    """Many files at once: each still atomic, but (``durable``) one sync for all of them.
+    """Many files at once, all or none: every file is written to its temp name first, and
+    only once all are written (a full disk stops it there, changing no file) is each renamed.
 
-    A thousand bindings saved one fsync at a time cost seconds; here every file is
-    written to its temp name, one ``sync`` makes them durable, then each is renamed.
+    With ``durable``, many files share one ``sync`` (a thousand bindings saved one fsync at
+    a time cost seconds); a few are synced one by one.
     """
-    if len(items) < 8 or not durable:
-        for path, text in items:
-            write_atomic(path, text, mode, durable=durable)
-        return
+    many = len(items) >= 8
     staged: list[tuple[str, Path]] = []
     try:
         for path, text in items:
@@ -143,17 +146,25 @@ def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: boo
             staged.append((tmp, path))
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
+                if durable and not many:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.chmod(tmp, mode)
-        os.sync()
+        if durable and many:
+            os.sync()
         for tmp, path in staged:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         for tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if isinstance(exc, OSError):
+            where = staged[-1][1] if staged else items[0][0]
+            raise VirtfwError(f"cannot write {where}: {exc.strerror or exc}") from None
         raise
-    for folder in {path.parent for path, _ in items}:
-        _sync_folder(folder)
+    if durable:
+        for folder in {path.parent for path, _ in items}:
+            _sync_folder(folder)
 
 
 def read_json(path: Path) -> dict | None:
@@ -170,6 +181,8 @@ def remove_file(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise VirtfwError(f"cannot remove {path}: {exc.strerror}") from None
 
 
 @dataclass

@@ -78,6 +78,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(1)
+    except OSError as exc:  # a file or device the system refused (full disk, read-only): not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or one_line(exc)}", err=True)
+        sys.exit(1)
     except Exception as exc:
         if os.environ.get("VIRTFW_DEBUG"):
             raise

@@ -338,16 +338,28 @@ class BindingManager:
                 raise VirtfwError(f"port {portdev} has no filter binding")
             backend = load_filter_backend(active.status.backend, self.config.state_dir)
             record = active.record(backend)
+            # The status file goes last: it is what says the binding exists. Until it goes,
+            # a failure puts back what went (boot record, rules) and a kill leaves a binding
+            # that reload restores or nwfilter-binding-delete finishes.
             with Transaction() as tx:
+                self._forget_boot_record(tx, portdev)
                 rebuild = record is not None and not backend.remove(self.runner, record)
                 if record is not None and active.status.state == ACTIVE:
                     # a later step failing puts the binding's rules back as they were
                     tx.on_rollback(f"rules of {portdev}", lambda: self._reinstall(backend, active))
                 self._after_removal(backend, rebuild, leaving=portdev)
+                self._drop(portdev)
             if not self.runner.dry_run:
-                remove_file(self.records_dir / f"{portdev}.xml")
                 self._drop_leftovers([portdev])
-            self._drop(portdev)
+
+    def _forget_boot_record(self, tx: Transaction, portdev: str) -> None:
+        """Remove the binding's record for boot; put back if the deletion fails later."""
+        path = self.records_dir / f"{portdev}.xml"
+        if self.runner.dry_run or not path.exists():
+            return
+        text = path.read_text()
+        remove_file(path)
+        tx.on_rollback(f"boot record of {portdev}", lambda: write_many([(path, text)], 0o644))
 
     def _delete_unreadable(self, portdev: str) -> None:
         """nwfilter-binding-delete of a binding whose status file cannot be read: nothing in it
@@ -640,10 +652,19 @@ class BindingManager:
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:
-    """Try a new definition on every binding that uses it, then save it: all or nothing."""
-    with locked(manager.config.state_dir):
+    """Save a new definition and re-instantiate every binding that uses it: all or nothing.
+
+    The file is written first (a read-only or full config dir refuses it before any rule
+    changes) and put back as it was when the rules cannot follow. A kill between the two
+    leaves the new definition with the bindings' rules of either; the next ``reload``
+    instantiates them from the file, which is the new state.
+    """
+    with locked(manager.config.state_dir, dry_run=manager.runner.dry_run):
         manager.store.overrides[filt.name] = filt
         users = manager.users_of(filt.name)
-        count = manager.reinstantiate(filt.name, users)
-        save()
+        with Transaction() as tx:
+            previous = manager.store.own_text(filt.name)
+            save()
+            tx.on_rollback(f"definition of {filt.name}", lambda: manager.store.put_back(filt.name, previous))
+            count = manager.reinstantiate(filt.name, users)
     return count

@@ -8,7 +8,7 @@ from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import Filter
 from virtfw.names import check_object_name
-from virtfw.statefiles import ensure_dir, write_atomic
+from virtfw.statefiles import ensure_dir, remove_file, write_atomic
 
 
 class FilterStore:
@@ -80,6 +80,25 @@ class FilterStore:
         write_atomic(path, format_filter(filt), mode=0o644)
         self._cache[filt.name] = filt
         return path
+
+    def own_text(self, name: str) -> str | None:
+        """The config dir's file of ``name`` as it is (None: there is none)."""
+        path = self.own_dir / f"{name}.xml"
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+
+    def put_back(self, name: str, text: str | None) -> None:
+        """Undo a ``define``: the file as ``own_text`` found it."""
+        path = self.own_dir / f"{name}.xml"
+        if text is None:
+            remove_file(path)
+        else:
+            write_atomic(path, text, mode=0o644)
+        self._cache.pop(name, None)
 
     def undefine(self, name: str) -> None:
         own = self.own_dir / f"{name}.xml"

@@ -418,13 +418,27 @@ class NetworkManager:
         return failures
 
     def _install_rebuilt(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork], rebuild: bool) -> None:
+        """Install ``actives``' rules (``rebuild``: our chains anew, holding only theirs).
+
+        A rebuild re-creates tables, whose handles the records hold: the records the backend
+        knows before it applies (an nft intent without handles, or the exact -D lines) are
+        saved first, so a write that fails (a full state dir) stops the rebuild before the
+        kernel changes, and a record never names handles that are gone.
+        """
         rulesets = [network_rules(a.network) for a in actives]
-        installed = backend.install(self.runner, rulesets, rebuild=rebuild)
-        self._merge_base(backend, self._base(backend), installed.base)
-        for active in actives:
-            record = installed.removals[active.name].to_json()
-            if (active.status.firewall, active.status.state) == (record, ACTIVE):
-                continue  # a rebuild that changes no record writes no file
-            active.status.firewall = record
-            active.status.state = ACTIVE
-            self._save(active.status)
+        old_base = self._base(backend)
+
+        def record(installed: Installed) -> None:
+            self._merge_base(backend, old_base, installed.base)
+            changed = []
+            for active in actives:
+                removal = installed.removals[active.name].to_json()
+                if (active.status.firewall, active.status.state) == (removal, ACTIVE):
+                    continue  # a rebuild that changes no record writes no file
+                active.status.firewall = removal
+                active.status.state = ACTIVE
+                changed.append((active.name, active.status.to_json()))
+            self.statuses.save_many(changed)  # all or none of them
+
+        before = backend.install(self.runner, rulesets, rebuild=rebuild, before_apply=record)
+        record(before)
