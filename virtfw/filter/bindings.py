@@ -572,12 +572,26 @@ class BindingManager:
         old_base = self._load_base(backend)
         previous = {owner: dataclasses.replace(status) for owner, status in statuses.items()}
 
+        written: dict[str, object] = {}  # what the last call wrote, by file: the same is not written again
+
         def record(installed: Installed[Any, Any]) -> None:
-            self._save_base(backend, merged_base(old_base, installed.base))
+            # Called before the batch applies (the records are known then) and after; what
+            # changes after is only the state of new bindings, so a write failing there
+            # (a full disk) never leaves files that say other than the kernel does.
+            base = merged_base(old_base, installed.base)
+            base_json = None if base is None else base.to_json()
+            if "" not in written or written[""] != base_json:
+                self._save_base(backend, base)
+                written[""] = base_json
+            changed = []
             for owner, removal in installed.removals.items():
                 statuses[owner].firewall = removal.to_json()
                 statuses[owner].digest = digests.get(owner)
-            self._save_many([statuses[owner] for owner in installed.removals])
+                data = statuses[owner].to_json()
+                if written.get(owner) != data:
+                    changed.append(statuses[owner])
+                    written[owner] = data
+            self._save_many(changed)
 
         def restore_statuses() -> None:
             for owner, status in previous.items():

@@ -165,7 +165,6 @@ class Links:
                 print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
             print(f"+ ip link set {name} up")
             return
-        _, NetlinkError = _pyroute2()
         index = self.index(name)
         if index is None:
             attrs: dict[str, int | str] = {
@@ -174,15 +173,13 @@ class Links:
             }
             if net.mac:
                 attrs["address"] = net.mac
-            try:
-                self.ipr.link("add", ifname=name, kind="bridge", **attrs)
-            except NetlinkError as exc:
-                raise VirtfwError(f"cannot create bridge {name}: {exc.args[-1]}") from None
+            self._netlink(f"create bridge {name}", self.ipr.link, "add", ifname=name, kind="bridge", **attrs)
             record.created = True
             index = self.index(name)
             if index is None:
                 raise VirtfwError(f"bridge {name} vanished as it was created")
-            self.ipr.link("set", index=index, ifalias=bridge_alias(net.name))  # the kernel takes no alias at add
+            # the kernel takes no alias at add
+            self._netlink(f"mark bridge {name}", self.ipr.link, "set", index=index, ifalias=bridge_alias(net.name))
         elif self.kind(index) != "bridge":
             raise VirtfwError(f"interface {name} exists and is not a bridge")
         record.ifindex = index
@@ -190,12 +187,19 @@ class Links:
         for ip in net.ips:
             if (str(ip.address), ip.prefix) in existing:
                 continue
-            try:
-                self.ipr.addr("add", index=index, address=str(ip.address), prefixlen=ip.prefix)
-            except NetlinkError as exc:
-                raise VirtfwError(f"cannot add {ip.address}/{ip.prefix} to {name}: {exc.args[-1]}") from None
+            where = f"add {ip.address}/{ip.prefix} to {name}"
+            self._netlink(where, self.ipr.addr, "add", index=index, address=str(ip.address), prefixlen=ip.prefix)
             record.addresses.append(f"{ip.address}/{ip.prefix}")
-        self.ipr.link("set", index=index, state="up")
+        self._netlink(f"set {name} up", self.ipr.link, "set", index=index, state="up")
+
+    @staticmethod
+    def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        """One change through netlink; the kernel's refusal as one line naming what was tried."""
+        _, NetlinkError = _pyroute2()
+        try:
+            call(*args, **kwargs)
+        except NetlinkError as exc:
+            raise VirtfwError(f"cannot {what}: {exc.args[-1]}") from None
 
     def tear_down(self, record: BridgeRecord, network: str) -> None:
         """Delete the bridge if virtfw created it for ``network``, else take back the addresses
@@ -231,7 +235,7 @@ class Links:
         """Delete the bridges marked as created for ``network``; their names."""
         removed = []
         for name, index in self.aliased(network):
-            self.ipr.link("del", index=index)
+            self._netlink(f"delete bridge {name}", self.ipr.link, "del", index=index)
             removed.append(name)
         return removed
 

@@ -7,6 +7,7 @@ any instant leaves enough behind for the next net-destroy to remove everything.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -235,12 +236,24 @@ class NetworkManager:
             # Records are read (and checked) before anything changes: a refused one stops nothing.
             backend = load_backend(status.backend) if status.backend else None
             record = self._record(backend, active) if backend else None
-            self._stop_dnsmasq(status)
-            if backend:
-                rebuild = record is not None and not backend.remove(self.runner, record)
-                self._after_removal(backend, rebuild, leaving=name)
-            self.links.tear_down(status.bridge, name)
-            self._drop_status(name)
+            removed = False
+
+            def put_back() -> None:
+                """A later step failed: the network as it was (bridge, its rules, dnsmasq)."""
+                self._restore_bridge(active)
+                if backend and removed:
+                    self._install_rebuilt(backend, [active], rebuild=False)
+                self._revive_dnsmasq(active)
+
+            with Transaction() as tx:
+                tx.on_rollback(f"network {name}", put_back)
+                if backend:
+                    rebuild = record is not None and not backend.remove(self.runner, record)
+                    removed = record is not None
+                    self._after_removal(backend, rebuild, leaving=name)
+                self.links.tear_down(status.bridge, name)
+                self._stop_dnsmasq(status)
+                self._drop_status(name)  # last: until it goes, the network is there to destroy again
             self.statuses.drop_leftovers([name])
         self.links.close()
 
@@ -370,21 +383,23 @@ class NetworkManager:
         re-created under the name (its addresses added, it is not deleted at destroy)."""
         status = active.status
         state = self.links.state(status.bridge)
-        if state == "present":
-            return
         if state == "missing" and not status.bridge.created:
             raise VirtfwError(
                 f"bridge {status.bridge.name} is gone and virtfw did not create it: "
                 f"create it again, or net-destroy {active.name}"
             )
-        record = BridgeRecord(status.bridge.name, created=False)
-        status.bridge = BridgeRecord(status.bridge.name, created=state == "missing")  # a kill leaves it findable
-        self._save(status)
+        if state == "present":  # its addresses, should one have gone
+            record = dataclasses.replace(status.bridge, addresses=list(status.bridge.addresses))
+        else:
+            record = BridgeRecord(status.bridge.name, created=False)
+            status.bridge = BridgeRecord(status.bridge.name, created=state == "missing")  # a kill leaves it findable
+            self._save(status)
         try:
             self.links.bring_up(active.network, record)
         finally:
-            status.bridge = record
-            self._save(status)
+            if record != status.bridge:
+                status.bridge = record
+                self._save(status)
 
     def _revive_dnsmasq(self, active: ActiveNetwork) -> None:
         """reload also restarts a network's dnsmasq that died (verify reports it)."""

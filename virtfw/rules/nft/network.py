@@ -57,6 +57,21 @@ def base_commands(fam: str) -> list[str]:
     return lines
 
 
+def rule_digest(expr: list) -> str:
+    """A rule's statements as nft lists them, counters' figures left out: equal for the rule
+    installed and for the same rule later, different once someone replaced it."""
+    import hashlib
+
+    def scrub(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: (None if k == "counter" else scrub(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    return hashlib.sha256(json.dumps(scrub(expr), sort_keys=True).encode()).hexdigest()[:16]
+
+
 class NftablesBackend:
     name = "nftables"
 
@@ -109,8 +124,9 @@ class NftablesBackend:
         handles, tables = self._echoed(result.stdout, len(owners))
         tables = {**present, **tables}
         rules: dict[str, list[NftRule]] = {ruleset.owner: [] for ruleset in rulesets}
+        listed = self._listed(runner, {fam for _, fam, _, _ in owners}) if owners and not runner.dry_run else {}
         for (owner, fam, chain, text), handle in zip(owners, handles):
-            rules[owner].append(NftRule(fam, chain, handle, text))
+            rules[owner].append(NftRule(fam, chain, handle, text, listed.get((fam, chain, handle))))
         installed: NetworkInstalled = Installed()
         if created:
             installed.base = NftNetworkBase(tuple((fam, tables.get(fam)) for fam in created))
@@ -174,6 +190,20 @@ class NftablesBackend:
         return True
 
     @staticmethod
+    def _listed(runner: Runner, families: set[str]) -> dict[tuple[str, str, int], str]:
+        """(family, chain, handle) -> ``rule_digest`` of each rule in our tables, as listed now."""
+        found = {}
+        for fam in families:
+            result = runner.run(["nft", "-j", "list", "table", fam, TABLE], change=False, check=False)
+            if result.returncode != 0:
+                continue
+            for item in json.loads(result.stdout or "{}").get("nftables", []):
+                rule = item.get("rule")
+                if rule:
+                    found[(fam, rule["chain"], rule["handle"])] = rule_digest(rule.get("expr", []))
+        return found
+
+    @staticmethod
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
         found = set()
         for fam in families:
@@ -203,12 +233,17 @@ class NftablesBackend:
         if problems:
             return problems
         families = [fam for fam, _ in removal.tables]
-        if isinstance(removal, NftNetworkBase):  # the base: its hook jumps
+        if isinstance(removal, NftNetworkBase):  # the base: its hook jumps and chain policies
             return self._verify_jumps(runner, families)
-        existing = self._rule_handles(runner, set(families))
+        listed = self._listed(runner, set(families))
         for rule in removal.rules:
-            if (rule.family, rule.chain, rule.handle) not in existing:
+            key = (rule.family, rule.chain, rule.handle)
+            if key not in listed:
                 problems.append(f"rule missing from {rule.family} {TABLE} {rule.chain}: {rule.text}")
+            elif rule.digest is not None and listed[key] != rule.digest:
+                problems.append(
+                    f"rule changed in {rule.family} {TABLE} {rule.chain} (handle {rule.handle}): {rule.text}"
+                )
         return problems
 
     @staticmethod
@@ -220,6 +255,11 @@ class NftablesBackend:
             for chain in ("guest_cross", "guest_input", "guest_output"):
                 if f'"target": "{chain}"' not in text:
                     problems.append(f"{fam} {TABLE} forward no longer jumps to {chain}")
+            listed = runner.run(["nft", "-j", "list", "chains", fam], change=False, check=False)
+            for item in json.loads(listed.stdout or "{}").get("nftables", []) if listed.returncode == 0 else []:
+                chain = item.get("chain")
+                if chain and chain.get("table") == TABLE and chain.get("policy", "accept") != "accept":
+                    problems.append(f"{fam} {TABLE} {chain['name']} has policy {chain['policy']}, not accept")
         return problems
 
     def foreign_drops(self, runner: Runner, bridges: list[str]) -> list[str]:

@@ -57,6 +57,7 @@ class NftRule:
     chain: str
     handle: int
     text: str  # as rendered, for verify's messages
+    digest: str | None = None  # of the rule as the kernel listed it after the install (``rule_digest``)
 
     @property
     def delete(self) -> str:
@@ -74,19 +75,25 @@ class NftNetworkRecord:
         data: dict = {"backend": BACKEND, "tables": dict(self.tables), "batch": [rule.delete for rule in self.rules]}
         if self.rules:
             data["rules"] = {str(rule.handle): rule.text for rule in self.rules}
+            digests = {str(rule.handle): rule.digest for rule in self.rules if rule.digest}
+            if digests:
+                data["digests"] = digests
         return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> NftNetworkRecord:
-        fields = records.obj(data, where, {"backend", "tables", "batch", "rules"})
+        fields = records.obj(data, where, {"backend", "tables", "batch", "rules", "digests"})
         texts = records.mapping(fields.get("rules", {}), f"{where}.rules", records.text)
+        digests = records.mapping(fields.get("digests", {}), f"{where}.digests", records.text)
         rules = []
         for index, line in enumerate(records.texts(fields.get("batch", []), f"{where}.batch")):
             match = _DELETE_RULE.fullmatch(line)
             if match is None:
                 raise records.fail(f"{where}.batch[{index}]", "not a deletion of a rule in virtfw's table")
             family, chain, handle = match.groups()
-            rules.append(NftRule(family, chain, int(handle), texts.get(handle, f"handle {handle}")))
+            rules.append(
+                NftRule(family, chain, int(handle), texts.get(handle, f"handle {handle}"), digests.get(handle))
+            )
         return cls(_handles(fields.get("tables", {}), f"{where}.tables", missing_ok=True), tuple(rules))
 
 
