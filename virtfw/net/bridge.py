@@ -190,7 +190,8 @@ class Links:
             where = f"add {ip.address}/{ip.prefix} to {name}"
             self._netlink(where, self.ipr.addr, "add", index=index, address=str(ip.address), prefixlen=ip.prefix)
             record.addresses.append(f"{ip.address}/{ip.prefix}")
-        self._netlink(f"set {name} up", self.ipr.link, "set", index=index, state="up")
+        if not self.ipr.get_links(index)[0]["flags"] & 1:  # IFF_UP: a reload of an intact bridge changes nothing
+            self._netlink(f"set {name} up", self.ipr.link, "set", index=index, state="up")
 
     @staticmethod
     def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> None:

@@ -352,11 +352,13 @@ class NetworkManager:
             failures = [f"network {name}: {error}" for name, error in self.unreadable.items()]
             restorable = []
             for active in actives:
+                present = self.links.state(active.status.bridge) == "present"
                 try:
                     self._restore_bridge(active)
                 except VirtfwError as exc:
                     failures.append(f"network {active.name}: {exc}")
-                    continue
+                    if not present:  # rules for a bridge that is not there cannot load (nft) or serve
+                        continue
                 restorable.append(active)
             firewalled = [a for a in restorable if a.status.firewall]
             for active in firewalled:
