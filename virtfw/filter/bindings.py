@@ -462,7 +462,8 @@ class BindingManager:
             broken = self._uninstantiable(actives)
             failures += [f"binding {a.portdev}: not restored, its rules are left as they were: {e}" for a, e in broken]
             if not broken:
-                self._rebuild(actives)
+                if not self._intact(actives):
+                    self._rebuild(actives)
                 return len(actives), failures
             left_out = {a.portdev for a, _ in broken}
             good = [a for a in actives if a.portdev not in left_out]
@@ -478,6 +479,28 @@ class BindingManager:
     def _reinstallable(self, backend_name: str) -> bool:
         """Whether the backend's records can be installed again as they are (nftables)."""
         return load_filter_backend(backend_name, self.config.state_dir).render_digest() is not None
+
+    def _intact(self, actives: list[ActiveBinding]) -> bool:
+        """Whether every binding's rules are in place exactly as its record says, rendered from
+        its inputs as they are now (digest), and nothing else is in our tables: then reload
+        leaves the ruleset as it is, counters and all."""
+        names = {a.status.backend for a in actives}
+        if len(names) != 1 or (self._backend_name and names != {self._backend_name}):
+            return False
+        backend = load_filter_backend(names.pop(), self.config.state_dir)
+        records = []
+        for active in actives:
+            digest = self._digest(backend, active.binding)
+            if digest is None or active.status.digest != digest or active.status.state != ACTIVE:
+                return False
+            record = active.record(backend)
+            if record is None or backend.verify(self.runner, record):
+                return False
+            records.append(record)
+        base = self._load_base(backend)
+        if base is not None and backend.verify(self.runner, base):  # none: no binding needed shared chains
+            return False
+        return not backend.unexpected(self.runner, records)
 
     def _uninstantiable(self, actives: list[ActiveBinding]) -> list[tuple[ActiveBinding, str]]:
         """The bindings whose filter tree cannot be instantiated now, with why."""
@@ -524,6 +547,8 @@ class BindingManager:
             base = self._load_base(backend)
             if base:
                 problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
+            records = [r for a in actives if a.status.backend == name and (r := a.record(backend)) is not None]
+            problems += [f"filter base ({name}): {p}" for p in backend.unexpected(self.runner, records)]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
@@ -542,11 +567,14 @@ class BindingManager:
 
     def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str | None:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
-        definitions and the code that instantiates and renders them. None when the
-        backend cannot install a record again (its ``render_digest`` is None)."""
+        definitions and the code that instantiates and renders them. A record is installed
+        again from its digest only where the backend can (its ``render_digest``); any
+        backend's digest tells reload whether the rules in place are still what they would be."""
         if backend.name not in self._code_digests:
-            rendering = backend.render_digest()
-            self._code_digests[backend.name] = rendering and f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
+            # A backend whose records cannot be installed again still has rendering code:
+            # its digest tells reload whether the rules in place are what the code makes now.
+            rendering = backend.render_digest() or module_digest(type(backend).__module__)
+            self._code_digests[backend.name] = f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
         code = self._code_digests[backend.name]
         if code is None:
             return None
@@ -643,9 +671,10 @@ class BindingManager:
         digests = {a.owner: self._digest(backend, a.binding) for a in actives}
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.
+        reusable = backend.render_digest() is not None
         reuse = {
             a.owner: a.record(backend) for a in actives
-            if digests[a.owner] and a.status.digest == digests[a.owner]
+            if reusable and digests[a.owner] and a.status.digest == digests[a.owner]
             and a.status.firewall and a.status.state == ACTIVE
         }  # fmt: skip
         todo = [a for a in actives if a.owner not in reuse]

@@ -332,6 +332,10 @@ class NetworkManager:
             base = self._base(backend)
             if base:
                 problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
+            records = [self._record(backend, a) for a in actives if a.status.backend == name and a.status.firewall]
+            problems += [
+                f"base chains ({name}): {p}" for p in backend.unexpected(self.runner, [r for r in records if r])
+            ]
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
@@ -370,7 +374,8 @@ class NetworkManager:
                     active.status.backend = self.backend.name
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
-            failed = self._rebuild(self.backend, firewalled) if firewalled else []
+            intact = firewalled and self._intact(self.backend, firewalled)
+            failed = self._rebuild(self.backend, firewalled) if firewalled and not intact else []
             failures += failed
             for active in restorable:
                 try:
@@ -379,6 +384,25 @@ class NetworkManager:
                     failures.append(f"network {active.name}: {exc}")
         self.links.close()
         return len(restorable) - len(failed), failures
+
+    def _intact(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> bool:
+        """Whether the kernel holds exactly what the networks' rules are now, and nothing
+        else in our chains: then reload leaves the ruleset as it is, counters and all."""
+        records = []
+        for active in actives:
+            try:
+                record = self._record(backend, active)
+            except VirtfwError:
+                return False  # a record refused: the rebuild replaces it
+            if record is None or not active.complete or not backend.matches(network_rules(active.network), record):
+                return False
+            records.append(record)
+        base = self._base(backend)
+        if base is None or backend.verify(self.runner, base):
+            return False
+        if any(backend.verify(self.runner, record) for record in records):
+            return False
+        return not backend.unexpected(self.runner, records)
 
     def _restore_bridge(self, active: ActiveNetwork) -> None:
         """Bring the network's bridge back: re-create one virtfw made, take over one an admin

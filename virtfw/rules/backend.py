@@ -119,6 +119,15 @@ class NetworkBackend(Protocol[NR, NB]):
         """A network's record from its JSON; RecordError (naming ``where``) if it is not one."""
         ...
 
+    def matches(self, ruleset: RuleSet, removal: NR) -> bool:
+        """Whether installing ``ruleset`` now would add exactly the rules ``removal`` holds
+        (definition and code unchanged since): ``reload`` then leaves an intact ruleset be."""
+        ...
+
+    def unexpected(self, runner: Runner, removals: list[NR]) -> list[str]:
+        """Rules in virtfw's own chains that none of ``removals`` holds, one line per chain."""
+        ...
+
     def load_base(self, data: object, where: str) -> NB:
         """The base record from its JSON (its ``merged`` combines two installs' bases)."""
         ...
@@ -219,6 +228,10 @@ class FilterBackend(Protocol[FR, FB]):
 
     def load_base(self, data: object, where: str) -> FB:
         """The base record from its JSON; RecordError (naming ``where``) if it is not one."""
+        ...
+
+    def unexpected(self, runner: Runner, records: list[FR]) -> list[str]:
+        """What is in virtfw's own tables or chains that none of ``records`` holds."""
         ...
 
     def render_digest(self) -> str | None:

@@ -47,6 +47,8 @@ from virtfw.rules.nft.syntax import (
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
 
+BASE_CHAINS = ("prerouting", "postrouting")  # each holds its one dispatching rule
+
 
 class NftFilterBackend:
     name = "nftables"
@@ -330,6 +332,28 @@ class NftFilterBackend:
                     f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
                 )
         return list(dict.fromkeys(problems))
+
+    def unexpected(self, runner: Runner, records: list[NftPortRecord]) -> list[str]:
+        """Chains, map entries and hook rules in our tables that no record holds (someone
+        added them): what ``verify`` cannot see port by port."""
+        if not hasattr(self, "_listed"):
+            self._listed = {table: self._list(runner, table) for table in TABLES}
+        problems = []
+        for table, items in self._listed.items():
+            if items is None:
+                continue
+            chains = {c.name for r in records for c in r.chains if c.table == table} | set(BASE_CHAINS)
+            problems += [
+                f"chain bridge {table} {name} that virtfw did not add" for name in sorted(items["chains"] - chains)
+            ]
+            entries = {(e.vmap, e.port) for r in records for e in r.elements if e.table == table}
+            for vmap, found in items["maps"].items():
+                problems += [f"bridge {table} {vmap} entry {port} that virtfw did not add"
+                             for port in sorted(found) if (vmap, port) not in entries]  # fmt: skip
+            for chain in BASE_CHAINS:
+                if items["counts"].get(chain, 0) > 1:
+                    problems.append(f"bridge {table} {chain} holds rules that virtfw did not add")
+        return problems
 
     def _kernel_lacks(self, runner: Runner, record: NftPortRecord) -> list[str]:
         """What the port's recorded rules need that the running kernel does not have (a

@@ -72,6 +72,16 @@ def rule_digest(expr: list) -> str:
     return hashlib.sha256(json.dumps(scrub(expr), sort_keys=True).encode()).hexdigest()[:16]
 
 
+JUMPED = ("guest_cross", "guest_input", "guest_output")
+
+
+def _jump_target(expr: list) -> str | None:
+    for statement in expr:
+        if isinstance(statement, dict) and "jump" in statement:
+            return statement["jump"].get("target")
+    return None
+
+
 class NftablesBackend:
     name = "nftables"
 
@@ -245,6 +255,38 @@ class NftablesBackend:
                     f"rule changed in {rule.family} {TABLE} {rule.chain} (handle {rule.handle}): {rule.text}"
                 )
         return problems
+
+    def matches(self, ruleset: RuleSet, removal: NftRecord) -> bool:
+        """Whether installing ``ruleset`` now would add the very rules ``removal`` holds."""
+        if not isinstance(removal, NftNetworkRecord):
+            return False
+        wanted = sorted(
+            (FAMILIES[rule.family], CHAINS[rule.chain], render_rule(rule))
+            for rule in ruleset.rules
+            if rule.chain in CHAINS
+        )
+        return wanted == sorted((rule.family, rule.chain, rule.text) for rule in removal.rules)
+
+    def unexpected(self, runner: Runner, removals: list[NftRecord]) -> list[str]:
+        """Rules in our tables that no record holds (someone added them), one line per chain."""
+        recorded = {(r.family, r.chain, r.handle) for removal in removals if isinstance(removal, NftNetworkRecord)
+                    for r in removal.rules}  # fmt: skip
+        extra: dict[tuple[str, str], int] = {}
+        for fam in FAMILIES.values():
+            result = runner.run(["nft", "-j", "list", "table", fam, TABLE], change=False, check=False)
+            if result.returncode != 0:
+                continue
+            for item in json.loads(result.stdout or "{}").get("nftables", []):
+                rule = item.get("rule")
+                if not rule:
+                    continue
+                key = (fam, rule["chain"], rule["handle"])
+                jump = rule["chain"] == "forward" and _jump_target(rule.get("expr", [])) in JUMPED
+                if key not in recorded and not jump:
+                    extra[(fam, rule["chain"])] = extra.get((fam, rule["chain"]), 0) + 1
+        return [
+            f"{count} rule(s) in {fam} {TABLE} {chain} that virtfw did not add" for (fam, chain), count in extra.items()
+        ]
 
     @staticmethod
     def _verify_jumps(runner: Runner, families: list[str]) -> list[str]:

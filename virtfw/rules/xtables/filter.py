@@ -120,6 +120,12 @@ class EbiptablesFilterBackend:
         return XtablesFilterBaseRecord.from_json(data, where)
 
     @staticmethod
+    def unexpected(runner: Runner, records: list[XtablesPortRecord]) -> list[str]:
+        """Nothing beyond ``verify``, which counts each chain's rules; without a render
+        digest, ``reload`` never takes a ruleset of this backend for intact."""
+        return []
+
+    @staticmethod
     def render_digest() -> None:
         """None: a record holds the removal steps and rule counts, not the rules in a
         form that could be installed again, so callers never offer any for ``reuse``."""

@@ -34,6 +34,7 @@ from virtfw.rules.xtables.save import GONE
 from virtfw.rules.xtables.syntax import render_spec, restore_blocks
 
 IPTABLES_BY_FAMILY = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
+_OWN_CHAINS = {chain for _, chain in CHAINS.values()}
 
 NetworkInstalled = Installed[IptablesRecord, IptablesRecord]
 
@@ -186,6 +187,54 @@ class IptablesBackend:
                     result = runner.run(argv, check=False)
                     if result.returncode != 0 and not any(gone in result.stderr for gone in GONE):
                         raise ToolError(argv, result.returncode, result.stderr)
+
+    def matches(self, ruleset: RuleSet, removal: IptablesRecord) -> bool:
+        """Whether installing ``ruleset`` now would add the very rules ``removal`` holds."""
+        for family in IPTABLES_BY_FAMILY:
+            wanted = sorted(
+                (CHAINS[rule.chain][0], CHAINS[rule.chain][1], render_spec(rule))
+                for rule in ruleset.rules
+                if rule.family is family
+            )
+            lines = removal.family(family).lines()
+            if any(line.verb != "-D" for _, line in lines):
+                return False
+            if wanted != sorted((table, line.chain, line.spec) for table, line in lines):
+                return False
+        return True
+
+    def unexpected(self, runner: Runner, removals: list[IptablesRecord]) -> list[str]:
+        """Rules in our chains beyond those the records hold (someone added them), and hooks
+        into them found more than once, one line per chain."""
+        problems = []
+        for family, tool in IPTABLES_BY_FAMILY.items():
+            recorded: dict[tuple[str, str], int] = {}
+            for removal in removals:
+                for table, line in removal.family(family).lines():
+                    if line.verb == "-D" and line.chain in _OWN_CHAINS:
+                        recorded[(table, line.chain)] = recorded.get((table, line.chain), 0) + 1
+            found: dict[tuple[str, str], int] = {}
+            hooks: dict[tuple[str, str, str], int] = {}
+            table = ""
+            result = runner.query([f"{tool}-save"])
+            for text in result.stdout.splitlines() if result.returncode == 0 else []:
+                if text.startswith("*"):
+                    table = text[1:].strip()
+                elif text.startswith("-A "):
+                    words = text.split()
+                    if words[1] in _OWN_CHAINS:
+                        found[(table, words[1])] = found.get((table, words[1]), 0) + 1
+                    elif len(words) == 4 and words[2] == "-j" and words[3] in _OWN_CHAINS:
+                        hooks[(table, words[1], words[3])] = hooks.get((table, words[1], words[3]), 0) + 1
+            for key in sorted(found):
+                if found[key] > recorded.get(key, 0):
+                    problems.append(
+                        f"{found[key] - recorded.get(key, 0)} rule(s) in {tool} -t {key[0]} {key[1]} that virtfw did not add"
+                    )
+            problems += [
+                f"{tool} -t {t} {parent} jumps to {chain} {n} times" for (t, parent, chain), n in hooks.items() if n > 1
+            ]
+        return problems
 
     def verify(self, runner: Runner, removal: IptablesRecord) -> list[str]:
         """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""

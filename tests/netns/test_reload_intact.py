@@ -1,0 +1,104 @@
+"""``reload`` of an intact ruleset changes nothing: no table, chain or rule is re-created, so
+handles and counters stay as they were (nftables: ``nft -a list ruleset`` byte for byte;
+iptables: ``iptables-save -c`` with the counters a packet made). Anything out of place
+(a rule of ours deleted, a foreign rule added to our chain) still makes it rebuild."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers.nsutil import BACKENDS, Virtfw, add_port, netns
+
+pytestmark = pytest.mark.netns
+
+SECOND = """<network><name>second</name><forward mode='nat'/><bridge name='virbr7'/>
+<ip address='192.168.77.1' netmask='255.255.255.0'/></network>"""
+SEND = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('192.168.122.2', 68))"
+
+
+def live(vfw: Virtfw, backend: str) -> str:
+    """nft's listing with handles (iptables-nft and ebtables-nft are in it too), and the
+    counters of iptables-save, which legacy iptables keeps outside nft."""
+    text = vfw.ns.sh("nft", "-a", "list", "ruleset")
+    if backend == "iptables":
+        text += vfw.ns.sh("iptables-save", "-c") + vfw.ns.sh("ip6tables-save", "-c")
+    return text
+
+
+COUNTER = re.compile(r"packets (\d+) bytes (\d+)|\[(\d+):(\d+)\]")
+
+
+def without_dates(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+def assert_unchanged(before: str, after: str) -> None:
+    """The same objects (handles, rules, order), each counter where it was or above: the
+    namespace's own traffic (a router solicitation, say) may pass meanwhile, but nothing
+    was re-created, which would have set them back to zero."""
+    assert COUNTER.sub("C", after) == COUNTER.sub("C", before)
+    figures = [tuple(int(x) for x in m.groups() if x is not None) for m in COUNTER.finditer(before)]
+    later = [tuple(int(x) for x in m.groups() if x is not None) for m in COUNTER.finditer(after)]
+    assert all(b <= a for old, new in zip(figures, later) for b, a in zip(old, new)), "a counter went back"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reload_of_an_intact_ruleset_changes_nothing(tmp_path, backend) -> None:
+    with netns("vfwR") as ns:
+        vfw = Virtfw(ns, tmp_path, backend)
+        second = tmp_path / "second.xml"
+        second.write_text(SECOND)
+        vfw("net-define", str(second))
+        vfw("net-start", "default")
+        vfw("net-start", "second")
+        ns.sh("python3", "-c", SEND)
+        before = without_dates(live(vfw, backend))
+        if backend == "iptables":
+            assert "[1:29] -A VIRTFW_OUT -o virbr0 -p udp -m udp --dport 68 -j ACCEPT" in before, before
+        state = sorted(p.read_text() for p in (vfw.state_dir / "networks").iterdir())
+        vfw("reload")
+        assert_unchanged(before, without_dates(live(vfw, backend)))
+        assert sorted(p.read_text() for p in (vfw.state_dir / "networks").iterdir()) == state
+        # a foreign rule in our chain is not intact: the rebuild takes it away
+        if backend == "nftables":
+            ns.sh("nft", "add", "rule", "ip", "virtfw_network", "guest_output", "accept")
+        else:
+            ns.sh("iptables", "-w", "-A", "VIRTFW_FWO", "-j", "ACCEPT")
+        proc = vfw("verify", check=False)
+        assert proc.returncode == 3 and "that virtfw did not add" in proc.stdout, proc.stdout
+        vfw("reload")
+        vfw("verify")
+        assert without_dates(live(vfw, backend)) != before
+        vfw("net-destroy", "second")
+        vfw("net-destroy", "default")
+
+
+OWN = """<filter name='own' chain='root'>
+<rule action='drop' direction='in' priority='500'><tcp dstportstart='23'/></rule></filter>"""
+BINDING = (
+    "<filterbinding><portdev name='{port}'/><mac address='52:54:00:00:00:0{n}'/>"
+    "<filterref filter='{filter}'><parameter name='IP' value='192.168.122.{n}0'/></filterref></filterbinding>"
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reload_of_intact_bindings_changes_nothing(tmp_path, backend) -> None:
+    with netns("vfwR") as ns:
+        vfw = Virtfw(ns, tmp_path, backend)
+        (tmp_path / "own.xml").write_text(OWN)
+        vfw("nwfilter-define", str(tmp_path / "own.xml"))
+        for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
+            add_port(ns, port)
+            path = tmp_path / f"{port}.xml"
+            path.write_text(BINDING.format(port=port, n=n, filter=filt))
+            vfw("nwfilter-binding-create", str(path))
+        before = without_dates(live(vfw, backend))
+        vfw("reload")
+        assert_unchanged(before, without_dates(live(vfw, backend)))
+        # a definition changed by hand is not intact: reload renders it anew
+        (vfw.config_dir / "nwfilter" / "own.xml").write_text(OWN.replace("'23'", "'25'"))
+        vfw("reload")
+        after = without_dates(live(vfw, backend))
+        assert after != before and ("dport 25" in after or "--dport 25" in after)
+        vfw("verify")
