@@ -260,11 +260,13 @@ UNLOCKED_GRACE = 60.0
 
 
 @contextmanager
-def locked(state_dir: Path, *, dry_run: bool = False) -> Iterator[None]:
+def locked(state_dir: Path, *, dry_run: bool = False, config_dir: Path | None = None) -> Iterator[None]:
     """One lock for every changing command, so concurrent invocations serialize.
 
     Once it holds the lock, a command removes the temp files that writers killed before
-    their rename left in the state dir (``sweep_leftovers``); a dry run removes nothing.
+    their rename left in the state dir and (given) the config dir, whose definitions and
+    binding records are written under this lock too (``sweep_leftovers``); a dry run
+    removes nothing.
     """
     try:
         # 0711: dnsmasq, which reads its files here as an unprivileged user, may pass through
@@ -277,7 +279,10 @@ def locked(state_dir: Path, *, dry_run: bool = False) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             if not dry_run:
-                sweep_leftovers(state_dir, time.time())
+                acquired = time.time()
+                sweep_leftovers(state_dir, acquired)
+                if config_dir is not None:
+                    sweep_leftovers(config_dir, acquired)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -285,7 +290,8 @@ def locked(state_dir: Path, *, dry_run: bool = False) -> Iterator[None]:
 
 def sweep_leftovers(state_dir: Path, acquired: float) -> list[str]:
     """Remove the temp files of atomic writes that never reached their rename, in the
-    state dir and its folders (networks, bindings, dnsmasq); returns their paths.
+    state (or config) dir and its folders (networks, bindings, dnsmasq, nwfilter); returns
+    their paths.
 
     Why this is safe: every writer of the state dir but one writes under the lock, and
     we hold it since ``acquired``, so a temp file modified before then belongs to a

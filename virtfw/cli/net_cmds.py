@@ -50,7 +50,7 @@ def _define(app: AppContext, net: Network) -> None:
         return
     from virtfw.statefiles import locked
 
-    with locked(app.config.state_dir):
+    with locked(app.config.state_dir, config_dir=app.config.config_dir):
         store.prepare(net)
         store.define(net)
 

@@ -247,7 +247,7 @@ class BindingManager:
         """Instantiate ``bindings`` in one backend install, and record them for boot."""
         from virtfw.filter.xml import format_binding
 
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             seen: set[str] = set()
             for binding in bindings:
                 if self.get(binding.portdev) or binding.portdev in seen:
@@ -328,7 +328,7 @@ class BindingManager:
         return done, failures
 
     def delete(self, portdev: str) -> None:
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             try:
                 active = self.get(portdev)
             except records.RecordError:
@@ -443,7 +443,7 @@ class BindingManager:
         broken, its status unreadable) is reported by name and keeps the rules it has,
         and the others are restored. Returns how many were, and the failures.
         """
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
             failures = [f"binding {port}: {error}" for port, error in self.unreadable.items()]
             if not actives:
@@ -462,6 +462,7 @@ class BindingManager:
             broken = self._uninstantiable(actives)
             failures += [f"binding {a.portdev}: not restored, its rules are left as they were: {e}" for a, e in broken]
             if not broken:
+                self._ensure_boot_records(actives)
                 if not self._intact(actives):
                     self._rebuild(actives)
                 return len(actives), failures
@@ -601,11 +602,13 @@ class BindingManager:
         previous = {owner: dataclasses.replace(status) for owner, status in statuses.items()}
 
         written: dict[str, object] = {}  # what the last call wrote, by file: the same is not written again
+        applied = False
 
         def record(installed: Installed[Any, Any]) -> None:
-            # Called before the batch applies (the records are known then) and after; what
-            # changes after is only the state of new bindings, so a write failing there
-            # (a full disk) never leaves files that say other than the kernel does.
+            # Called before the batch applies (the records are known then: a kill after it
+            # commits leaves what removes the new rules) and after. Before, no digest: it
+            # says the rules in place are these, which only holds once the batch is in, so
+            # a binding killed in between is rendered again by the next reload.
             base = merged_base(old_base, installed.base)
             base_json = None if base is None else base.to_json()
             if "" not in written or written[""] != base_json:
@@ -614,7 +617,7 @@ class BindingManager:
             changed = []
             for owner, removal in installed.removals.items():
                 statuses[owner].firewall = removal.to_json()
-                statuses[owner].digest = digests.get(owner)
+                statuses[owner].digest = digests.get(owner) if applied else None
                 data = statuses[owner].to_json()
                 if written.get(owner) != data:
                     changed.append(statuses[owner])
@@ -637,7 +640,14 @@ class BindingManager:
                 tx.on_rollback("binding rules", partial(backend.remove, self.runner, removal))
         for status in statuses.values():
             status.state = ACTIVE
-        record(installed)
+        applied = True
+        try:
+            record(installed)
+        except VirtfwError:
+            if any(status.state == STARTING for status in previous.values()):
+                raise  # a new binding must be recorded as made, or its rules go again
+            # Only the digests were left to write: without them, reload renders these
+            # bindings again, and the files already name the rules in place.
 
     def _after_removal(self, backend: AnyFilterBackend, rebuild: bool, leaving: str) -> None:
         """After a removal: rebuild the other bindings of ``backend`` if it could not be
@@ -659,12 +669,16 @@ class BindingManager:
             backend.remove(self.runner, base)
             self._save_base(backend, None)
 
+    def _ensure_boot_records(self, actives: list[ActiveBinding]) -> None:
+        """A binding's record for boot, where a create or delete killed half-way left none."""
+        missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
+        if missing and not self.runner.dry_run:
+            write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
+
     def _rebuild(self, actives: list[ActiveBinding], keep: Sequence[ActiveBinding] = ()) -> None:
         """Our tables anew with the rules of ``actives``, and ``keep``'s recorded rules as
         they are (bindings that cannot be instantiated now keep what they had)."""
-        missing = [a for a in actives if not (self.records_dir / f"{a.portdev}.xml").exists()]
-        if missing and not self.runner.dry_run:  # a create killed before it recorded the binding
-            write_many([(self.records_dir / f"{a.portdev}.xml", a.status.xml) for a in missing], 0o644)
+        self._ensure_boot_records(actives)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
         backend = load_filter_backend(actives[0].status.backend, self.config.state_dir)
@@ -702,7 +716,7 @@ def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> in
     leaves the new definition with the bindings' rules of either; the next ``reload``
     instantiates them from the file, which is the new state.
     """
-    with locked(manager.config.state_dir, dry_run=manager.runner.dry_run):
+    with locked(manager.config.state_dir, dry_run=manager.runner.dry_run, config_dir=manager.config.config_dir):
         manager.store.overrides[filt.name] = filt
         users = manager.users_of(filt.name)
         with Transaction() as tx:

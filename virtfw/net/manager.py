@@ -132,7 +132,7 @@ class NetworkManager:
 
     def start(self, nets: list[Network], transient: bool = False) -> None:
         """Bring up ``nets`` and install all their rules in one firewall batch."""
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             self._check_startable(nets)
             with Transaction() as tx:
                 statuses = [self._begin(tx, net, transient) for net in nets]
@@ -224,7 +224,7 @@ class NetworkManager:
     def destroy(self, name: str) -> None:
         """Undo a start. The status file goes last: if any step fails, it is still
         there and the next net-destroy picks up where this one stopped."""
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             try:
                 active = self.get_active(name)
             except RecordError:
@@ -351,7 +351,7 @@ class NetworkManager:
         a bridge virtfw did not make gone, a rule the kernel refuses) is reported by name and
         the others are restored. Returns how many were restored, and the failures.
         """
-        with locked(self.config.state_dir, dry_run=self.runner.dry_run):
+        with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
             failures = [f"network {name}: {error}" for name, error in self.unreadable.items()]
             restorable = []

@@ -338,7 +338,10 @@ class EbiptablesFilterBackend:
         batch = Batch(tool.table, model)
         wanted = [plan for plan in plans if tool.key in plan.families]
         base_steps: list[Step] = []
-        if wanted:
+        # A rebuild keeps the base whole while it is there (its record stands until the
+        # last binding goes), hooks put back even when no port of this batch uses the tool.
+        keep_base = bool(wanted) or (rebuild and any(model.has(chain) for chain in BASE_CHAINS))
+        if keep_base:
             for chain in BASE_CHAINS:
                 if not model.has(chain):
                     batch.new_chain(chain)
@@ -358,7 +361,7 @@ class EbiptablesFilterBackend:
         for chain in sorted(c for c in retired if model.has(c) and c not in BASE_CHAINS):
             batch.delete_chain(chain)
         first_hooked: set[str] = set()
-        if wanted:
+        if keep_base:
             hooked = {(builtin, chain) for builtin, _, chain in BASE_HOOKS}
             present = set()
             for builtin, chain in sorted(hooked):
