@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from virtfw.errors import VirtfwError
+
+T = TypeVar("T")
 
 BACKENDS = ("nftables", "iptables")
 
@@ -102,6 +106,19 @@ def find_layered(dirs: list[Path], name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def readable_others(names: list[str], skip: str, load: Callable[[str], T]) -> list[T]:
+    """The definitions ``load`` reads of ``names`` other than ``skip``: a broken one (the
+    listing shows it) stops no other from being defined."""
+    found = []
+    for name in names:
+        if name != skip:
+            try:
+                found.append(load(name))
+            except VirtfwError:
+                continue
+    return found
 
 
 def layered_names(dirs: list[Path]) -> set[str]:

@@ -6,7 +6,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from virtfw.errors import VirtfwError
+
 T = TypeVar("T")
+
+
+def all_or_each(
+    items: Sequence[T], do: Callable[[list[T]], object], name: Callable[[T], str]
+) -> tuple[list[T], list[str]]:
+    """Do ``items`` in one go (one batch: the fast path); when that fails, each on its own,
+    so that one that cannot be done keeps none of the others out. What was done, and a
+    line ``NAME: why`` for each that failed."""
+    if not items:
+        return [], []
+    try:
+        do(list(items))
+        return list(items), []
+    except VirtfwError as exc:
+        if len(items) == 1:
+            return [], [f"{name(items[0])}: {exc}"]
+    done, failures = [], []
+    for item in items:
+        try:
+            do([item])
+            done.append(item)
+        except VirtfwError as exc:
+            failures.append(f"{name(item)}: {exc}")
+    return done, failures
 
 
 def after_removal(

@@ -310,26 +310,12 @@ def autostart(app: AppContext) -> None:
 
 
 def _start_each(app: AppContext, nets: list[Network], failures: list[str]) -> list[str]:
-    """Start ``nets`` in one transaction; when that fails, each on its own, so that one
-    network that cannot start keeps no other down. The names started."""
-    if not nets:
-        return []
-    manager = app.networks()
-    try:
-        manager.start(nets)
-        return [net.name for net in nets]
-    except VirtfwError as exc:
-        if len(nets) == 1:
-            failures.append(f"network {nets[0].name}: {exc}")
-            return []
-    started = []
-    for net in nets:
-        try:
-            manager.start([net])
-            started.append(net.name)
-        except VirtfwError as exc:
-            failures.append(f"network {net.name}: {exc}")
-    return started
+    """Start ``nets`` in one transaction, else each on its own. The names started."""
+    from virtfw.lifecycle import all_or_each
+
+    started, failed = all_or_each(nets, app.networks().start, lambda net: f"network {net.name}")
+    failures += failed
+    return [net.name for net in started]
 
 
 def _fail_on(failures: list[str], what: str) -> None:

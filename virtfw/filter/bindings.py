@@ -30,7 +30,7 @@ from virtfw.errors import VirtfwError
 from virtfw.filter.instantiate import binding_owner, check_total, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
-from virtfw.lifecycle import after_removal
+from virtfw.lifecycle import after_removal, all_or_each
 from virtfw.names import check_ifname
 from virtfw.rules import records
 from virtfw.rules.backend import (
@@ -310,22 +310,8 @@ class BindingManager:
         The ports re-created, and a line for each that failed."""
         present = {a.portdev for a in self.active()} | set(self.unreadable)
         missing = [b for b in recorded if b.portdev not in present]
-        if not missing:
-            return [], []
-        try:
-            self.create_many(missing)
-            return [b.portdev for b in missing], []
-        except VirtfwError as exc:
-            if len(missing) == 1:
-                return [], [f"binding {missing[0].portdev}: {exc}"]
-        done, failures = [], []
-        for binding in missing:
-            try:
-                self.create_many([binding])
-                done.append(binding.portdev)
-            except VirtfwError as exc:
-                failures.append(f"binding {binding.portdev}: {exc}")
-        return done, failures
+        done, failures = all_or_each(missing, self.create_many, lambda b: f"binding {b.portdev}")
+        return [b.portdev for b in done], failures
 
     def delete(self, portdev: str) -> None:
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
@@ -516,17 +502,11 @@ class BindingManager:
     def _replace_each(self, actives: list[ActiveBinding]) -> list[str]:
         """Re-install ``actives`` in place, leaving every other binding's rules as they are
         (a rebuild would take those away): all in one install, else each on its own."""
-        try:
-            self.reinstantiate(actives[0].binding.filter, actives)
-            return []
-        except VirtfwError:
-            pass
-        failures = []
-        for active in actives:
-            try:
-                self.reinstantiate(active.binding.filter, [active])
-            except VirtfwError as exc:
-                failures.append(f"binding {active.portdev}: not restored: {exc}")
+        _, failures = all_or_each(
+            actives,
+            lambda group: self.reinstantiate(group[0].binding.filter, group),
+            lambda a: f"binding {a.portdev}: not restored",
+        )
         return failures
 
     def verify(self) -> tuple[int, list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtfw.config import Config, find_layered, layered_names
+from virtfw.config import Config, find_layered, layered_names, readable_others
 from virtfw.errors import VirtfwError
 from virtfw.filter.model import Filter
 from virtfw.names import check_object_name
@@ -58,16 +58,8 @@ class FilterStore:
         return filt
 
     def others(self, name: str) -> list[Filter]:
-        """The definitions other than ``name`` that can be read: a broken one (nwfilter-list
-        shows it) stops no other filter from being defined."""
-        found = []
-        for other in self.names():
-            if other != name:
-                try:
-                    found.append(self.load(other))
-                except VirtfwError:
-                    continue
-        return found
+        """The readable definitions other than ``name`` (nwfilter-list shows a broken one)."""
+        return readable_others(self.names(), name, self.load)
 
     def users(self, name: str) -> list[str]:
         """Filters that reference ``name`` directly."""

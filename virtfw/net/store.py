@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from virtfw.config import Config, find_layered, layered_names
+from virtfw.config import Config, find_layered, layered_names, readable_others
 from virtfw.errors import VirtfwError
 from virtfw.names import check_object_name
 from virtfw.net.model import Network
@@ -51,16 +51,8 @@ class NetworkStore:
         net.bridge.name = f"virbr{number}"
 
     def others(self, name: str) -> list[Network]:
-        """The definitions other than ``name`` that can be read: a broken one (net-list
-        shows it) stops no other network from being defined."""
-        found = []
-        for other in self.names():
-            if other != name:
-                try:
-                    found.append(self.load(other))
-                except VirtfwError:
-                    continue
-        return found
+        """The readable definitions other than ``name`` (net-list shows a broken one)."""
+        return readable_others(self.names(), name, self.load)
 
     def check_conflicts(self, net: Network) -> None:
         for other in self.others(net.name):
