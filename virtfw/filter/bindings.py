@@ -352,11 +352,23 @@ class BindingManager:
         is run. Its rules (chains named after its port) go with a rebuild of the other
         bindings of each backend, or with the backend's base when no other is left."""
         others = self.active()
+        also = sorted(set(self.unreadable) - {portdev})
+        if also:  # the rebuild below would take their rules away too
+            raise VirtfwError(
+                f"binding {portdev}: the status of binding {also[0]} cannot be read either; "
+                f"remove what it says by hand, or restore it, before deleting {portdev}"
+            )
         for name in BACKEND_TOOLS:
             backend = load_filter_backend(name, self.config.state_dir)
             users = [a for a in others if a.status.backend == name and a.status.firewall]
+            broken = [a for a, _ in self._uninstantiable(users)]
+            if broken and not self._reinstallable(name):
+                raise VirtfwError(
+                    f"binding {portdev}: binding {broken[0].portdev}'s filter cannot be instantiated, and "
+                    f"the rebuild that removes {portdev}'s rules would take its rules away: mend it first"
+                )
             if users:
-                self._rebuild(users)
+                self._rebuild([a for a in users if a not in broken], keep=broken)
             elif self.statuses.load_base(name) is not None:
                 self._drop_base(backend)
         if not self.runner.dry_run:
@@ -426,8 +438,14 @@ class BindingManager:
         """Re-install every binding from scratch: after a flush it restores, twice it changes nothing.
 
         Each binding on its own: one that cannot be instantiated (its filter is gone or
-        broken, its status unreadable) is reported by name and keeps the rules it has,
+        broken) or whose status cannot be read is reported by name and keeps the rules it
+        has (nftables: re-installed from its record; otherwise, and for an unreadable
+        status, the others are re-installed in place instead of rebuilding the tables),
         and the others are restored. Returns how many were, and the failures.
+
+        Unlike a network's, an intact ruleset is rebuilt all the same: filter records hold
+        rule counts, not what the kernel lists, so "intact" could not be told from a rule
+        replaced in place.
         """
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
@@ -445,20 +463,19 @@ class BindingManager:
                     active.status.firewall = active.status.digest = None
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
+            self._ensure_boot_records(actives)
             broken = self._uninstantiable(actives)
             failures += [f"binding {a.portdev}: not restored, its rules are left as they were: {e}" for a, e in broken]
-            if not broken:
-                self._ensure_boot_records(actives)
-                if not self._intact(actives):
-                    self._rebuild(actives)
+            if not broken and not self.unreadable:
+                self._rebuild(actives)
                 return len(actives), failures
             left_out = {a.portdev for a, _ in broken}
             good = [a for a in actives if a.portdev not in left_out]
             kept = [a for a, _ in broken if a.status.firewall and a.status.state == ACTIVE]
             failed: list[str] = []
-            if good and self._reinstallable(good[0].status.backend):
+            if good and not self.unreadable and self._reinstallable(good[0].status.backend):
                 self._rebuild(good, keep=kept)
-            elif good:
+            elif good:  # a rebuild would take away what the unreadable ones have
                 failed = self._replace_each(good)
             failures += failed
         return len(actives) - len(broken) - len(failed), failures
@@ -466,28 +483,6 @@ class BindingManager:
     def _reinstallable(self, backend_name: str) -> bool:
         """Whether the backend's records can be installed again as they are (nftables)."""
         return load_filter_backend(backend_name, self.config.state_dir).render_digest() is not None
-
-    def _intact(self, actives: list[ActiveBinding]) -> bool:
-        """Whether every binding's rules are in place exactly as its record says, rendered from
-        its inputs as they are now (digest), and nothing else is in our tables: then reload
-        leaves the ruleset as it is, counters and all."""
-        names = {a.status.backend for a in actives}
-        if len(names) != 1 or (self._backend_name and names != {self._backend_name}):
-            return False
-        backend = load_filter_backend(names.pop(), self.config.state_dir)
-        records = []
-        for active in actives:
-            digest = self._digest(backend, active.binding)
-            if digest is None or active.status.digest != digest or active.status.state != ACTIVE:
-                return False
-            record = active.record(backend)
-            if record is None or backend.verify(self.runner, record):
-                return False
-            records.append(record)
-        base = self._load_base(backend)
-        if base is not None and backend.verify(self.runner, base):  # none: no binding needed shared chains
-            return False
-        return not backend.unexpected(self.runner, records)
 
     def _uninstantiable(self, actives: list[ActiveBinding]) -> list[tuple[ActiveBinding, str]]:
         """The bindings whose filter tree cannot be instantiated now, with why."""
@@ -528,8 +523,9 @@ class BindingManager:
             base = self._load_base(backend)
             if base:
                 problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
-            records = [r for a in actives if a.status.backend == name and (r := a.record(backend)) is not None]
-            problems += [f"filter base ({name}): {p}" for p in backend.unexpected(self.runner, records)]
+            if not self.unreadable:  # else whose rules are whose cannot be told
+                records = [r for a in actives if a.status.backend == name and (r := a.record(backend)) is not None]
+                problems += [f"filter base ({name}): {p}" for p in backend.unexpected(self.runner, records)]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
@@ -548,14 +544,11 @@ class BindingManager:
 
     def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str | None:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
-        definitions and the code that instantiates and renders them. A record is installed
-        again from its digest only where the backend can (its ``render_digest``); any
-        backend's digest tells reload whether the rules in place are still what they would be."""
+        definitions and the code that instantiates and renders them. None when the
+        backend cannot install a record again (its ``render_digest`` is None)."""
         if backend.name not in self._code_digests:
-            # A backend whose records cannot be installed again still has rendering code:
-            # its digest tells reload whether the rules in place are what the code makes now.
-            rendering = backend.render_digest() or module_digest(type(backend).__module__)
-            self._code_digests[backend.name] = f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
+            rendering = backend.render_digest()
+            self._code_digests[backend.name] = rendering and f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
         code = self._code_digests[backend.name]
         if code is None:
             return None
@@ -661,7 +654,7 @@ class BindingManager:
         self._ensure_boot_records(actives)
         if not self.runner.dry_run:
             self._drop_leftovers([active.portdev for active in actives])
-        backend = load_filter_backend(actives[0].status.backend, self.config.state_dir)
+        backend = load_filter_backend([*actives, *keep][0].status.backend, self.config.state_dir)
         digests = {a.owner: self._digest(backend, a.binding) for a in actives}
         # A binding whose record was rendered by this code from these very inputs is
         # installed again from its record; only the others are instantiated and rendered.

@@ -151,6 +151,19 @@ class Links:
         return "present"
 
     def bring_up(self, net: Network, record: BridgeRecord) -> None:
+        """Create the bridge if needed, add the network's addresses, set it up (see
+        ``_bring_up``); the kernel's refusal of any step, a bridge gone meanwhile included,
+        is one plain error."""
+        if self.dry_run:
+            self._bring_up(net, record)
+            return
+        _, NetlinkError = _pyroute2()
+        try:
+            self._bring_up(net, record)
+        except NetlinkError as exc:
+            raise VirtfwError(f"cannot bring up bridge {net.bridge_name}: {exc.args[-1]}") from None
+
+    def _bring_up(self, net: Network, record: BridgeRecord) -> None:
         """Create the bridge if needed, add the network's addresses, set it up.
 
         ``record`` is filled in as each change lands, so a failure part-way leaves
@@ -232,10 +245,13 @@ class Links:
         alias = self.alias(index)
         return alias == bridge_alias(network) or (not alias and record.ifindex is None)
 
-    def remove_aliased(self, network: str) -> list[str]:
-        """Delete the bridges marked as created for ``network``; their names."""
+    def remove_aliased(self, network: str, keep: set[str]) -> list[str]:
+        """Delete the bridges marked as created for ``network``, but for those in ``keep``
+        (another network uses it now); their names."""
         removed = []
         for name, index in self.aliased(network):
+            if name in keep:
+                continue
             self._netlink(f"delete bridge {name}", self.ipr.link, "del", index=index)
             removed.append(name)
         return removed

@@ -263,9 +263,15 @@ class NetworkManager:
         its rules (each backend's chains are rebuilt from the other networks, or dropped when
         none is left) and the bridge marked as created for it. Addresses it added to a bridge
         it did not create cannot be told from an admin's, and stay."""
+        others = self.active()
+        also = sorted(set(self.unreadable) - {name})
+        if also:  # the rebuild below would take their rules away too
+            raise VirtfwError(
+                f"network '{name}': the status of network '{also[0]}' cannot be read either; "
+                f"restore it, or remove what it made by hand, before destroying '{name}'"
+            )
         files = dnsmasq.files_for(self.config.state_dir, name)
         dnsmasq.stop(files, dnsmasq.read_pid(files, wait=False), self.runner.dry_run)
-        others = self.active()
         for backend_name in BACKEND_TOOLS:
             if self.statuses.load_base(backend_name) is None:
                 continue
@@ -275,7 +281,7 @@ class NetworkManager:
                 self._rebuild(backend, users)  # without this network's rules, whatever else fails (verify says)
             else:
                 self._drop_base(backend)
-        self.links.remove_aliased(name)
+        self.links.remove_aliased(name, keep={a.status.bridge.name for a in others})
         self._drop_status(name)
         self.statuses.drop_leftovers([name])
 
@@ -333,9 +339,9 @@ class NetworkManager:
             if base:
                 problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
             records = [self._record(backend, a) for a in actives if a.status.backend == name and a.status.firewall]
-            problems += [
-                f"base chains ({name}): {p}" for p in backend.unexpected(self.runner, [r for r in records if r])
-            ]
+            if not self.unreadable:  # else whose rules are whose cannot be told
+                found = backend.unexpected(self.runner, [r for r in records if r])
+                problems += [f"base chains ({name}): {p}" for p in found]
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
@@ -353,10 +359,14 @@ class NetworkManager:
         """
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
-            failures = [f"network {name}: {error}" for name, error in self.unreadable.items()]
+            failures = [
+                f"network {name}: {error}; its rules are not restored" for name, error in self.unreadable.items()
+            ]
             restorable = []
+            moved = False  # a bridge re-created or taken over: rules by index must be loaded anew
             for active in actives:
                 present = self.links.state(active.status.bridge) == "present"
+                moved = moved or not present
                 try:
                     self._restore_bridge(active)
                 except VirtfwError as exc:
@@ -364,17 +374,15 @@ class NetworkManager:
                     if not present:  # rules for a bridge that is not there cannot load (nft) or serve
                         continue
                 restorable.append(active)
-            firewalled = [a for a in restorable if a.status.firewall]
-            for active in firewalled:
-                if active.status.backend != self.backend.name:  # backend switched
-                    old = load_backend(str(active.status.backend))
-                    record = self._record(old, active)
-                    if record is not None:
-                        old.remove(self.runner, record)
-                    active.status.backend = self.backend.name
-                    self._save(active.status)
-                    self._after_removal(old, False, leaving="")
-            intact = firewalled and self._intact(self.backend, firewalled)
+            firewalled = []
+            for active in [a for a in restorable if a.status.firewall]:
+                try:
+                    self._switch_backend(active)
+                except VirtfwError as exc:
+                    failures.append(f"network {active.name}: {exc}")
+                    continue
+                firewalled.append(active)
+            intact = firewalled and not moved and self._intact(self.backend, firewalled)
             failed = self._rebuild(self.backend, firewalled) if firewalled and not intact else []
             failures += failed
             for active in restorable:
@@ -385,6 +393,18 @@ class NetworkManager:
         self.links.close()
         return len(restorable) - len(failed), failures
 
+    def _switch_backend(self, active: ActiveNetwork) -> None:
+        """A network installed with another backend than the one reload uses: its rules go."""
+        if active.status.backend == self.backend.name:
+            return
+        old = load_backend(str(active.status.backend))
+        record = self._record(old, active)
+        if record is not None:
+            old.remove(self.runner, record)
+        active.status.backend = self.backend.name
+        self._save(active.status)
+        self._after_removal(old, False, leaving="")
+
     def _intact(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> bool:
         """Whether the kernel holds exactly what the networks' rules are now, and nothing
         else in our chains: then reload leaves the ruleset as it is, counters and all."""
@@ -392,9 +412,10 @@ class NetworkManager:
         for active in actives:
             try:
                 record = self._record(backend, active)
+                matching = record is not None and backend.matches(network_rules(active.network), record)
             except VirtfwError:
-                return False  # a record refused: the rebuild replaces it
-            if record is None or not active.complete or not backend.matches(network_rules(active.network), record):
+                return False  # a record or definition refused: the rebuild replaces or reports it
+            if not matching or not active.complete:
                 return False
             records.append(record)
         base = self._base(backend)
@@ -402,7 +423,9 @@ class NetworkManager:
             return False
         if any(backend.verify(self.runner, record) for record in records):
             return False
-        return not backend.unexpected(self.runner, records)
+        # With an unreadable status around, its rules cannot be told from foreign ones:
+        # they are left (a rebuild would take them away).
+        return bool(self.unreadable) or not backend.unexpected(self.runner, records)
 
     def _restore_bridge(self, active: ActiveNetwork) -> None:
         """Bring the network's bridge back: re-create one virtfw made, take over one an admin

@@ -203,7 +203,7 @@ class NftablesBackend:
     def _listed(runner: Runner, families: set[str]) -> dict[tuple[str, str, int], str]:
         """(family, chain, handle) -> ``rule_digest`` of each rule in our tables, as listed now."""
         found = {}
-        for fam in families:
+        for fam in sorted(families):
             result = runner.run(["nft", "-j", "list", "table", fam, TABLE], change=False, check=False)
             if result.returncode != 0:
                 continue
@@ -216,7 +216,7 @@ class NftablesBackend:
     @staticmethod
     def _rule_handles(runner: Runner, families: set[str]) -> set[tuple[str, str, int]]:
         found = set()
-        for fam in families:
+        for fam in sorted(families):
             argv = ["nft", "-j", "list", "table", fam, TABLE]
             result = runner.run(argv, change=False, check=False)
             if result.returncode != 0:
@@ -291,7 +291,7 @@ class NftablesBackend:
     @staticmethod
     def _verify_jumps(runner: Runner, families: list[str]) -> list[str]:
         problems = []
-        for fam in families:
+        for fam in sorted(families):
             result = runner.run(["nft", "-j", "list", "chain", fam, TABLE, "forward"], change=False, check=False)
             text = result.stdout if result.returncode == 0 else ""
             for chain in ("guest_cross", "guest_input", "guest_output"):

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtfw.errors import ToolError, VirtfwError
-from virtfw.names import check_ifname, is_ifname
+from virtfw.names import check_ifname
 from virtfw.rules.backend import Installed
 from virtfw.rules.portrules import PortRules
 from virtfw.rules.runner import Runner
@@ -350,8 +350,6 @@ class EbiptablesFilterBackend:
         if rebuild:
             for chain in LINK_CHAINS:
                 retired |= {t for t in map(target_of, model.rules(chain)) if t}
-            # and those no link reaches any more (a flush of the link chains): per-port names are ours
-            retired |= {c for c in model.chains if c[:3] in {f"{p}-" for p in IPT_PREFIXES} and is_ifname(c[3:])}
             for chain in BASE_CHAINS:
                 batch.flush(chain)
         else:

@@ -217,7 +217,7 @@ class IptablesBackend:
             hooks: dict[tuple[str, str, str], int] = {}
             table = ""
             result = runner.query([f"{tool}-save"])
-            for text in result.stdout.splitlines() if result.returncode == 0 else []:
+            for text in result.stdout.split("\n") if result.returncode == 0 else []:  # as the tools split
                 if text.startswith("*"):
                     table = text[1:].strip()
                 elif text.startswith("-A "):
