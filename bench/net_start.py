@@ -479,7 +479,12 @@ class Bench:
         return f"{where} (git {git.stdout.strip() or '?'})"
 
     def fresh_state(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="state-", dir=self.tmp))
+        """A new state dir (mkdtemp makes it 0700): 0711, as virtfw makes its own, since
+        dnsmasq reads its files there as an unprivileged user and virtfw refuses one it
+        cannot pass through."""
+        path = Path(tempfile.mkdtemp(prefix="state-", dir=self.tmp))
+        path.chmod(0o711)
+        return path
 
     def config_for(self, count: int, info: Result) -> Path:
         """Definitions of net1..netN, all marked autostart (made once per N, untimed)."""
