@@ -20,12 +20,15 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from virtfw.errors import VirtfwError
+
+T = TypeVar("T")
 
 
 def check_trusted_dir(path: Path, what: str = "directory") -> None:
@@ -211,6 +214,21 @@ class StatusDir:
 
     def load(self, name: str) -> dict | None:
         return read_json(self.path(name))
+
+    def read_each(self, read: Callable[[str], T | None]) -> tuple[list[T], dict[str, str]]:
+        """``read`` of every name with a status file: what it gave, and the names it
+        refused with why, so that one unreadable file hides no other."""
+        found: list[T] = []
+        unreadable: dict[str, str] = {}
+        for name in self.names():
+            try:
+                item = read(name)
+            except VirtfwError as exc:
+                unreadable[name] = str(exc)
+                continue
+            if item is not None:
+                found.append(item)
+        return found, unreadable
 
     def load_all(self) -> list[dict]:
         found = (self.load(name) for name in self.names())

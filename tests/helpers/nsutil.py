@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shlex
@@ -337,3 +338,22 @@ def filter_ruleset(ns: Netns, backend: str) -> str:
         for table in ("nat", "filter"):
             text += f"\n# ebtables -t {table}\n" + ns.sh("ebtables", "-t", table, "-L")
     return text
+
+
+# A second NAT network beside the shipped ``default`` (virbr0, 192.168.122.0/24).
+SECOND_NETWORK = """<network><name>second</name><forward mode='nat'/><bridge name='virbr7'/>
+<ip address='192.168.77.1' netmask='255.255.255.0'/></network>"""
+
+
+def define_second(vfw: Virtfw, tmp: Path) -> None:
+    """``net-define`` the network of SECOND_NETWORK (not started)."""
+    path = tmp / "second.xml"
+    path.write_text(SECOND_NETWORK)
+    vfw("net-define", str(path))
+
+
+def verify_problems(vfw: Virtfw) -> list[str]:
+    """What ``verify --json`` reports (it must exit 0 or 3: no error)."""
+    proc = vfw("verify", "--json", check=False)
+    assert proc.returncode in (0, 3), proc.stderr
+    return json.loads(proc.stdout)["problems"]

@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.nsutil import BACKENDS, Netns, Virtfw, add_port, filter_ruleset, netns
+from helpers.nsutil import BACKENDS, Netns, Virtfw, add_port, define_second, filter_ruleset, netns, verify_problems
 
 pytestmark = pytest.mark.netns
-
-SECOND = """<network><name>second</name><forward mode='nat'/><bridge name='virbr7'/>
-<ip address='192.168.77.1' netmask='255.255.255.0'/></network>"""
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,19 +38,11 @@ def flush_firewall(ns: Netns, backend: str) -> None:
         ns.run(["ebtables", "-t", table, "-F"], check=False)
 
 
-def problems_of(vfw: Virtfw) -> list[str]:
-    proc = vfw("verify", "--json", check=False)
-    assert proc.returncode in (0, 3), proc.stderr
-    return json.loads(proc.stdout)["problems"]
-
-
 def start_two(vfw: Virtfw, tmp_path) -> None:
-    second = tmp_path / "second.xml"
-    second.write_text(SECOND)
-    vfw("net-define", str(second))
+    define_second(vfw, tmp_path)
     vfw("net-start", "default")
     vfw("net-start", "second")
-    assert problems_of(vfw) == []
+    assert verify_problems(vfw) == []
 
 
 def assert_one_failure(proc, name: str) -> None:
@@ -68,9 +57,9 @@ def test_reload_recreates_a_bridge_virtfw_made(tmp_path, backend) -> None:
         vfw = Virtfw(ns, tmp_path, backend)
         start_two(vfw, tmp_path)
         ns.sh("ip", "link", "del", "virbr7")
-        assert any("bridge virbr7 is missing" in p for p in problems_of(vfw))
+        assert any("bridge virbr7 is missing" in p for p in verify_problems(vfw))
         vfw("reload")
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         assert "virtfw network second" in ns.sh("ip", "-d", "link", "show", "virbr7")
         assert "192.168.77.1/24" in ns.sh("ip", "addr", "show", "virbr7")
         vfw("net-destroy", "second")
@@ -88,10 +77,10 @@ def test_reload_restores_the_others_when_a_bridge_it_did_not_make_is_gone(tmp_pa
         proc = vfw("reload", check=False)
         assert_one_failure(proc, "network second")
         assert "virbr7" in proc.stderr
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         assert problems and all(p.startswith("network second:") for p in problems), problems
         vfw("net-destroy", "second")
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         vfw("net-destroy", "default")
 
 
@@ -106,14 +95,14 @@ def test_a_garbage_status_file_affects_only_its_own_network(tmp_path, backend) -
         assert listed == {"default": "active", "second": "broken"}
         flush_firewall(ns, backend)
         assert_one_failure(vfw("reload", check=False), "network second")
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         assert problems and all(p.startswith("network second:") for p in problems), problems
         vfw("net-destroy", "second")
         assert not path.exists()
         assert ns.run(["ip", "link", "show", "virbr7"], check=False).returncode != 0
         live = ns.sh("nft", "list", "ruleset") + ns.sh("iptables-save")
         assert "192.168.77." not in live and "virbr7" not in live
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         vfw("net-destroy", "default")
         assert not alone.exists()
 
@@ -123,9 +112,7 @@ def test_a_broken_definition_hides_no_other(tmp_path, backend) -> None:
         vfw = Virtfw(ns, tmp_path, backend)
         (vfw.config_dir / "networks").mkdir(parents=True)
         (vfw.config_dir / "networks" / "bad.xml").write_text("<network><name>bad")
-        second = tmp_path / "second.xml"
-        second.write_text(SECOND)
-        vfw("net-define", str(second))
+        define_second(vfw, tmp_path)
         listed = {row["name"]: row["state"] for row in json.loads(vfw("net-list", "--all", "--json").stdout)}
         assert listed == {"bad": "broken", "default": "inactive", "second": "inactive"}
         proc = vfw("net-start", "bad", check=False)
@@ -135,16 +122,14 @@ def test_a_broken_definition_hides_no_other(tmp_path, backend) -> None:
 def test_autostart_starts_the_others_when_one_cannot_start(tmp_path, backend) -> None:
     with netns("vfwI") as ns:
         vfw = Virtfw(ns, tmp_path, backend)
-        second = tmp_path / "second.xml"
-        second.write_text(SECOND)
-        vfw("net-define", str(second))
+        define_second(vfw, tmp_path)
         vfw("net-autostart", "default")
         vfw("net-autostart", "second")
         add_port(ns, "virbr7")  # not a bridge: second cannot start
         proc = vfw("autostart", check=False)
         assert_one_failure(proc, "network second")
         assert "Started 1 network(s): default" in proc.stdout
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         assert [row["name"] for row in json.loads(vfw("net-list", "--json").stdout)] == ["default"]
         vfw("net-destroy", "default")
 
@@ -155,14 +140,14 @@ def test_a_bridge_recreated_by_hand_is_reported_and_never_deleted(tmp_path, back
         start_two(vfw, tmp_path)
         ns.sh("ip", "link", "del", "virbr7")
         ns.sh("ip", "link", "add", "virbr7", "type", "bridge")
-        assert any("virbr7 was re-created" in p for p in problems_of(vfw))
+        assert any("virbr7 was re-created" in p for p in verify_problems(vfw))
         vfw("net-destroy", "second")
         assert ns.run(["ip", "link", "show", "virbr7"], check=False).returncode == 0, "the admin's bridge was deleted"
         vfw("net-start", "second")  # on the admin's bridge now: it adds addresses only
         ns.sh("ip", "link", "del", "virbr7")
         ns.sh("ip", "link", "add", "virbr7", "type", "bridge")
         vfw("reload")  # takes the new bridge over: addresses and rules for its index
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         vfw("net-destroy", "second")
         assert ns.run(["ip", "link", "show", "virbr7"], check=False).returncode == 0
         vfw("net-destroy", "default")
@@ -185,7 +170,7 @@ def bind_two(ns: Netns, vfw: Virtfw, tmp_path) -> None:
         path = tmp_path / f"{port}.xml"
         path.write_text(BINDING.format(port=port, n=n, filter=filt))
         vfw("nwfilter-binding-create", str(path))
-    assert problems_of(vfw) == []
+    assert verify_problems(vfw) == []
 
 
 def test_reload_restores_the_other_bindings_when_a_filter_is_broken(tmp_path, backend) -> None:
@@ -195,14 +180,14 @@ def test_reload_restores_the_other_bindings_when_a_filter_is_broken(tmp_path, ba
         (vfw.config_dir / "nwfilter" / "own-filter.xml").write_text("<filter name='own-filter'")
         before = filter_ruleset(ns, backend)
         assert_one_failure(vfw("reload", check=False), "binding vnet1")
-        assert problems_of(vfw) == []  # vnet1 kept the rules it had; vnet0 was re-installed
+        assert verify_problems(vfw) == []  # vnet1 kept the rules it had; vnet0 was re-installed
         assert "dport 23" in before or "--dport 23" in before
         assert ("dport 23" in filter_ruleset(ns, backend)) and filter_ruleset(ns, backend).count(
             "vnet1"
         ) == before.count("vnet1")
         flush_firewall(ns, backend)
         assert_one_failure(vfw("reload", check=False), "binding vnet1")
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         if backend == "nftables":  # its records can be installed again: vnet1 gets back the rules it had
             assert problems == []
             return
@@ -226,10 +211,10 @@ def test_a_garbage_binding_status_affects_only_its_own_binding(tmp_path, backend
         before = filter_ruleset(ns, backend)
         assert_one_failure(vfw("reload", check=False), "binding vnet1")
         assert filter_ruleset(ns, backend).count("vnet1") == before.count("vnet1") > 0  # it keeps its rules
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         assert problems and all(p.startswith("binding vnet1:") for p in problems), "\n".join(problems)
         vfw("nwfilter-binding-delete", "vnet1")
         assert not path.exists()
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         live = ns.sh("nft", "list", "ruleset") + ns.sh("ebtables-save") + ns.sh("iptables-save")
         assert "vnet1" not in live and "vnet0" in live

@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers.nsutil import BACKENDS, Virtfw, netns
+from helpers.nsutil import BACKENDS, Virtfw, define_second, netns
 
 pytestmark = pytest.mark.netns
 
-SECOND = """<network><name>second</name><forward mode='nat'/><bridge name='virbr7'/>
-<ip address='192.168.77.1' netmask='255.255.255.0'/></network>"""
 SEND = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('192.168.122.2', 68))"
 
 
@@ -47,9 +45,7 @@ def assert_unchanged(before: str, after: str) -> None:
 def test_reload_of_an_intact_ruleset_changes_nothing(tmp_path, backend) -> None:
     with netns("vfwR") as ns:
         vfw = Virtfw(ns, tmp_path, backend)
-        second = tmp_path / "second.xml"
-        second.write_text(SECOND)
-        vfw("net-define", str(second))
+        define_second(vfw, tmp_path)
         vfw("net-start", "default")
         vfw("net-start", "second")
         ns.sh("python3", "-c", SEND)

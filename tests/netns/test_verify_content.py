@@ -7,15 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.nsutil import Virtfw, netns
+from helpers.nsutil import Virtfw, netns, verify_problems
 
 pytestmark = pytest.mark.netns
-
-
-def problems_of(vfw: Virtfw) -> list[str]:
-    proc = vfw("verify", "--json", check=False)
-    assert proc.returncode in (0, 3), proc.stderr
-    return json.loads(proc.stdout)["problems"]
 
 
 def reject_handle(vfw: Virtfw) -> int:
@@ -31,16 +25,16 @@ def test_a_rule_replaced_in_place_and_a_drop_policy_are_reported(tmp_path) -> No
     with netns("vfwC") as ns:
         vfw = Virtfw(ns, tmp_path, "nftables")
         vfw("net-start", "default")
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         handle = reject_handle(vfw)
         ns.sh("nft", "replace", "rule", "ip", "virtfw_network", "guest_output", "handle", str(handle), "accept")
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         assert len(problems) == 1 and "rule changed" in problems[0] and "reject" in problems[0], problems
         vfw("reload")
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         ns.sh("nft", "add", "chain", "ip", "virtfw_network", "forward", "{ policy drop; }")
-        problems = problems_of(vfw)
+        problems = verify_problems(vfw)
         assert problems == ["base chains (nftables): ip virtfw_network forward has policy drop, not accept"], problems
         vfw("reload")
-        assert problems_of(vfw) == []
+        assert verify_problems(vfw) == []
         vfw("net-destroy", "default")

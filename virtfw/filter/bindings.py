@@ -189,17 +189,8 @@ class BindingManager:
 
     def active(self) -> list[ActiveBinding]:
         """The bindings with a readable status file (the others: ``unreadable``)."""
-        found: list[ActiveBinding] = []
-        self.unreadable = {}
-        for name in self.statuses.names():
-            try:
-                status = self._load(name)
-            except VirtfwError as exc:
-                self.unreadable[name] = str(exc)
-                continue
-            if status:
-                found.append(ActiveBinding(status))
-        return found
+        statuses, self.unreadable = self.statuses.read_each(self._load)
+        return [ActiveBinding(status) for status in statuses]
 
     def get(self, portdev: str) -> ActiveBinding | None:
         check_ifname(portdev, "port device")

@@ -72,16 +72,7 @@ class NetworkManager:
 
     def active(self) -> list[ActiveNetwork]:
         """The networks with a readable status file, in start order (see ``unreadable``)."""
-        found: list[ActiveNetwork] = []
-        self.unreadable = {}
-        for name in self.statuses.names():
-            try:
-                active = self.get_active(name)
-            except VirtfwError as exc:
-                self.unreadable[name] = str(exc)
-                continue
-            if active:
-                found.append(active)
+        found, self.unreadable = self.statuses.read_each(self.get_active)
         return sorted(found, key=lambda a: a.status.started)
 
     def get_active(self, name: str) -> ActiveNetwork | None:
