@@ -350,9 +350,7 @@ class NetworkManager:
         """
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
-            failures = [
-                f"network {name}: {error}; its rules are not restored" for name, error in self.unreadable.items()
-            ]
+            failures: list[str] = []
             restorable = []
             moved = False  # a bridge re-created or taken over: rules by index must be loaded anew
             for active in actives:
@@ -374,7 +372,10 @@ class NetworkManager:
                     continue
                 firewalled.append(active)
             intact = firewalled and not moved and self._intact(self.backend, firewalled)
-            failed = self._rebuild(self.backend, firewalled) if firewalled and not intact else []
+            rebuilt = bool(firewalled) and not intact
+            failed = self._rebuild(self.backend, firewalled) if rebuilt else []
+            fate = "its rules went with the rebuild of the others'" if rebuilt else "its rules are left as they are"
+            failures = [f"network {name}: {error}; {fate}" for name, error in self.unreadable.items()] + failures
             failures += failed
             for active in restorable:
                 try:
