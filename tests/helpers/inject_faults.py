@@ -225,6 +225,7 @@ class _Netlink:
 
 def patch_netlink(rec: Recorder) -> None:
     from virtfw.net import bridge
+    from virtfw.net.netlink import netlink_error
 
     real_ipr = bridge.Links.ipr
 
@@ -232,7 +233,7 @@ def patch_netlink(rec: Recorder) -> None:
         found = real_ipr.fget(self)
         if isinstance(found, _Netlink):
             return found
-        wrapped = _Netlink(found, rec, bridge._pyroute2()[1])
+        wrapped = _Netlink(found, rec, netlink_error())
         self._ipr = wrapped
         return wrapped
 

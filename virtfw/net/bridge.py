@@ -1,18 +1,16 @@
-"""The bridge a network lives on, and kernel forwarding; pyroute2 is imported lazily."""
+"""The bridge a network lives on, and kernel forwarding; netlink (virtfw.net.netlink) is imported lazily."""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
+
+if TYPE_CHECKING:
+    from virtfw.net.netlink import Netlink
 
 FORWARDING = {
     "ipv4": Path("/proc/sys/net/ipv4/ip_forward"),
@@ -49,50 +47,10 @@ class BridgeRecord:
         return data
 
 
-def _package_deferred(name: str) -> None:
-    """Register package ``name`` without running its ``__init__`` until one of its names is asked for.
+def _netlink_error() -> Any:
+    from virtfw.net.netlink import netlink_error
 
-    pyroute2's ``__init__`` imports every module of the library (ndb, ipdb, conntrack, ...),
-    about 45 ms of a ~200 ms ``net-start`` for the two names virtfw uses. The stand-in
-    has the real spec and ``__path__``, so its submodules import as usual (a submodule
-    asked for as an attribute, as in ``from pyroute2 import config``, is imported), and
-    anything else asked of the package first runs the real ``__init__``, so other code
-    in the process sees the whole package.
-    """
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        return
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-
-    def attribute_of(attribute: str) -> Any:
-        if not attribute.startswith("__") and importlib.util.find_spec(f"{name}.{attribute}") is not None:
-            return importlib.import_module(f"{name}.{attribute}")
-        del package.__dict__["__getattr__"]
-        loader.exec_module(package)
-        return getattr(package, attribute)
-
-    package.__dict__["__getattr__"] = attribute_of
-    sys.modules[name] = package
-
-
-@functools.cache
-def _pyroute2() -> tuple[Any, Any]:
-    """pyroute2's ``IPRoute`` and ``NetlinkError``, from their modules (see ``_package_deferred``)."""
-    if "pyroute2" not in sys.modules:
-        _package_deferred("pyroute2")
-        try:
-            linux: ModuleType = importlib.import_module("pyroute2.iproute.linux")
-            exceptions: ModuleType = importlib.import_module("pyroute2.netlink.exceptions")
-            return linux.IPRoute, exceptions.NetlinkError
-        except (ImportError, AttributeError):  # another layout of the library: start again, the plain way
-            for loaded in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
-                del sys.modules[loaded]
-    import pyroute2
-
-    return pyroute2.IPRoute, pyroute2.NetlinkError
+    return netlink_error()
 
 
 class Links:
@@ -100,13 +58,14 @@ class Links:
 
     def __init__(self, dry_run: bool = False) -> None:
         self.dry_run = dry_run
-        self._ipr = None
+        self._ipr: Netlink | None = None
 
     @property
-    def ipr(self):
+    def ipr(self) -> Netlink:
         if self._ipr is None:
-            iproute, _ = _pyroute2()
-            self._ipr = iproute()
+            from virtfw.net.netlink import Netlink
+
+            self._ipr = Netlink()
         return self._ipr
 
     def close(self) -> None:
@@ -157,7 +116,7 @@ class Links:
         if self.dry_run:
             self._bring_up(net, record)
             return
-        _, NetlinkError = _pyroute2()
+        NetlinkError = _netlink_error()
         try:
             self._bring_up(net, record)
         except NetlinkError as exc:
@@ -209,7 +168,7 @@ class Links:
     @staticmethod
     def _netlink(what: str, call: Any, *args: Any, **kwargs: Any) -> None:
         """One change through netlink; the kernel's refusal as one line naming what was tried."""
-        _, NetlinkError = _pyroute2()
+        NetlinkError = _netlink_error()
         try:
             call(*args, **kwargs)
         except NetlinkError as exc:
@@ -221,7 +180,7 @@ class Links:
         if self.dry_run:
             print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
             return
-        _, NetlinkError = _pyroute2()
+        NetlinkError = _netlink_error()
         index = self.index(record.name)
         if index is None or (record.ifindex is not None and index != record.ifindex):
             return
