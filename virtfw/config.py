@@ -24,10 +24,14 @@ def shipped_dir() -> Path:
     A source checkout (or editable install) reads etc/ in place; a wheel carries it
     as the package data ``virtfw.shipped``.
     """
-    checkout = Path(__file__).resolve().parent.parent / "etc"
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "etc"
     if (checkout / "network.conf").is_file():
         return checkout
-    from importlib import resources  # pulls in zipfile: only for installed wheels
+    installed = package / "shipped"
+    if installed.is_dir():  # a wheel unpacked on disk: the usual install
+        return installed
+    from importlib import resources  # pulls in zipfile: only for a zipped install
 
     return Path(str(resources.files("virtfw") / "shipped"))
 

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,12 +90,32 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     return path
 
 
+_TEMP_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` to write before renaming it there: its descriptor and name.
+
+    Named as ``tempfile.mkstemp`` names one (``TEMP_NAME``: "." + the target's name + "." +
+    8 characters), opened the same way (created here, 0600, never through a symlink), without
+    importing tempfile (and random, shutil, bz2, lzma behind it) into every command.
+    """
+    for _ in range(100):
+        suffix = "".join(_TEMP_CHARACTERS[byte % len(_TEMP_CHARACTERS)] for byte in os.urandom(8))
+        name = str(path.parent / f".{path.name}.{suffix}")
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name beside {path}")
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = True) -> None:
     """Readers see the old file or the new one, never a torn one; with ``durable``, even
     across a power loss."""
     ensure_dir(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = temp_file(path)
     except OSError as exc:
         raise VirtfwError(f"cannot write {path}: {exc.strerror}") from None
     try:
@@ -145,7 +164,7 @@ def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: boo
     try:
         for path, text in items:
             ensure_dir(path.parent)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            fd, tmp = temp_file(path)
             staged.append((tmp, path))
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
@@ -267,7 +286,7 @@ class StatusDir:
                 remove_file(self.folder / entry)
 
 
-# write_atomic's temp files: "." + the target's name + "." + mkstemp's 8 random characters,
+# write_atomic's temp files (temp_file): "." + the target's name + "." + 8 random characters,
 # the target being one of the kinds virtfw writes (status and base records, dnsmasq's files).
 TEMP_NAME = re.compile(r"\.[^/]+\.(?:json|xml|conf|hostsfile|addnhosts|leases)\.[a-z0-9_]{8}")
 # The one file written without the lock (the nft kernel features cache, which read-only

@@ -11,7 +11,7 @@ SPEC is one of
 * ``count``: no fault; every fault point the command passes is recorded;
 * ``write:N:ENOSPC`` / ``write:N:EROFS``: the Nth file write fails. A write is one file
   written by ``virtfw.statefiles`` (``write_atomic``, and each file of ``write_many``),
-  counted where every one of them starts: ``tempfile.mkstemp``. EROFS fails there
+  counted where every one of them starts: ``statefiles.temp_file``. EROFS fails there
   (creating the temp file), ENOSPC once the temp file exists, at its first ``write``,
   as a full disk does, so the writer's clean-up of its temp file is exercised too;
 * ``remove:N:EROFS``: the Nth ``Path.unlink`` (status files, definitions, dnsmasq files);
@@ -36,7 +36,6 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -114,17 +113,17 @@ class _FullDisk:
 
 
 def patch_writes(rec: Recorder) -> None:
-    real_mkstemp = tempfile.mkstemp
+    from virtfw import statefiles
+
+    real_temp_file = statefiles.temp_file
     real_fdopen = os.fdopen
     doomed: dict[int, str] = {}
 
-    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        folder = str(kwargs.get("dir") or "?")
-        target = os.path.join(folder, str(kwargs.get("prefix", "")).strip("."))
-        hit = rec.passes("write", target)
+    def temp_file(path: pathlib.Path) -> tuple[int, str]:
+        hit = rec.passes("write", str(path))
         if hit and rec.spec.error != errno.ENOSPC:
-            raise os_error(rec.spec.error, folder)
-        fd, tmp = real_mkstemp(*args, **kwargs)
+            raise os_error(rec.spec.error, str(path.parent))
+        fd, tmp = real_temp_file(path)
         if hit:
             doomed[fd] = tmp
         return fd, tmp
@@ -135,7 +134,7 @@ def patch_writes(rec: Recorder) -> None:
             return _FullDisk(handle, rec.spec.error, doomed.pop(fd))
         return handle
 
-    tempfile.mkstemp = mkstemp  # type: ignore[assignment]
+    statefiles.temp_file = temp_file  # type: ignore[assignment]
     os.fdopen = fdopen  # type: ignore[assignment]
 
 

@@ -60,3 +60,23 @@ def test_help_imports_no_netlink_xml_or_rich(command: list[str]) -> None:
         "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'pyroute2', 'lxml', 'rich'}))\n"
     )
     assert out.splitlines()[-1] == "LOADED []"
+
+
+def test_commands_import_none_of_the_heavy_stdlib_helpers() -> None:
+    """asyncio (pyroute2's IPRoute), tempfile and shutil (and random, bz2, lzma behind them),
+    importlib.resources (and zipfile): each replaced by a few lines of virtfw's own. What the
+    interpreter's site (.pth files) loaded before is not virtfw's doing and not counted."""
+    heavy = ("asyncio", "tempfile", "shutil", "importlib.resources", "zipfile", "unittest", "ssl", "random")
+    out = run_python(
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import virtfw.cli.main, virtfw.net.manager, virtfw.net.dnsmasq, virtfw.filter.bindings\n"
+        "import virtfw.rules.nft.network, virtfw.rules.nft.filter\n"
+        "import virtfw.rules.xtables.network, virtfw.rules.xtables.filter\n"
+        "from virtfw import config\n"
+        "from virtfw.net import netlink\n"
+        "netlink.Netlink().close()\n"
+        "config.shipped_dir()\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules and m not in before))\n"
+    )
+    assert out == "[]"

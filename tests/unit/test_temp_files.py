@@ -186,3 +186,60 @@ def test_the_next_command_removes_leftovers(tmp_path: Path) -> None:
     env = {**os.environ, **NO_EDITOR, "PYTHONPATH": str(ROOT)}
     assert_ok(subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False))
     assert not leftover.exists() and foreign.exists()
+
+
+# ---------------------------------------------------------------------------------
+# temp_file and find_tool: what tempfile and shutil did, without importing them
+# ---------------------------------------------------------------------------------
+
+
+def test_a_temp_file_is_named_for_the_sweep_private_and_new(tmp_path: Path) -> None:
+    from virtfw.statefiles import TEMP_NAME, temp_file
+
+    target = tmp_path / "vnet0.json"
+    names = set()
+    for _ in range(50):
+        fd, name = temp_file(target)
+        os.close(fd)
+        assert TEMP_NAME.fullmatch(os.path.basename(name)), name
+        assert os.path.dirname(name) == str(tmp_path)
+        assert os.stat(name).st_mode & 0o777 == 0o600
+        names.add(name)
+    assert len(names) == 50
+
+
+def test_a_temp_file_is_never_opened_through_a_planted_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name someone created first (a symlink to elsewhere) is skipped, not written through."""
+    from virtfw import statefiles
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep\n")
+    planted = tmp_path / ".vnet0.json.aaaaaaaa"
+    planted.symlink_to(elsewhere)
+    draws = iter([b"\0" * 8, b"\1" * 8])  # the first draw names the planted link
+    monkeypatch.setattr(statefiles.os, "urandom", lambda n: next(draws))
+    fd, name = statefiles.temp_file(tmp_path / "vnet0.json")
+    os.close(fd)
+    assert name == str(tmp_path / ".vnet0.json.bbbbbbbb")
+    assert planted.is_symlink() and elsewhere.read_text() == "keep\n"
+
+
+def test_tools_are_found_as_which_finds_them_but_never_in_a_relative_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from virtfw.rules.runner import find_tool
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "nft").write_text("#!/bin/sh\n")  # not executable: skipped
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "nft"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (tmp_path / "dir" / "nft").mkdir(parents=True)  # a folder of that name: skipped
+    monkeypatch.chdir(tmp_path / "bin")
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join(["", ".", str(tmp_path / "plain"), str(tmp_path / "dir"), str(tmp_path / "bin")])
+    )
+    assert find_tool("nft") == str(tool)
+    monkeypatch.setenv("PATH", os.pathsep.join(["", "."]))
+    assert find_tool("nft") is None

@@ -28,12 +28,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:  # imported when completing only: every command would pay for it
+    from pathlib import Path
+
     from click.shell_completion import CompletionItem
 
 __all__ = [
@@ -64,11 +65,15 @@ def _root_param(ctx: click.Context | None, name: str) -> Path | None:
     value = ctx.find_root().params.get(name)
     if value in (None, ""):
         return None
+    from pathlib import Path
+
     return Path(os.path.expanduser(str(value)))
 
 
 def _dirs(ctx: click.Context | None) -> tuple[Path, Path]:
     """The config and state dirs the command being completed would use."""
+    from pathlib import Path
+
     config_dir = _root_param(ctx, "config_dir")
     state_dir = _root_param(ctx, "state_dir")
     # click has already applied the env vars when it parsed the root options; reading

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -15,13 +14,13 @@ from virtfw.errors import VirtfwError, one_line
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config-dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     envvar="VIRTFW_CONFIG_DIR",
     help="Persistent definitions (default /etc/virtfw; per-user when not root).",
 )
 @click.option(
     "--state-dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     envvar="VIRTFW_STATE_DIR",
     help="Runtime status and the lock (default /run/virtfw; per-user when not root).",
 )
@@ -38,14 +37,19 @@ from virtfw.errors import VirtfwError, one_line
 @click.pass_context
 def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verbose) -> None:
     """Firewalled virtual networks and network filters for VMs and containers, libvirt-style."""
-    # Not imported for --help: the runner pulls in subprocess, the context dataclasses.
+    # Not imported for --help: the runner pulls in subprocess, the context dataclasses,
+    # pathlib (and its re, fnmatch, urllib.parse).
+    from pathlib import Path
+
     from virtfw.cli.context import AppContext
     from virtfw.config import Config, default_dirs
     from virtfw.rules.runner import Runner
     from virtfw.statefiles import check_trusted_dir
 
     default_config, default_state = default_dirs()
-    config = Config(config_dir or default_config, state_dir or default_state, backend)
+    config = Config(
+        Path(config_dir) if config_dir else default_config, Path(state_dir) if state_dir else default_state, backend
+    )
     check_trusted_dir(config.config_dir, "config dir")
     check_trusted_dir(config.state_dir, "state dir")
     ctx.obj = AppContext(config, Runner(dry_run=dry_run, verbose=verbose and not quiet))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -276,7 +275,8 @@ def edit_text(text: str, suffix: str) -> str:
             raise VirtfwError(f"cannot run editor {editor!r}: {exc.strerror}") from None
         if result.returncode != 0:
             raise VirtfwError(f"editor {editor!r} exited with status {result.returncode}; nothing changed")
-        return Path(path).read_text()
+        with open(path, encoding="utf-8") as edited:
+            return edited.read()
     finally:
         os.unlink(path)
 

@@ -9,7 +9,6 @@ path agree, so a recycled pid is never killed by mistake.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
+from virtfw.rules.runner import find_tool
 
 PACKAGE_HINT = "install the dnsmasq-base package (Debian/Ubuntu) or dnsmasq"
 
@@ -129,7 +129,7 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     """Write the files and start dnsmasq; returns its pid once it is serving."""
     from virtfw.statefiles import ensure_dir, write_atomic
 
-    exe = shutil.which("dnsmasq")
+    exe = find_tool("dnsmasq")
     rendered = render_config(net, files)
     if dry_run:
         print(f"+ dnsmasq --conf-file={files.conf}")

@@ -34,13 +34,13 @@ The contract both keep:
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from virtfw.errors import VirtfwError
+from virtfw.rules.runner import find_tool
 
 if TYPE_CHECKING:  # the filter paths never need the network rule model
     from typing_extensions import Self
@@ -297,14 +297,14 @@ def select_backend(requested: str | None) -> NetworkBackend[Any, Any]:
 def select_backend_name(requested: str | None) -> str:
     """Which backend :func:`select_backend` would load, without importing it."""
     if requested:
-        if shutil.which(BACKEND_TOOLS[requested]) is None:
+        if find_tool(BACKEND_TOOLS[requested]) is None:
             raise VirtfwError(
                 f"requested firewall_backend '{requested}' is not available: "
                 f"{BACKEND_TOOLS[requested]} not found on PATH"
             )
         return requested
     for name, tool in BACKEND_TOOLS.items():
-        if shutil.which(tool):
+        if find_tool(tool):
             return name
     raise VirtfwError("could not find a usable firewall backend: install nftables or iptables")
 

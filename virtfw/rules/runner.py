@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 
 from virtfw.errors import ToolError, VirtfwError
+
+
+def find_tool(tool: str) -> str | None:
+    """``tool``'s path on PATH: the first executable regular file, as ``shutil.which`` finds it
+    (without importing shutil, and bz2, lzma, fnmatch behind it, into every command), but
+    never in a relative folder (an empty PATH entry means the working directory, which is
+    no place for root to pick up a firewall tool)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(folder):
+            continue
+        candidate = os.path.join(folder, tool)
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 @dataclass
@@ -33,7 +46,7 @@ class Runner:
     log: list[list[str]] = field(default_factory=list)
 
     def which(self, tool: str) -> str:
-        path = shutil.which(tool)
+        path = find_tool(tool)
         if path is None:
             raise VirtfwError(f"{tool} not found on PATH")
         return path

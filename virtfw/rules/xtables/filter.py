@@ -37,7 +37,6 @@ The shared chains and their ``FORWARD``/``INPUT`` hooks are the base.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from virtfw.errors import ToolError, VirtfwError
 from virtfw.names import check_ifname
 from virtfw.rules.backend import Installed
 from virtfw.rules.portrules import PortRules
-from virtfw.rules.runner import Runner
+from virtfw.rules.runner import Runner, find_tool
 from virtfw.rules.xtables.appeared import Appeared, drop_appeared
 from virtfw.rules.xtables.filter_records import (
     EBTABLES_FILTER,
@@ -487,7 +486,7 @@ class EbiptablesFilterBackend:
         ebtables-nft create them on first use; their save output lists builtin chains
         either way), so that removing the base leaves the ruleset as it was. Only looked
         up when we hook a builtin chain for the first time; legacy tools have them all."""
-        if runner.dry_run or not tool_batch.first_hooked or shutil.which("nft") is None:
+        if runner.dry_run or not tool_batch.first_hooked or find_tool("nft") is None:
             return Appeared()
         banner = saved.split("\n", 1)[0]
         if banner.startswith("#"):

@@ -12,7 +12,6 @@ that went in is taken back, so a failed install leaves the rules as they were.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed
 from virtfw.rules.netrules import Family, RuleSet
 from virtfw.rules.nft.syntax import NFT_FAMILY
-from virtfw.rules.runner import Runner
+from virtfw.rules.runner import Runner, find_tool
 from virtfw.rules.xtables.appeared import Appeared, drop_appeared
 from virtfw.rules.xtables.network_records import (
     CHAINS,
@@ -158,7 +157,7 @@ class IptablesBackend:
         iptables has them all along. What appears for us goes again at teardown
         if nothing else was put in it, so teardown leaves the ruleset as it found it.
         """
-        if runner.dry_run or shutil.which("nft") is None:
+        if runner.dry_run or find_tool("nft") is None:
             return None
         if "nf_tables" not in runner.query([IPTABLES_BY_FAMILY[family], "--version"]).stdout:
             return None
