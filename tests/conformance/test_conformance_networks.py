@@ -47,6 +47,7 @@ from helpers.nsutil import (
     read_commands,
     ruleset,
     run,
+    verify_problems,
     virtfw_argv,
 )
 
@@ -264,14 +265,18 @@ def runnable_copy(xml: Path, tmp_path: Path) -> Path:
 @pytest.mark.netns
 @pytest.mark.parametrize(("name", "backend"), case_params())
 def test_ruleset_matches_libvirt(name: str, backend: str, tmp_path: Path) -> None:
-    """virtfw's ruleset for network NAME equals the one libvirt's commands build."""
+    """virtfw's ruleset for network NAME equals the one libvirt's commands build, and verifies clean."""
     xml = DATA / f"{name}.xml"
     bridge = bridge_name(xml)
     commands = libvirt_commands(name, backend)
 
     with netns("vfwA") as ns_a:
-        Virtfw(ns_a, tmp_path, backend)("net-create", str(runnable_copy(xml, tmp_path)))
+        vfw = Virtfw(ns_a, tmp_path, backend)
+        vfw("net-create", str(runnable_copy(xml, tmp_path)))
         ns_a.run(["ip", "link", "show", "dev", bridge])  # virtfw made the bridge
+        # what install recorded of each rule (on nftables: its statements as echoed) is what
+        # a later listing shows, so an untouched network verifies clean
+        assert verify_problems(vfw) == []
         if backend == "nftables":
             tc_filters = ns_a.sh("tc", "filter", "show", "dev", bridge)
             assert tc_filters.strip() == "", f"virtfw left a tc filter on {bridge}:\n{tc_filters}"

@@ -54,8 +54,45 @@ OLD_IPTABLES = {
 @pytest.mark.parametrize("data", [OLD_NFT_NETWORK, {"backend": "nftables", "tables": {}, "batch": []}])
 def test_nft_network_record_reads_the_old_json_and_writes_it_back(data: dict) -> None:
     record = NftNetworkRecord.from_json(json.loads(json.dumps(data)), "test")
-    assert record.to_json() == data
-    assert NftNetworkRecord.from_json(record.to_json(), "test") == record
+    written = record.to_json()
+    assert NftNetworkRecord.from_json(written, "test") == record
+    # texts (and digests) are now keyed by family and handle; everything else as it was
+    keyed = {f"ip {handle}": text for handle, text in data.get("rules", {}).items()}
+    assert written == ({**data, "rules": keyed} if keyed else data)
+
+
+def test_nft_network_record_keeps_ip_and_ip6_rules_of_one_handle_apart() -> None:
+    """Both tables number their rules from 1: handle 9 in ip and handle 9 in ip6 are two rules."""
+    rules = (
+        NftRule("ip", "guest_output", 9, 'iif "virbr0" counter reject', "aaaa"),
+        NftRule("ip6", "guest_output", 9, 'iif "virbr0" counter reject', "bbbb"),
+        NftRule("ip", "guest_output", 12, "ip saddr 192.168.122.0/24 counter accept", "cccc"),
+        NftRule("ip6", "guest_output", 12, "ip6 saddr 2001:db8::/64 counter accept", "dddd"),
+    )
+    record = NftNetworkRecord((("ip", 3), ("ip6", 4)), rules)
+    assert NftNetworkRecord.from_json(json.loads(json.dumps(record.to_json())), "test") == record
+
+
+def test_an_old_record_with_one_handle_in_both_families_mixes_nothing_up() -> None:
+    """Keyed by the handle alone, a shared handle's text and digest could be either family's:
+    neither is used (verify then checks presence only), the unshared ones are."""
+    old = {
+        "backend": "nftables",
+        "tables": {"ip": 3, "ip6": 4},
+        "batch": [
+            "delete rule ip virtfw_network guest_output handle 9",
+            "delete rule ip6 virtfw_network guest_output handle 9",
+            "delete rule ip virtfw_network guest_nat handle 15",
+        ],
+        "rules": {"9": "ip6 saddr 2001:db8::/64 counter accept", "15": "counter masquerade"},
+        "digests": {"9": "ffff", "15": "eeee"},
+    }
+    record = NftNetworkRecord.from_json(old, "test")
+    assert [(rule.text, rule.digest) for rule in record.rules] == [
+        ("handle 9", None),
+        ("handle 9", None),
+        ("counter masquerade", "eeee"),
+    ]
 
 
 def test_nft_network_record_holds_structure() -> None:

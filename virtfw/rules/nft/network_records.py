@@ -57,11 +57,16 @@ class NftRule:
     chain: str
     handle: int
     text: str  # as rendered, for verify's messages
-    digest: str | None = None  # of the rule as the kernel listed it after the install (``rule_digest``)
+    digest: str | None = None  # of the rule as nft echoed it at install (``rule_digest``)
 
     @property
     def delete(self) -> str:
         return f"delete rule {self.family} {TABLE} {self.chain} handle {self.handle}"
+
+    @property
+    def key(self) -> str:
+        """Its key in a record's texts and digests: the ip and ip6 tables number handles alike."""
+        return f"{self.family} {self.handle}"
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,8 @@ class NftNetworkRecord:
     def to_json(self) -> dict:
         data: dict = {"backend": BACKEND, "tables": dict(self.tables), "batch": [rule.delete for rule in self.rules]}
         if self.rules:
-            data["rules"] = {str(rule.handle): rule.text for rule in self.rules}
-            digests = {str(rule.handle): rule.digest for rule in self.rules if rule.digest}
+            data["rules"] = {rule.key: rule.text for rule in self.rules}
+            digests = {rule.key: rule.digest for rule in self.rules if rule.digest}
             if digests:
                 data["digests"] = digests
         return data
@@ -85,15 +90,21 @@ class NftNetworkRecord:
         fields = records.obj(data, where, {"backend", "tables", "batch", "rules", "digests"})
         texts = records.mapping(fields.get("rules", {}), f"{where}.rules", records.text)
         digests = records.mapping(fields.get("digests", {}), f"{where}.digests", records.text)
-        rules = []
+        deletions = []
         for index, line in enumerate(records.texts(fields.get("batch", []), f"{where}.batch")):
             match = _DELETE_RULE.fullmatch(line)
             if match is None:
                 raise records.fail(f"{where}.batch[{index}]", "not a deletion of a rule in virtfw's table")
-            family, chain, handle = match.groups()
-            rules.append(
-                NftRule(family, chain, int(handle), texts.get(handle, f"handle {handle}"), digests.get(handle))
-            )
+            deletions.append(match.groups())
+        # Older records keyed texts and digests by the handle alone, which the ip and ip6
+        # tables both number from 1: such a key is used only where one family has that handle.
+        handles = [handle for _, _, handle in deletions]
+        rules = []
+        for family, chain, handle in deletions:
+            key = f"{family} {handle}"
+            legacy = handle if handles.count(handle) == 1 else key
+            text = texts.get(key, texts.get(legacy, f"handle {handle}"))
+            rules.append(NftRule(family, chain, int(handle), text, digests.get(key, digests.get(legacy))))
         return cls(_handles(fields.get("tables", {}), f"{where}.tables", missing_ok=True), tuple(rules))
 
 
