@@ -373,8 +373,8 @@ start=$EPOCHREALTIME
 rc=$?
 end=$EPOCHREALTIME
 printf '%s\\t%s\\t%s\\t%s\\n' "{tool}" "$start" "$end" "$*" >> "$VIRTFW_BENCH_TOOLLOG"
-for arg in "$@"; do  # a copy of each batch file (virtfw deletes its own once we return), untimed
-    case "$arg" in */virtfw-*.batch) cp -- "$arg" "$VIRTFW_BENCH_TOOLLOG.$EPOCHREALTIME.{tool}.batch" ;; esac
+for arg in "$@"; do  # a copy of each batch (a memfd virtfw passes as /proc/self/fd/N), untimed
+    case "$arg" in /proc/self/fd/*|*/virtfw-*.batch) cp -- "$arg" "$VIRTFW_BENCH_TOOLLOG.$EPOCHREALTIME.{tool}.batch" ;; esac
 done
 exit $rc
 """
@@ -724,9 +724,9 @@ class Bench:
         if batch is None:
             raise BenchError("no nft batch was captured from the wrapped autostart")
         bridges = [n.bridge for n in nets_for(count)]
-        times: dict[str, list[float]] = {"echo": [], "plain": []}
+        times: dict[str, list[float]] = {"echo": [], "text": [], "plain": []}
         for _ in range(max(5, self.repeat)):
-            for key, argv in (("echo", ["-j", "-e", "-a", "-f"]), ("plain", ["-f"])):
+            for key, argv in (("echo", ["-j", "-e", "-a", "-f"]), ("text", ["-e", "-a", "-f"]), ("plain", ["-f"])):
                 with Namespace("e") as ns:
                     ns.add_bridges(bridges)
                     times[key].append(ns.timed_ok([self.real["nft"], *argv, str(batch)]))
@@ -849,7 +849,7 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
         if backend == "nftables" and w:
             e = attempt("(e) nft echo", lambda count=count: bench.nft_echo(count))
             if e:
-                fig.update(e_echo=e["echo"], e_plain=e["plain"])
+                fig.update(e_echo=e["echo"], e_text=e["text"], e_plain=e["plain"])
         f = attempt("(f) syncs", lambda count=count, config=config: bench.syncs(backend, count, config))
         if f:
             fig["f_syncs"] = f[0]
@@ -922,8 +922,10 @@ def run_backend(bench: Bench, backend: str, counts: list[int], info: Result) -> 
     if backend == "nftables":
         rows += [
             ("(e) nft -j -e -a -f of virtfw's batch, ms", cells(lambda n: ms(get(n, "e_echo"))), "(median of 5)"),
+            ("    nft -e -a -f (text echo), ms", cells(lambda n: ms(get(n, "e_text"))), "(median of 5)"),
             ("    nft -f of the same batch, ms", cells(lambda n: ms(get(n, "e_plain"))), "(median of 5)"),
             ("    JSON echo / plain", cells(lambda n: ratio(div(get(n, "e_echo"), get(n, "e_plain")))), ""),
+            ("    text echo / plain", cells(lambda n: ratio(div(get(n, "e_text"), get(n, "e_plain")))), ""),
         ]
     rows.append(
         (
