@@ -9,7 +9,19 @@ package ``helpers`` (``tests/helpers/``; pyproject.toml puts ``tests/`` on the p
 import os
 
 import pytest
-from helpers.nsutil import BACKENDS, CONFORMANCE_NOTES, our_namespaces
+from helpers.nsutil import BACKENDS, CONFORMANCE_NOTES, SHARED_ABSENT, our_namespaces
+
+_skipped_for_shared: list[str] = []
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Without ../shared, the tests marked ``shared`` are skipped with the reason."""
+    if SHARED_ABSENT is None:
+        return
+    for item in items:
+        if item.get_closest_marker("shared"):
+            item.add_marker(pytest.mark.skip(reason=SHARED_ABSENT))
+            _skipped_for_shared.append(item.nodeid)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -56,6 +68,8 @@ def pytest_runtest_logreport(report) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if _skipped_for_shared:
+        terminalreporter.write_line(f"{len(_skipped_for_shared)} tests skipped: {SHARED_ABSENT}")
     for label, seen in _outcomes.items():
         counts: dict[str, int] = {}
         for outcome in seen.values():

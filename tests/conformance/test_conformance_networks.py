@@ -52,6 +52,7 @@ from helpers.nsutil import (
 )
 
 DATA = TESTDATA / "networkxml2firewalldata"
+pytestmark = pytest.mark.shared  # libvirt's cases, from ../shared
 
 #: libvirt's test cases (tests/networkxml2firewalltest.c), one ``NAME.xml`` each. Listed
 #: rather than globbed so that a missing shared/ folder fails instead of collecting nothing.

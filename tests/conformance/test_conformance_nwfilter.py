@@ -52,6 +52,7 @@ CASES: tuple[str, ...] = (
 
 #: libvirt's object names -> virtfw's, applied to every replayed argument.
 NAME_MAP: tuple[tuple[str, str], ...] = (("libvirt-", "virtfw-"), ("LIBVIRT_", "VIRTFW_"))
+pytestmark = pytest.mark.shared  # libvirt's cases, from ../shared
 
 #: How namespace A is installed: "cli", "python" (the fallback), or "auto" (the CLI as
 #: soon as it has ``nwfilter-binding-create``). Environment VIRTFW_NWFILTER_VIA overrides.

@@ -25,6 +25,7 @@ from helpers.nwfilter_cases import PORT, case_port_rules
 from virtfw.errors import VirtfwError
 
 DATA = TESTDATA / "nwfilterxml2firewalldata-nftables"
+pytestmark = pytest.mark.shared  # libvirt's cases, from ../shared
 
 ICMP_DIRECTION = (
     "libvirt writes no `ct direction` on icmp/icmpv6 rules, so an accept for one direction also "

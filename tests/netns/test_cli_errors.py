@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import NO_EDITOR, assert_ok, assert_refused, executable, show, tree, write
 from helpers.network_cases import GOOD, INVALID, IPV6_IP, Invalid, variant, with_bridge, with_ip, with_name
-from helpers.nsutil import Netns, Virtfw, need_root, netns, ruleset
+from helpers.nsutil import ROOT, Netns, Virtfw, need_root, netns, ruleset
 
 from virtfw.net.xml import parse_network
 
@@ -366,18 +366,22 @@ def _blocked_ancestor(path: Path) -> Path | None:
 class Nobody:
     """Runs ``python -m virtfw`` as uid/gid 65534 with HOME (and TMPDIR) in a private dir.
 
-    No --config-dir/--state-dir: virtfw must pick per-user directories. When this
-    Python lives under a directory other users cannot enter (a pyenv under /root), it
-    is made reachable by bind mounts in a private mount namespace, at the same path.
+    No --config-dir/--state-dir: virtfw must pick per-user directories. The code run is
+    a copy of this checkout's ``virtfw/`` and ``etc/`` in a directory anyone can read
+    (the checkout may lie where other users cannot enter). When this Python lives under
+    such a directory (a pyenv under /root), it is made reachable by bind mounts in a
+    private mount namespace, at the same path.
     """
 
     home: Path
     shadow: Path
+    code: Path
 
     def argv(self, *args: str) -> list[str]:
         env = [
             "env", "-i", f"HOME={self.home}", f"TMPDIR={self.home}", "LANG=C.UTF-8",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"PYTHONPATH={self.code}", "PYTHONDONTWRITEBYTECODE=1",
         ]  # fmt: skip
         drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
         command = [*drop, *env, sys.executable, "-m", "virtfw", *args]
@@ -399,13 +403,20 @@ def nobody() -> Iterator[Nobody]:
     need_root()
     home = Path(tempfile.mkdtemp(prefix="virtfw-nobody-"))
     shadow = Path(tempfile.mkdtemp(prefix="virtfw-shadow-"))
+    code = Path(tempfile.mkdtemp(prefix="virtfw-code-"))
     try:
         os.chown(home, NOBODY, NOBODY)
         shadow.chmod(0o755)
-        yield Nobody(home, shadow)
+        code.chmod(0o755)
+        skip = shutil.ignore_patterns("__pycache__")
+        for part in ("virtfw", "etc"):
+            shutil.copytree(ROOT / part, code / part, ignore=skip)
+        for path in code.rglob("*"):  # readable whatever the checkout's umask was
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield Nobody(home, shadow, code)
     finally:
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(shadow, ignore_errors=True)
+        for folder in (home, shadow, code):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.netns

@@ -164,6 +164,7 @@ def contract_network_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.shared
 def test_help_lists_every_contract_command(local: Local) -> None:
     expected = contract_network_commands()
     assert {"net-define", "net-info", "net-dumpxml", "autostart", "reload"} <= set(expected)

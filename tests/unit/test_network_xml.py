@@ -130,6 +130,7 @@ def test_valid_edge_values_are_accepted(xml: str, check) -> None:
 # ---------------------------------------------------------------------------------
 
 
+@pytest.mark.shared
 def test_network_files_found() -> None:
     """libvirt's data is present (a missing ../shared must fail, not collect nothing)."""
     names = {path.stem for path in NETWORK_FILES}
@@ -252,6 +253,7 @@ def test_open_mode_has_no_rules() -> None:
     assert network_rules(net).rules == ()
 
 
+@pytest.mark.shared
 def test_isolated_has_no_nat_and_no_way_out() -> None:
     """No <forward>: no NAT rules, and nothing may leave or enter the network, only cross it."""
     net = load(DATA / "isolated.xml")
@@ -265,6 +267,7 @@ def test_isolated_has_no_nat_and_no_way_out() -> None:
     assert {r.verdict.action for r in rules if r.chain is Chain.FWD_CROSS} == {Action.ACCEPT}
 
 
+@pytest.mark.shared
 def test_route_mode_does_not_masquerade() -> None:
     """forward mode='route': the network's addresses are routed both ways, never rewritten."""
     net = load(DATA / "route-default.xml")
@@ -303,6 +306,7 @@ def libvirt_commands(path: Path) -> list[list[str]]:
 LIBVIRT_FORWARD_CHAINS = {"LIBVIRT_FWX": Chain.FWD_CROSS, "LIBVIRT_FWI": Chain.FWD_IN, "LIBVIRT_FWO": Chain.FWD_OUT}
 
 
+@pytest.mark.shared
 def test_forward_chain_order_is_libvirts() -> None:
     """libvirt inserts the jumps FWO, FWI, FWX at the top of FORWARD: cross, in, out is the result."""
     jumps = [

@@ -110,6 +110,7 @@ def _refused_file(name: str) -> bool:
     return False
 
 
+@pytest.mark.shared
 def test_test_data_found() -> None:
     """The globs found libvirt 11.3.0's cases; print how they fare (pytest -s shows it)."""
     matched = sum(_formats_like_libvirt(name) for name in PAIRED)
@@ -141,11 +142,13 @@ def test_invalid_case_refused(name: str) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.shared
 def test_quirks_refused_for_the_typos() -> None:
     with pytest.raises(VirtfwError, match=r"line 9: <tcp>: unknown attribute 'srcporttend'"):
         parse_filter(read(XML_IN / "quirks-invalid.xml"), "quirks-invalid.xml")
 
 
+@pytest.mark.shared
 def test_quirks_merge_like_libvirt() -> None:
     """Several <tcp> of one rule merge attribute by attribute; each attribute keeps the
     match='no' of its element, and dstportstart/srcipmask take it from srcportstart/srcipaddr."""
@@ -212,6 +215,7 @@ def _rules(name: str, folder: Path = XML_IN) -> list[FilterRule]:
     return [e for e in parse_filter(read(folder / name), name).entries if isinstance(e, FilterRule)]
 
 
+@pytest.mark.shared
 def test_literals_are_kept_as_libvirt_prints_them() -> None:
     ip = _rules("ip.xml", FIREWALL)[0].match
     assert ip == ProtocolMatch("ip", {
@@ -229,6 +233,7 @@ def test_literals_are_kept_as_libvirt_prints_them() -> None:
     assert comment[6].match.attrs["comment"] == "`ls`;${COLUMNS};$(ls);\"test\";&'3   spaces'"
 
 
+@pytest.mark.shared
 def test_variables_are_varrefs() -> None:
     first, second, *_ = _rules("iter-test2.xml")
     assert first.match.attrs["srcipaddr"] == VarRef("A")
@@ -242,6 +247,7 @@ def test_variables_are_varrefs() -> None:
     assert ipset.attrs == {"ipset": VarRef("IPSETNAME"), "ipsetflags": "src,dst"}
 
 
+@pytest.mark.shared
 def test_rules_filterrefs_and_parameters() -> None:
     flt = parse_filter(read(XML_IN / "attr-value-test.xml"), "attr-value-test.xml")
     ref = flt.entries[0]
@@ -256,6 +262,7 @@ def test_rules_filterrefs_and_parameters() -> None:
     assert [r.statematch for r in _rules("tcp.xml", FIREWALL)][1:3] == [False, False]
 
 
+@pytest.mark.shared
 def test_negation() -> None:
     match = _rules("ipt-no-macspoof-test.xml")[0].match
     assert match.negate and match.negated_attrs == frozenset() and match.is_negated("srcmacaddr")
