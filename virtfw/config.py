@@ -24,16 +24,25 @@ def shipped_dir() -> Path:
     A source checkout (or editable install) reads etc/ in place; a wheel carries it
     as the package data ``virtfw.shipped``.
     """
+    return _data_dir("etc", "shipped", "network.conf")
+
+
+def manpage_dir() -> Path:
+    """The manual pages: the repository's man/, carried by a wheel as ``virtfw.manpages``."""
+    return _data_dir("man", "manpages", "virtfw.1")
+
+
+def _data_dir(in_checkout: str, in_package: str, marker: str) -> Path:
     package = Path(__file__).resolve().parent
-    checkout = package.parent / "etc"
-    if (checkout / "network.conf").is_file():
+    checkout = package.parent / in_checkout
+    if (checkout / marker).is_file():
         return checkout
-    installed = package / "shipped"
+    installed = package / in_package
     if installed.is_dir():  # a wheel unpacked on disk: the usual install
         return installed
     from importlib import resources  # pulls in zipfile: only for a zipped install
 
-    return Path(str(resources.files("virtfw") / "shipped"))
+    return Path(str(resources.files("virtfw") / in_package))
 
 
 def default_dirs() -> tuple[Path, Path]:

@@ -1,0 +1,94 @@
+"""The wheel alone carries the manual pages, the systemd unit and shell completion, and
+``virtfw install-files`` puts them where man, systemd and the shells look."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers.nsutil import ROOT
+
+from virtfw.errors import VirtfwError
+from virtfw.hostfiles import unit_text
+
+PAGES = ["virtfw.1", "virtfw-network.5", "virtfw-network.conf.5", "virtfw-nwfilter.5"]
+
+
+@pytest.fixture(scope="module")
+def unpacked_wheel(tmp_path_factory) -> Path:
+    """This checkout built as a wheel and unpacked: what an install from it holds."""
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    wheel = next(out.glob("virtfw-*.whl"))
+    site = out / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return site
+
+
+def test_wheel_carries_pages_and_unit(unpacked_wheel: Path) -> None:
+    for page in PAGES:
+        assert (unpacked_wheel / "virtfw" / "manpages" / page).is_file(), page
+    assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw.service").is_file()
+
+
+def test_install_files_from_the_wheel_alone(unpacked_wheel: Path, tmp_path: Path) -> None:
+    prefix, units = tmp_path / "usr", tmp_path / "units"
+    env = {**os.environ, "PYTHONPATH": str(unpacked_wheel)}
+    argv = [sys.executable, "-m", "virtfw", "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "run")]
+    dry = subprocess.run([*argv, "--dry-run", "install-files", "--prefix", str(prefix), "--unit-dir", str(units)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert not prefix.exists() and not units.exists(), "--dry-run wrote files"
+    done = subprocess.run([*argv, "install-files", "--prefix", str(prefix), "--unit-dir", str(units)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert str(unpacked_wheel) in subprocess.run(
+        [sys.executable, "-c", "import virtfw; print(virtfw.__file__)"], capture_output=True, text=True, env=env,
+        cwd=tmp_path, check=True,
+    ).stdout  # fmt: skip
+    for page in PAGES:
+        installed = prefix / "share" / "man" / f"man{page[-1]}" / page
+        assert installed.read_text() == (ROOT / "man" / page).read_text()
+        assert installed.stat().st_mode & 0o777 == 0o644
+    unit = (units / "virtfw.service").read_text()
+    assert f"ExecStart={sys.executable} -m virtfw autostart" in unit
+    assert f"ExecStartPre={sys.executable} -m virtfw reload" in unit
+    bash = (prefix / "share" / "bash-completion" / "completions" / "virtfw").read_text()
+    assert "_VIRTFW_COMPLETE=bash_complete" in bash
+    assert "compdef" in (prefix / "share" / "zsh" / "site-functions" / "_virtfw").read_text()
+    assert "complete " in (prefix / "share" / "fish" / "vendor_completions.d" / "virtfw.fish").read_text()
+    if shutil.which("man") is None:
+        pytest.skip("man is not installed (apt-get install man-db)")
+    found = subprocess.run(["man", "-M", str(prefix / "share" / "man"), "-w", "virtfw"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert found.stdout.strip() == str(prefix / "share" / "man" / "man1" / "virtfw.1"), found.stderr
+
+
+def test_install_files_refuses_a_symlink_target(tmp_path: Path) -> None:
+    prefix = tmp_path / "usr"
+    (prefix / "share" / "man" / "man1").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep\n")
+    (prefix / "share" / "man" / "man1" / "virtfw.1").symlink_to(elsewhere)
+    argv = [sys.executable, "-m", "virtfw", "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "run")]
+    proc = subprocess.run([*argv, "install-files", "--prefix", str(prefix), "--unit-dir", str(tmp_path / "units")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert elsewhere.read_text() == "keep\n"
+    assert not (tmp_path / "units").exists(), "a refused install wrote some files"
+
+
+def test_unit_refuses_a_path_systemd_would_split() -> None:
+    with pytest.raises(VirtfwError, match="systemd would split"):
+        unit_text("ExecStart=virtfw autostart\n", ["/opt/my venv/bin/virtfw"])
+    assert unit_text("ExecStart=virtfw autostart\n#   ExecStop=virtfw x\n", ["/v/bin/virtfw"]) == (
+        "ExecStart=/v/bin/virtfw autostart\n#   ExecStop=virtfw x\n"
+    )

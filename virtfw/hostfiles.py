@@ -1,0 +1,92 @@
+"""The files a host needs besides the package: manual pages, the systemd unit, shell completion.
+
+A wheel carries them (the pages as package data ``virtfw.manpages``, the unit with the
+shipped defaults), so that an install from the wheel alone can put them where the system
+looks: ``virtfw install-files`` writes
+
+- ``PREFIX/share/man/man1/virtfw.1`` and the section-5 pages (man-db's default path);
+- ``PREFIX/share/bash-completion/completions/virtfw``, ``PREFIX/share/zsh/site-functions/_virtfw``
+  and ``PREFIX/share/fish/vendor_completions.d/virtfw.fish`` (each shell's system-wide
+  directory under ``/usr/local``, loaded on demand);
+- ``UNIT_DIR/virtfw.service``, running this very virtfw by its absolute path: a
+  virtualenv's ``virtfw`` is not in systemd's search path.
+
+All of them or none (every file staged before any is renamed into place); a target that
+is a symbolic link or not a regular file, and a directory someone else controls, are
+refused, never followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtfw.config import manpage_dir, shipped_dir
+from virtfw.errors import VirtfwError
+
+COMPLETION_FILES = {
+    "bash": "share/bash-completion/completions/virtfw",
+    "zsh": "share/zsh/site-functions/_virtfw",
+    "fish": "share/fish/vendor_completions.d/virtfw.fish",
+}
+UNIT_NAME = "virtfw.service"
+# What a word of an Exec= line may hold without quoting: systemd splits at white space
+# and gives quotes, backslashes, "$" and "%" meanings of their own.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_/.+-]+")
+_EXEC_LINE = re.compile(r"^(ExecStartPre|ExecStart|ExecReload)=virtfw(?= |$)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class HostFile:
+    path: Path
+    text: str
+    what: str
+
+
+def this_command() -> list[str]:
+    """How to run the virtfw that is running now: its console script, else ``python -m virtfw``."""
+    script = sys.argv[0]
+    if os.path.isabs(script) and os.path.basename(script) == "virtfw" and os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "virtfw"]
+
+
+def unit_text(template: str, command: list[str]) -> str:
+    """The shipped unit with each ``virtfw`` it runs replaced by ``command``."""
+    for word in command:
+        if not _PLAIN_WORD.fullmatch(word):
+            raise VirtfwError(
+                f"cannot write a systemd unit that runs {word!r}: systemd would split or expand it "
+                "(install virtfw in a path of letters, digits and _/.+- only)"
+            )
+    return _EXEC_LINE.sub(lambda m: f"{m.group(1)}={' '.join(command)}", template)
+
+
+def host_files(prefix: Path, unit_dir: Path, command: list[str], completions: dict[str, str]) -> list[HostFile]:
+    """Every file to install, with its text (``completions``: shell -> its completion script)."""
+    files = []
+    for page in sorted(manpage_dir().iterdir()):
+        section = page.suffix[1:]
+        if section in ("1", "5"):
+            target = prefix / "share" / "man" / f"man{section}" / page.name
+            files.append(HostFile(target, page.read_text(), f"manual page {page.name}"))
+    template = (shipped_dir() / "systemd" / UNIT_NAME).read_text()
+    files.append(HostFile(unit_dir / UNIT_NAME, unit_text(template, command), "systemd unit"))
+    for shell, relative in COMPLETION_FILES.items():
+        files.append(HostFile(prefix / relative, completions[shell], f"{shell} completion"))
+    return files
+
+
+def install(files: list[HostFile]) -> None:
+    """Write ``files`` (mode 0644), all or none, making missing directories 0755."""
+    from virtfw.statefiles import ensure_dir, write_many
+
+    for file in files:
+        if file.path.is_symlink() or (file.path.exists() and not file.path.is_file()):
+            raise VirtfwError(f"{file.path} is not a regular file: refused (remove it first)")
+    for folder in dict.fromkeys(file.path.parent for file in files):
+        ensure_dir(folder, 0o755)
+    write_many([(file.path, file.text) for file in files], 0o644)
