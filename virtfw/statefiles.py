@@ -303,8 +303,11 @@ def locked(state_dir: Path, *, dry_run: bool = False, config_dir: Path | None = 
     Once it holds the lock, a command removes the temp files that writers killed before
     their rename left in the state dir and (given) the config dir, whose definitions and
     binding records are written under this lock too (``sweep_leftovers``); a dry run
-    removes nothing.
+    removes nothing, and creates nothing: no state dir, no lock file.
     """
+    if dry_run:
+        yield
+        return
     try:
         # 0711: dnsmasq, which reads its files here as an unprivileged user, may pass through
         ensure_dir(state_dir, 0o711)
@@ -315,11 +318,10 @@ def locked(state_dir: Path, *, dry_run: bool = False, config_dir: Path | None = 
         os.chmod(handle.name, 0o600)
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if not dry_run:
-                acquired = time.time()
-                sweep_leftovers(state_dir, acquired)
-                if config_dir is not None:
-                    sweep_leftovers(config_dir, acquired)
+            acquired = time.time()
+            sweep_leftovers(state_dir, acquired)
+            if config_dir is not None:
+                sweep_leftovers(config_dir, acquired)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

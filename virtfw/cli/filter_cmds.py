@@ -8,7 +8,7 @@ import click
 
 from virtfw.cli import complete
 from virtfw.cli.net_cmds import edit_text, read_input
-from virtfw.cli.output import emit_json, info, table
+from virtfw.cli.output import done, emit_json, info, table
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _define(app: AppContext, text: bytes | str, origin: str, expect_name: str | 
 def nwfilter_define(app: AppContext, file: str) -> None:
     """Validate and store a filter; bindings that use it are re-instantiated at once."""
     name, count = _define(app, read_input(file), file)
-    info(f"Network filter {name} defined from {file}" + (f" ({count} binding(s) updated)" if count else ""))
+    done(f"Network filter {name} defined from {file}" + (f" ({count} binding(s) updated)" if count else ""))
 
 
 @click.command("nwfilter-undefine")
@@ -60,7 +60,7 @@ def nwfilter_undefine(app: AppContext, name: str) -> None:
         raise VirtfwError(f"filter '{name}' is in use by binding(s) on {', '.join(b.portdev for b in bound)}")
     if not app.runner.dry_run:
         store.undefine(name)
-    info(f"Network filter {name} undefined")
+    done(f"Network filter {name} undefined")
 
 
 @click.command("nwfilter-list")
@@ -107,7 +107,7 @@ def nwfilter_edit(app: AppContext, name: str) -> None:
         info(f"Network filter {name} XML configuration not changed.")
         return
     _define(app, edited, f"edited filter '{name}'", expect_name=name)
-    info(f"Network filter {name} XML configuration edited.")
+    done(f"Network filter {name} XML configuration edited.")
 
 
 @click.command("nwfilter-binding-create")
@@ -119,7 +119,7 @@ def nwfilter_binding_create(app: AppContext, file: str) -> None:
 
     binding = parse_binding(read_input(file), file)
     app.bindings().create(binding)
-    info(f"Network filter binding on {binding.portdev} created from {file}")
+    done(f"Network filter binding on {binding.portdev} created from {file}")
 
 
 @click.command("nwfilter-binding-delete")
@@ -128,7 +128,7 @@ def nwfilter_binding_create(app: AppContext, file: str) -> None:
 def nwfilter_binding_delete(app: AppContext, portdev: str) -> None:
     """Remove exactly the rules of the binding on PORTDEV."""
     app.bindings(need_backend=False).delete(portdev)
-    info(f"Network filter binding on {portdev} deleted")
+    done(f"Network filter binding on {portdev} deleted")
 
 
 @click.command("nwfilter-binding-list")

@@ -65,7 +65,45 @@ def _register() -> None:
 _register()
 
 
+class _QuietWhenClosed:
+    """Standard output that goes quiet once its reader has gone (``virtfw ... | head``).
+
+    Output is best-effort: a write failing half-way through a change would otherwise raise
+    inside its transaction and roll back what the command was asked to do (and print
+    rollback warnings about the closed pipe). Later writes go to /dev/null.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # and what the interpreter flushes at exit
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
+    sys.stdout = _QuietWhenClosed(sys.stdout)
     try:
         status = cli.main(prog_name="virtfw", standalone_mode=False)
     except click.exceptions.Exit as exc:

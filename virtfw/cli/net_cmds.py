@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from virtfw.cli import complete
-from virtfw.cli.output import emit_json, fields, info, table
+from virtfw.cli.output import done, emit_json, fields, info, table
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def net_define(app: AppContext, file: str) -> None:
     """Validate and store a persistent network definition."""
     net = parse_network(read_input(file), file)
     _define(app, net)
-    info(f"Network {net.name} defined from {file}")
+    done(f"Network {net.name} defined from {file}")
 
 
 @click.command("net-undefine")
@@ -75,7 +75,7 @@ def net_undefine(app: AppContext, name: str) -> None:
         raise VirtfwError(f"network '{name}' is active: net-destroy it first")
     if not app.runner.dry_run:
         store.undefine(name)
-    info(f"Network {name} has been undefined")
+    done(f"Network {name} has been undefined")
 
 
 @click.command("net-create")
@@ -94,7 +94,7 @@ def net_create(app: AppContext, file: str) -> None:
         taken |= {other.bridge.name for other in store.others("")}  # every readable definition
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
-    info(f"Network {net.name} created from {file}")
+    done(f"Network {net.name} created from {file}")
 
 
 @click.command("net-start")
@@ -104,7 +104,7 @@ def net_start(app: AppContext, name: str) -> None:
     """Bring up the bridge and install the firewall rules of a defined network."""
     net = app.store().load(name)
     app.networks().start([net])
-    info(f"Network {name} started")
+    done(f"Network {name} started")
 
 
 @click.command("net-destroy")
@@ -114,7 +114,7 @@ def net_destroy(app: AppContext, name: str) -> None:
     """Remove exactly what net-start added."""
     app.store().path(name)  # validates the name
     app.network_status().destroy(name)
-    info(f"Network {name} destroyed")
+    done(f"Network {name} destroyed")
 
 
 def _rows(app: AppContext, show_all: bool) -> list[dict]:
@@ -237,7 +237,7 @@ def net_autostart(app: AppContext, name: str, disable: bool) -> None:
         raise VirtfwError(f"network '{name}' is not defined")
     if not app.runner.dry_run:
         store.set_autostart(name, not disable)
-    info(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted")
+    done(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted")
 
 
 @click.command("net-edit")
@@ -255,7 +255,7 @@ def net_edit(app: AppContext, name: str) -> None:
     if net.name != name:
         raise VirtfwError(f"the edited network is named '{net.name}'; renaming is not supported")
     _define(app, net)
-    info(f"Network {name} XML configuration edited.")
+    done(f"Network {name} XML configuration edited.")
 
 
 def edit_text(text: str, suffix: str) -> str:
@@ -297,7 +297,7 @@ def autostart(app: AppContext) -> None:
             except VirtfwError as exc:
                 failures.append(f"network {name}: {exc}")
     started = _start_each(app, nets, failures)
-    info(f"Started {len(started)} network(s)" + (f": {', '.join(started)}" if started else ""))
+    done(f"Started {len(started)} network(s)" + (f": {', '.join(started)}" if started else ""))
     manager = app.bindings(need_backend=False)
     recorded, broken = manager.recorded_each()
     failures += broken
@@ -305,7 +305,7 @@ def autostart(app: AppContext) -> None:
     if any(b.portdev not in present for b in recorded):
         restored, failed = app.bindings().restore_recorded(recorded)
         failures += failed
-        info(f"Re-created {len(restored)} filter binding(s): {', '.join(restored)}")
+        done(f"Re-created {len(restored)} filter binding(s): {', '.join(restored)}")
     _fail_on(failures, "not started")
 
 
@@ -330,7 +330,7 @@ def reload(app: AppContext) -> None:
     """Re-install the rules of every active network and binding, idempotently."""
     count, failures = app.networks().reload()
     bindings, binding_failures = app.bindings().reload()
-    info(f"Reloaded {count} network(s) and {bindings} binding(s)")
+    done(f"Reloaded {count} network(s) and {bindings} binding(s)")
     _fail_on(failures + binding_failures, "not restored")
 
 

@@ -40,6 +40,15 @@ def info(message: str) -> None:
         click.echo(message)
 
 
+def done(message: str) -> None:
+    """What a changing command did; a dry run says that it changed nothing instead."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("dry_run"):
+        info("Dry run: nothing was changed.")
+    else:
+        info(message)
+
+
 def progress(items: list, label: str):
     """A progress bar on a terminal for long operations; the items unchanged otherwise."""
     if len(items) < 50 or not sys.stderr.isatty():
