@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import NO_EDITOR, assert_ok, assert_refused, executable, show, tree, write
 from helpers.network_cases import GOOD, INVALID, IPV6_IP, Invalid, variant, with_bridge, with_ip, with_name
-from helpers.nsutil import ROOT, Netns, Virtfw, need_root, netns, ruleset
+from helpers.nsutil import ROOT, Netns, Virtfw, need_root, netns, ruleset, virtfw_argv
 
 from virtfw.net.xml import parse_network
 
@@ -331,6 +331,47 @@ def test_dry_run_net_start_changes_nothing(sandbox: Sandbox) -> None:
     assert status_files(sandbox.vf.state_dir) == []
     assert_unchanged(before, sandbox.snapshot())
     assert json.loads(sandbox.ok("net-list", "--json").stdout) == []
+
+
+@pytest.mark.netns
+def test_dry_run_prints_every_action_and_says_nothing_changed(sandbox: Sandbox) -> None:
+    """Bridge, address, sysctl, batch and dnsmasq configuration; no state dir or lock is
+    made, and the last line says nothing changed (never "started")."""
+    proc = sandbox.ok("--dry-run", "net-start", "default")
+    for action in ("+ ip link add virbr0 type bridge", "+ ip address add 192.168.122.1/24 dev virbr0",
+                   "+ ip link set virbr0 up", "+ sysctl net.ipv4.ip_forward=1", "+ dnsmasq --conf-file=",
+                   "interface=virbr0", "dhcp-range=192.168.122.2,192.168.122.254"):  # fmt: skip
+        assert action in proc.stdout, f"dry run did not print {action!r}\n{show(proc)}"
+    assert proc.stdout.splitlines()[-1] == "Dry run: nothing was changed."
+    assert "started" not in proc.stdout.lower(), show(proc)
+    assert not sandbox.vf.state_dir.exists(), "a dry run made the state dir (or its lock)"
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "real"])
+def test_a_closed_stdout_changes_nothing_about_the_command(sandbox: Sandbox, dry: bool) -> None:
+    """``virtfw ... | head -1``: the reader goes away, the command still does all its work
+    (or, dry, none), exits 0 and prints no rollback warning about the pipe."""
+    argv = ["ip", "netns", "exec", sandbox.ns.name, *virtfw_argv(
+        *(["--dry-run"] if dry else []), "-v", "net-start", "default",
+        config_dir=sandbox.vf.config_dir, state_dir=sandbox.vf.state_dir, backend=sandbox.backend,
+    )]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    errors = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, errors
+    assert not [line for line in errors.splitlines() if line.startswith(("warning", "error"))], errors
+    assert "Broken pipe" not in errors and "Traceback" not in errors, errors
+    if not dry:  # -v shows each action as it is taken, on stderr: not only the batches
+        for action in ("+ ip link add virbr0 type bridge", "+ ip address add 192.168.122.1/24 dev virbr0",
+                       "+ ip link set virbr0 up", "+ sysctl net.ipv4.ip_forward=1", "+ dnsmasq --conf-file="):  # fmt: skip
+            assert action in errors, f"-v did not show {action!r}:\n{errors}"
+    active = [n["name"] for n in json.loads(sandbox.ok("net-list", "--json").stdout)]
+    assert active == ([] if dry else ["default"])
+    if not dry:
+        sandbox.ok("net-destroy", "default")
 
 
 @pytest.mark.netns

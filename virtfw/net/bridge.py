@@ -11,6 +11,7 @@ from virtfw.net.model import Network
 
 if TYPE_CHECKING:
     from virtfw.net.netlink import Netlink
+    from virtfw.rules.runner import Runner
 
 FORWARDING = {
     "ipv4": Path("/proc/sys/net/ipv4/ip_forward"),
@@ -54,10 +55,12 @@ def _netlink_error() -> Any:
 
 
 class Links:
-    """One netlink socket for the whole command; printing instead in dry-run mode."""
+    """One netlink socket for the whole command; each change announced through the runner
+    (printed instead of made in a dry run, shown with -v)."""
 
-    def __init__(self, dry_run: bool = False) -> None:
-        self.dry_run = dry_run
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.dry_run = runner.dry_run
         self._ipr: Netlink | None = None
 
     @property
@@ -129,16 +132,16 @@ class Links:
         an exact list of what to undo.
         """
         name = net.bridge_name
+        add = f"ip link add {name} type bridge stp_state {int(net.bridge.stp)} forward_delay {net.bridge.delay * 100}"
         if self.dry_run:
-            print(
-                f"+ ip link add {name} type bridge stp_state {int(net.bridge.stp)} forward_delay {net.bridge.delay * 100}"
-            )
+            self.runner.announce(add)
             for ip in net.ips:
-                print(f"+ ip address add {ip.address}/{ip.prefix} dev {name}")
-            print(f"+ ip link set {name} up")
+                self.runner.announce(f"ip address add {ip.address}/{ip.prefix} dev {name}")
+            self.runner.announce(f"ip link set {name} up")
             return
         index = self.index(name)
         if index is None:
+            self.runner.announce(add)
             attrs: dict[str, int | str] = {
                 "br_stp_state": int(net.bridge.stp),
                 "br_forward_delay": net.bridge.delay * 100,
@@ -160,9 +163,11 @@ class Links:
             if (str(ip.address), ip.prefix) in existing:
                 continue
             where = f"add {ip.address}/{ip.prefix} to {name}"
+            self.runner.announce(f"ip address add {ip.address}/{ip.prefix} dev {name}")
             self._netlink(where, self.ipr.addr, "add", index=index, address=str(ip.address), prefixlen=ip.prefix)
             record.addresses.append(f"{ip.address}/{ip.prefix}")
         if not self.ipr.get_links(index)[0]["flags"] & 1:  # IFF_UP: a reload of an intact bridge changes nothing
+            self.runner.announce(f"ip link set {name} up")
             self._netlink(f"set {name} up", self.ipr.link, "set", index=index, state="up")
 
     @staticmethod
@@ -178,7 +183,9 @@ class Links:
         """Delete the bridge if virtfw created it for ``network``, else take back the addresses
         it added. A bridge re-created by someone else under the name is left as it is."""
         if self.dry_run:
-            print(f"+ ip link del {record.name}" if record.created else f"+ ip address del ... dev {record.name}")
+            self.runner.announce(
+                f"ip link del {record.name}" if record.created else f"ip address del ... dev {record.name}"
+            )
             return
         NetlinkError = _netlink_error()
         index = self.index(record.name)
@@ -187,10 +194,12 @@ class Links:
         try:
             if record.created:
                 if self._made_for(index, record, network):
+                    self.runner.announce(f"ip link del {record.name}")
                     self.ipr.link("del", index=index)
                 return
             for cidr in record.addresses:
                 address, prefix = cidr.split("/")
+                self.runner.announce(f"ip address del {cidr} dev {record.name}")
                 self.ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
         except NetlinkError as exc:
             if exc.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
@@ -211,20 +220,23 @@ class Links:
         for name, index in self.aliased(network):
             if name in keep:
                 continue
+            self.runner.announce(f"ip link del {name}")
             self._netlink(f"delete bridge {name}", self.ipr.link, "del", index=index)
             removed.append(name)
         return removed
 
 
-def enable_forwarding(families: set[str], dry_run: bool = False) -> None:
+def enable_forwarding(families: set[str], runner: Runner) -> None:
     """Switch on forwarding; left on at destroy, as libvirt does (other things may rely on it)."""
     for family in sorted(families):
         path = FORWARDING[family]
-        if dry_run:
-            print(f"+ sysctl {'net.ipv4.ip_forward' if family == 'ipv4' else 'net.ipv6.conf.all.forwarding'}=1")
+        sysctl = f"sysctl {'net.ipv4.ip_forward' if family == 'ipv4' else 'net.ipv6.conf.all.forwarding'}=1"
+        if runner.dry_run:
+            runner.announce(sysctl)
             continue
         try:
             if path.read_text().strip() != "1":
+                runner.announce(sysctl)
                 path.write_text("1\n")
         except OSError as exc:
             raise VirtfwError(f"cannot enable {family} forwarding ({path}): {exc.strerror}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from virtfw.errors import VirtfwError
 from virtfw.net.model import Network
-from virtfw.rules.runner import find_tool
+from virtfw.rules.runner import Runner, find_tool
 
 PACKAGE_HINT = "install the dnsmasq-base package (Debian/Ubuntu) or dnsmasq"
 
@@ -125,15 +125,14 @@ def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
     }
 
 
-def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | None:
-    """Write the files and start dnsmasq; returns its pid once it is serving."""
+def start(net: Network, files: DnsmasqFiles, runner: Runner) -> int | None:
+    """Write the files and start dnsmasq; returns its pid once it is serving (None in a dry run)."""
     from virtfw.statefiles import ensure_dir, write_atomic
 
     exe = find_tool("dnsmasq")
     rendered = render_config(net, files)
-    if dry_run:
-        print(f"+ dnsmasq --conf-file={files.conf}")
-        print(rendered[files.conf], end="")
+    if runner.dry_run:
+        runner.announce(f"dnsmasq --conf-file={files.conf}", rendered[files.conf])
         return None
     if exe is None:
         raise VirtfwError(
@@ -154,6 +153,7 @@ def start(net: Network, files: DnsmasqFiles, dry_run: bool = False) -> int | Non
     if not had_leases:
         write_atomic(files.leases, "", mode=0o644, durable=False)
     # dnsmasq forks once its sockets are bound; the parent's exit status reports set-up errors.
+    runner.announce(f"dnsmasq --conf-file={files.conf}", rendered[files.conf])
     proc = subprocess.run(
         [exe, f"--conf-file={files.conf}"],
         check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
@@ -189,13 +189,14 @@ def is_ours(pid: int, files: DnsmasqFiles) -> bool:
     )
 
 
-def stop(files: DnsmasqFiles, pid: int | None, dry_run: bool = False, *, keep_leases: bool = False) -> None:
+def stop(files: DnsmasqFiles, pid: int | None, runner: Runner, *, keep_leases: bool = False) -> None:
     """Stop exactly our dnsmasq (pid and command line must match) and remove its files;
     ``keep_leases`` when another dnsmasq takes over (the guests keep their addresses)."""
-    if dry_run:
-        print(f"+ kill {pid} (dnsmasq of {files.conf})")
+    if runner.dry_run:
+        runner.announce(f"kill {pid} (dnsmasq of {files.conf})")
         return
     if pid is not None and is_ours(pid, files):
+        runner.announce(f"kill {pid} (dnsmasq of {files.conf})")
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

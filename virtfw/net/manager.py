@@ -57,7 +57,7 @@ class NetworkManager:
         self.runner = runner
         self._backend = backend
         self.statuses = StatusDir(config.state_dir / "networks", "firewall", runner.dry_run)
-        self.links = Links(dry_run=runner.dry_run)
+        self.links = Links(runner)
         # Networks whose status file cannot be read, by name, as ``active()`` last found them:
         # each is reported on its own and the others carry on.
         self.unreadable: dict[str, str] = {}
@@ -169,7 +169,7 @@ class NetworkManager:
             self.links.bring_up(net, record)
         finally:
             status.bridge = BridgeRecord(record.name, record.created, list(record.addresses), record.ifindex)
-        enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner.dry_run)
+        enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner)
         return status
 
     def _install(self, tx: Transaction, nets: list[Network], statuses: list[NetworkStatus]) -> None:
@@ -199,8 +199,8 @@ class NetworkManager:
         files = dnsmasq.files_for(self.config.state_dir, net.name)
         running = status.dnsmasq = DnsmasqStatus()
         self._save(status)  # a kill from here on leaves the name to look for
-        tx.on_rollback(f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, running.pid, self.runner.dry_run))
-        running.pid = dnsmasq.start(net, files, self.runner.dry_run)
+        tx.on_rollback(f"dnsmasq of {net.name}", lambda: dnsmasq.stop(files, running.pid, self.runner))
+        running.pid = dnsmasq.start(net, files, self.runner)
         self._save(status)
 
     def _stop_dnsmasq(self, status: NetworkStatus) -> None:
@@ -208,7 +208,7 @@ class NetworkManager:
             return
         files = dnsmasq.files_for(self.config.state_dir, status.name)
         pid = status.dnsmasq.pid or dnsmasq.read_pid(files, wait=False)
-        dnsmasq.stop(files, pid, self.runner.dry_run)
+        dnsmasq.stop(files, pid, self.runner)
 
     # ---- destroy ------------------------------------------------------------
 
@@ -262,7 +262,7 @@ class NetworkManager:
                 f"restore it, or remove what it made by hand, before destroying '{name}'"
             )
         files = dnsmasq.files_for(self.config.state_dir, name)
-        dnsmasq.stop(files, dnsmasq.read_pid(files, wait=False), self.runner.dry_run)
+        dnsmasq.stop(files, dnsmasq.read_pid(files, wait=False), self.runner)
         for backend_name in BACKEND_TOOLS:
             if self.statuses.load_base(backend_name) is None:
                 continue
@@ -451,8 +451,8 @@ class NetworkManager:
         pid = status.dnsmasq.pid
         if pid is not None and dnsmasq.is_ours(pid, files):
             return
-        dnsmasq.stop(files, None, self.runner.dry_run, keep_leases=True)  # the dead one's files, not its leases
-        status.dnsmasq.pid = dnsmasq.start(active.network, files, self.runner.dry_run)
+        dnsmasq.stop(files, None, self.runner, keep_leases=True)  # the dead one's files, not its leases
+        status.dnsmasq.pid = dnsmasq.start(active.network, files, self.runner)
         self._save(status)
 
     def _rebuild(self, backend: AnyNetworkBackend, actives: Sequence[ActiveNetwork]) -> list[str]:

@@ -142,6 +142,14 @@ class Runner:
             raise VirtfwError(f"cannot run {argv[0]}: {exc.strerror}") from exc
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def announce(self, action: str, detail: str = "") -> bool:
+        """An action virtfw takes itself (netlink, a sysctl, a file, a signal), spelled as the
+        command that does the same: printed instead of taken in a dry run (returns False),
+        shown on stderr as it is taken with -v. ``detail``: a file's content, shown after."""
+        if self.dry_run or self.verbose:
+            self._show(action.split(" "), detail or None, sys.stdout if self.dry_run else sys.stderr)
+        return not self.dry_run
+
     @staticmethod
     def _show(argv: list[str], stdin: str | None, stream) -> None:
         print("+ " + " ".join(argv), file=stream)
