@@ -419,6 +419,13 @@ INVALID: tuple[Invalid, ...] = (
         ),
         ("<host", "attribute 'id'", "'0:9:1:2:3'", "not a DUID"),
     ),
+    Invalid(
+        "dns-disabled-with-records",
+        variant(
+            '<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <dns enable="no"><txt name="t" value="v"/></dns>'
+        ),
+        ("<dns enable='no'>", "<txt>", "never be served"),
+    ),
     # hostile or broken XML
     Invalid("doctype-external-entity", EXTERNAL_ENTITY, ("entity",)),
     Invalid("doctype-billion-laughs", BILLION_LAUGHS, ("entity",)),

@@ -143,7 +143,13 @@ def _dns(origin: str, elements: list[etree._Element]) -> Dns | None:
         return None
     dns = Dns()
     for element in elements:
-        dns.enabled = Reader(origin, element).yes_no("enable", True)  # not any word but 'no'
+        reader = Reader(origin, element)
+        dns.enabled = reader.yes_no("enable", True)  # not any word but 'no'
+        records = [child for child in element if child.tag in ("forwarder", "host", "srv", "txt")]
+        if not dns.enabled and records:  # as libvirt refuses it: records nobody would serve
+            raise reader.fail(
+                f"<{records[0].tag}> in a <dns enable='no'> would never be served: remove it, or enable DNS"
+            )
         for host in element.findall("host"):
             address = _address(Reader(origin, host), "ip")
             names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]
