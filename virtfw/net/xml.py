@@ -118,6 +118,24 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
     return net
 
 
+def peek_identity(text: str | bytes, origin: str) -> tuple[str | None, str | None]:
+    """The uuid and bridge name of a definition that does not load as a whole (a bad value
+    elsewhere, an element virtfw refuses): read leniently, what conflicts are checked on, with
+    the same safe parser (no DTDs, entities or network access). A uuid that is not one is None
+    (it equals no other); an XML document virtfw cannot read at all raises VirtfwError."""
+    root = xmlsafe.parse(text, origin)
+    if root.tag != "network":
+        raise VirtfwError(f"{origin}: root element must be <network>, not <{root.tag}>")
+    uuid_text = (root.findtext("uuid") or "").strip()
+    try:
+        uuid = str(uuidlib.UUID(uuid_text)) if uuid_text else None
+    except ValueError:
+        uuid = None
+    bridge = root.find("bridge")
+    name = (bridge.get("name") or "").strip() if bridge is not None else ""
+    return uuid, name or None
+
+
 def _yes_no_word(reader: Reader, attr: str) -> str | None:
     """A yes/no attribute kept as written: it is formatted back and decides a dnsmasq
     line, so any other word (a typo, a newline) is refused rather than read as 'no'."""
