@@ -244,6 +244,188 @@ INVALID: tuple[Invalid, ...] = (
         with_ip(IPV6_IP + '\n  <ip family="ipv6" address="2001:db8:1::2" prefix="48"/>'),
         ("<ip", "2001:db8:1::/64", "2001:db8:1::/48"),
     ),
+    # libvirt fields virtfw cannot honour: refused, saying so and what to do (issue 11)
+    Invalid(
+        "network-connections",
+        variant("<network>", '<network connections="2">'),
+        ("<network", "connections", "read-only", "--inactive"),
+    ),
+    Invalid(
+        "forward-managed",
+        variant('<forward mode="nat"/>', '<forward mode="nat" managed="yes"/>'),
+        ("<forward", "managed", "hostdev", "remove it"),
+    ),
+    Invalid(
+        "forward-pf",
+        variant('<forward mode="nat"/>', '<forward mode="nat"><pf dev="eth1"/></forward>'),
+        ("<pf dev='eth1'>", "physical function", "not supported in mode 'nat'", "dev="),
+    ),
+    Invalid(
+        "forward-pci-address",
+        variant(
+            '<forward mode="nat"/>',
+            '<forward mode="route"><address type="pci" domain="0x0000" bus="0x04" slot="0x00" function="0x1"/>'
+            "</forward>",
+        ),
+        ("<address type='pci'", "PCI devices", "not supported in mode 'route'"),
+    ),
+    Invalid(
+        "forward-driver",
+        variant('<forward mode="nat"/>', '<forward mode="nat"><driver name="vfio"/></forward>'),
+        ("<driver name='vfio'>", "PCI devices", "not supported in mode 'nat'"),
+    ),
+    Invalid(
+        "forward-interface-connections",
+        variant('<forward mode="nat"/>', '<forward mode="nat"><interface dev="eth0" connections="1"/></forward>'),
+        ("<interface", "connections", "read-only"),
+    ),
+    Invalid(
+        "forward-interface-two",
+        variant(
+            '<forward mode="nat"/>', '<forward mode="nat"><interface dev="eth0"/><interface dev="eth1"/></forward>'
+        ),
+        ("<interface dev='eth1'>", "only one forward interface"),
+    ),
+    Invalid(
+        "forward-interface-mismatch",
+        variant('<forward mode="nat"/>', '<forward mode="nat" dev="eth0"><interface dev="eth1"/></forward>'),
+        ("<interface dev='eth1'>", "must match", "eth0"),
+    ),
+    Invalid(
+        "forward-interface-bad-name",
+        variant('<forward mode="nat"/>', '<forward mode="nat"><interface dev="eth0;x"/></forward>'),
+        ("<forward><interface dev>", "eth0;x", "not a valid interface name"),
+    ),
+    Invalid(
+        "forward-interface-no-dev",
+        variant('<forward mode="nat"/>', '<forward mode="nat"><interface/></forward>'),
+        ("<interface>", "'dev' is required"),
+    ),
+    Invalid(
+        "forward-open-dev",
+        variant('<forward mode="nat"/>', '<forward mode="open" dev="eth0"/>'),
+        ("<forward", "mode 'open'", "route"),
+    ),
+    Invalid(
+        "forward-open-interface",
+        variant('<forward mode="nat"/>', '<forward mode="open"><interface dev="eth0"/></forward>'),
+        ("<forward", "mode 'open'"),
+    ),
+    Invalid(
+        "bridge-zone",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" zone="trusted"/>'),
+        ("<bridge", "zone", "firewalld", "firewall-cmd"),
+    ),
+    Invalid(
+        "bridge-mac-table-manager-libvirt",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" macTableManager="libvirt"/>'),
+        ("<bridge", "macTableManager", "'libvirt' is not supported", "'kernel'"),
+    ),
+    Invalid(
+        "bridge-mac-table-manager-word",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" macTableManager="Kernel"/>'),
+        ("<bridge", "macTableManager", "'Kernel'"),
+    ),
+    Invalid(
+        "domain-register",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <domain name="lab.test" register="yes"/>'),
+        ("<domain", "register", "systemd-resolved", "resolvectl"),
+    ),
+    Invalid(
+        "domain-register-word",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <domain name="lab.test" register="true"/>'),
+        ("<domain", "register", "'true'", "'yes' or 'no'"),
+    ),
+    Invalid(
+        "trust-guest-rx-filters-word",
+        variant("<network>", '<network trustGuestRxFilters="on">'),
+        ("<network", "trustGuestRxFilters", "'on'"),
+    ),
+    Invalid(
+        "local-ptr-word",
+        with_ip_attrs('address="192.168.100.1" netmask="255.255.255.0" localPtr="1"'),
+        ("<ip", "localPtr", "'1'"),
+    ),
+    Invalid(
+        "local-ptr-prefix",
+        with_ip_attrs('address="192.168.100.1" prefix="22" localPtr="yes"'),
+        ("<ip", "localPtr", "192.168.100.0/22", "multiple of 8"),
+    ),
+    Invalid(
+        "local-ptr-ipv6-prefix",
+        with_ip('<ip family="ipv6" address="2001:db8:1::1" prefix="62" localPtr="yes"/>'),
+        ("<ip", "localPtr", "multiple of 4"),
+    ),
+    Invalid(
+        "lease-below-two-minutes",
+        with_range("192.168.100.2", "192.168.100.254").replace(
+            '254"/>', '254"><lease expiry="119" unit="seconds"/></range>'
+        ),
+        ("<lease", "expiry", "119 seconds", "2 minutes"),
+    ),
+    Invalid(
+        "lease-one-minute-default-unit",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="1"/></host>'),
+        ("<lease", "expiry", "60 seconds", "2 minutes"),
+    ),
+    Invalid(
+        "lease-beyond-dnsmasq",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="596524" unit="hours"/></host>'),
+        ("<lease", "expiry", "596524 hours", "at most 596523 hours"),
+    ),
+    Invalid(
+        "lease-unit",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="1" unit="days"/></host>'),
+        ("<lease", "unit", "'days'", "seconds, minutes or hours"),
+    ),
+    Invalid(
+        "lease-expiry-word",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="1h"/></host>'),
+        ("<lease", "expiry", "'1h'", "not an integer"),
+    ),
+    Invalid(
+        "lease-expiry-missing",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease unit="hours"/></host>'),
+        ("<lease", "'expiry' is required"),
+    ),
+    Invalid(
+        "lease-twice",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="5"/><lease expiry="6"/></host>'),
+        ("<lease expiry='6'>", "only one <lease>"),
+    ),
+    Invalid(
+        "lease-unknown-attribute",
+        with_dhcp('<host mac="52:54:00:ab:00:01" ip="192.168.100.10"><lease expiry="5" max="9"/></host>'),
+        ("<lease", "unknown attribute 'max'"),
+    ),
+    Invalid(
+        "host-id-on-ipv4",
+        with_dhcp('<host id="0:3:0:1:52:54:0:0:0:1" ip="192.168.100.10"/>'),
+        ("<host", "'id'", "IPv6", "'mac'"),
+    ),
+    Invalid(
+        "host-id-and-mac",
+        with_ip(
+            '<ip family="ipv6" address="2001:db8:1::1" prefix="64"><dhcp>'
+            '<host id="0:3:0:1:52:54:0:0:0:1" mac="52:54:00:00:00:01" ip="2001:db8:1::5"/></dhcp></ip>'
+        ),
+        ("<host", "'id' or 'mac'"),
+    ),
+    Invalid(
+        "host-id-not-duid",
+        with_ip(
+            '<ip family="ipv6" address="2001:db8:1::1" prefix="64"><dhcp>'
+            '<host id="0:9:1:2:3" ip="2001:db8:1::5"/></dhcp></ip>'
+        ),
+        ("<host", "attribute 'id'", "'0:9:1:2:3'", "not a DUID"),
+    ),
+    Invalid(
+        "dns-disabled-with-records",
+        variant(
+            '<bridge name="vtest0"/>', '<bridge name="vtest0"/>\n  <dns enable="no"><txt name="t" value="v"/></dns>'
+        ),
+        ("<dns enable='no'>", "<txt>", "never be served"),
+    ),
     # hostile or broken XML
     Invalid("doctype-external-entity", EXTERNAL_ENTITY, ("entity",)),
     Invalid("doctype-billion-laughs", BILLION_LAUGHS, ("entity",)),

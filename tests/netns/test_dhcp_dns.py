@@ -19,6 +19,9 @@ Cases, each for both backends unless said:
   that MAC gets the fixed address, another guest resolves its name through the bridge
   address (``busybox nslookup web 192.168.122.1``) and reaches it; the static entry
   is in ``STATE/dnsmasq/default.{hostsfile,addnhosts}``;
+* ``<lease>`` of a range and of a ``<host>`` (issue 11): the guest of the range gets the
+  range's lease time and the static guest its own, as udhcpc reports what dnsmasq offered
+  (control: the default network's lease is dnsmasq's default hour);
 * net-destroy: no dnsmasq of ours runs and no file of it is left in STATE/dnsmasq
   (positive control: both were there just before);
 * a dnsmasq that cannot start (TFTP root missing: both backends; DHCP port already
@@ -95,6 +98,7 @@ bound|renew)
     echo "LEASE_ROUTER=$router"
     echo "LEASE_DNS=$dns"
     echo "LEASE_SERVER=$serverid"
+    echo "LEASE_TIME=$lease"
     ;;
 esac
 exit 0
@@ -107,6 +111,7 @@ class Lease:
     router: str
     dns: str
     server: str
+    time: str = ""  # the lease time the server gave, in seconds
 
 
 def dhcp(guest: Netns, script: Path, hostname: str | None = None, timeout: float = 40) -> Lease:
@@ -127,7 +132,7 @@ def dhcp(guest: Netns, script: Path, hostname: str | None = None, timeout: float
         f"no DHCP lease in {guest} (udhcpc exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     )
     return Lease(found["LEASE_IP"], found.get("LEASE_ROUTER", ""), found.get("LEASE_DNS", ""),
-                 found.get("LEASE_SERVER", ""))  # fmt: skip
+                 found.get("LEASE_SERVER", ""), found.get("LEASE_TIME", ""))  # fmt: skip
 
 
 @pytest.fixture
@@ -276,6 +281,42 @@ def test_shipped_default_gives_lease_and_nat(topo: Topology, backend: str, udhcp
     vfw("net-destroy", "default")
     assert_no_dnsmasq_left(t.host, vfw.state_dir, "default", pid)
     assert not t.link_exists(t.host, BRIDGE)
+
+
+# --------------------------------------------------------------------------- lease times
+
+LEASES = f"""<network>
+  <name>default</name>
+  <bridge name="virbr0" stp="off" delay="0"/>
+  <forward mode="nat"/>
+  <ip address="192.168.122.1" netmask="255.255.255.0">
+    <dhcp>
+      <range start="192.168.122.2" end="192.168.122.254"><lease expiry="2" unit="hours"/></range>
+      <host mac="{WEB_MAC}" name="web" ip="{WEB_IP}"><lease expiry="300" unit="seconds"/></host>
+    </dhcp>
+  </ip>
+</network>
+"""
+
+
+def test_lease_times_reach_the_guests(topo: Topology, backend: str, udhcpc_script: Path):
+    t = topo
+    vfw = t.vfw
+    vfw("net-start", "default")  # control: no <lease>, dnsmasq's default of one hour
+    plain = dhcp(t.plug_guest(BRIDGE, wait=0), udhcpc_script)
+    assert plain.time == "3600", plain
+    vfw("net-destroy", "default")
+
+    path = t.tmp / "default.xml"
+    path.write_text(LEASES)
+    vfw("net-define", str(path))
+    assert '<lease expiry="300" unit="seconds"/>' in vfw("net-dumpxml", "default").stdout
+    vfw("net-start", "default")
+    ranged = dhcp(t.plug_guest(BRIDGE, wait=0), udhcpc_script)
+    web = dhcp(t.plug_guest(BRIDGE, mac=WEB_MAC, wait=0), udhcpc_script)
+    assert in_default_range(ranged.ip) and ranged.time == "7200", ranged
+    assert (web.ip, web.time) == (WEB_IP, "300"), f"{web}; " + dnsmasq_access(vfw.state_dir)
+    vfw("net-destroy", "default")
 
 
 # --------------------------------------------------------------------------- 2. static host, DNS

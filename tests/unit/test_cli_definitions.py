@@ -84,6 +84,94 @@ def test_net_define_refuses_a_bridge_another_network_uses(defined: Local, tmp_pa
 
 
 # ---------------------------------------------------------------------------------
+# conflicts with a sibling definition that does not load (issue 11)
+# ---------------------------------------------------------------------------------
+
+BROKEN_UUID = "5a0c2f1e-7b3d-4c8e-9f10-2b3c4d5e6f70"
+#: A stored definition made unloadable by one bad value: its uuid and bridge still read.
+BROKEN = f"""<network>
+  <name>broken</name>
+  <uuid>{BROKEN_UUID}</uuid>
+  <bridge name="vbroken0"/>
+  <ip address="192.168.77.300" prefix="24"/>
+</network>
+"""
+
+
+def put_broken(app: Local, text: str, name: str = "broken") -> Path:
+    path = app.config_dir / "networks" / f"{name}.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write(path, text)
+
+
+def other_network(name: str, extra: str = "", bridge: str = "vother0") -> str:
+    return variant("<name>testnet</name>", f"<name>{name}</name>{extra}", with_bridge_name(bridge))
+
+
+def with_bridge_name(bridge: str) -> str:
+    return GOOD.replace('<bridge name="vtest0"/>', f'<bridge name="{bridge}"/>' if bridge else "").replace(
+        "192.168.100.", "192.168.101."
+    )
+
+
+def test_a_broken_siblings_uuid_is_still_refused(defined: Local, tmp_path: Path) -> None:
+    path = put_broken(defined, BROKEN)
+    before = defined.files()
+    clash = other_network("second", f"\n  <uuid>{BROKEN_UUID.upper()}</uuid>")
+    message = assert_refused(defined("net-define", str(write(tmp_path / "s.xml", clash))), "'broken'", BROKEN_UUID)
+    assert str(path) in message and "does not load" in message
+    assert defined.files() == before
+
+
+def test_a_broken_siblings_bridge_is_still_refused(defined: Local, tmp_path: Path) -> None:
+    put_broken(defined, BROKEN)
+    before = defined.files()
+    clash = other_network("second", bridge="vbroken0")
+    assert_refused(defined("net-define", str(write(tmp_path / "s.xml", clash))), "vbroken0", "'broken'")
+    assert defined.files() == before
+
+
+def test_a_broken_siblings_bridge_is_not_handed_out(local: Local, tmp_path: Path) -> None:
+    """A network without <bridge name> gets the first virbrN no definition holds, broken or not."""
+    put_broken(local, BROKEN.replace("vbroken0", "virbr1"), "broken1")
+    put_broken(local, BROKEN.replace("vbroken0", "virbr2").replace(BROKEN_UUID[:8], "6b1d3f2e"), "broken2")
+    assert_ok(local("net-define", str(write(tmp_path / "n.xml", other_network("auto", bridge="")))))
+    dumped = parse_network(assert_ok(local("net-dumpxml", "auto")).stdout)
+    assert dumped.bridge.name == "virbr3", "virbr0 is the shipped default's; virbr1 and virbr2 the broken ones'"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param(BROKEN.replace("</network>", ""), "malformed XML", id="malformed"),
+        pytest.param(
+            '<?xml version="1.0"?>\n<!DOCTYPE network [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+            + BROKEN.replace("vbroken0", "&x;"),
+            "DOCTYPE",
+            id="external-entity",
+        ),
+        pytest.param("<domain><name>broken</name></domain>\n", "<network>", id="not-a-network"),
+    ],
+)
+def test_a_sibling_that_cannot_be_read_stops_net_define(defined: Local, tmp_path: Path, text: str, needle: str) -> None:
+    """Whether it holds the same uuid or bridge cannot be told: refused, naming its file."""
+    path = put_broken(defined, text)
+    before = defined.files()
+    message = assert_refused(
+        defined("net-define", str(write(tmp_path / "s.xml", other_network("second")))), str(path), needle
+    )
+    assert "cannot tell" in message and "net-undefine broken" in message and "root:" not in message
+    assert defined.files() == before
+
+
+def test_redefining_a_broken_network_keeps_its_uuid(local: Local, tmp_path: Path) -> None:
+    put_broken(local, BROKEN)
+    fixed = BROKEN.replace(f"  <uuid>{BROKEN_UUID}</uuid>\n", "").replace("192.168.77.300", "192.168.77.1")
+    assert_ok(local("net-define", str(write(tmp_path / "fixed.xml", fixed))))
+    assert parse_network(assert_ok(local("net-dumpxml", "broken")).stdout).uuid == BROKEN_UUID
+
+
+# ---------------------------------------------------------------------------------
 # definitions: list, dumpxml, autostart, undefine, help
 # ---------------------------------------------------------------------------------
 

@@ -351,24 +351,21 @@ def document_fields(document: str, reading: Reading, only: set[str] | None = Non
 # ---- the network documents ---------------------------------------------------------------
 
 UUID = "3f6e8a2c-1b4d-4e5f-8a9b-0c1d2e3f4a5b"
-NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no' connections='2'
+NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no'
     xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>
   <name>inj</name>
   <uuid>{UUID}</uuid>
   <title>A title</title>
   <description>A description</description>
   <metadata><app:info xmlns:app='http://example.org/app' key='k'>v</app:info></metadata>
-  <forward mode='nat' dev='eth0' managed='no'>
+  <forward mode='nat' dev='eth0'>
     <nat ipv6='yes'><address start='203.0.113.10' end='203.0.113.20'/><port start='2000' end='3000'/></nat>
     <interface dev='eth0'/>
-    <pf dev='eth1'/>
-    <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x1'/>
-    <driver name='vfio'/>
   </forward>
-  <bridge name='vfwinj0' stp='on' delay='2' zone='trusted' macTableManager='kernel'/>
+  <bridge name='vfwinj0' stp='on' delay='2' macTableManager='kernel'/>
   <mac address='52:54:00:0a:0b:0c'/>
   <mtu size='9000'/>
-  <domain name='example.org' localOnly='yes' register='yes'/>
+  <domain name='example.org' localOnly='yes' register='no'/>
   <dns enable='yes' forwardPlainNames='no'>
     <forwarder addr='192.0.2.53' domain='example.com'/>
     <host ip='10.9.9.7'><hostname>h</hostname><hostname>h2.example.org</hostname></host>
@@ -392,16 +389,15 @@ NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no' connections='2'
     <tftp root='/srv/tftp'/>
     <dhcp>
       <range start='10.9.9.10' end='10.9.9.99'><lease expiry='1' unit='hours'/></range>
-      <host mac='52:54:00:00:00:01' ip='10.9.9.5' name='guest' id='0:1:0:1:2:3:4:5:6:7'>
-        <lease expiry='30' unit='minutes'/>
-      </host>
+      <host mac='52:54:00:00:00:01' ip='10.9.9.5' name='guest'><lease expiry='30' unit='minutes'/></host>
       <bootp file='pxelinux.0' server='10.9.9.2'/>
     </dhcp>
   </ip>
-  <ip family='ipv6' address='fd09::1' prefix='64'>
+  <ip family='ipv6' address='fd09::1' prefix='64' localPtr='yes'>
     <dhcp>
-      <range start='fd09::10' end='fd09::20'/>
+      <range start='fd09::10' end='fd09::20'><lease expiry='7200' unit='seconds'/></range>
       <host name='guest6' ip='fd09::5'/>
+      <host id='0:3:0:1:52:54:0:0:0:6' name='guest7' ip='fd09::6'><lease expiry='0'/></host>
     </dhcp>
   </ip>
   <dnsmasq:options><dnsmasq:option value='log-queries'/></dnsmasq:options>
@@ -409,7 +405,7 @@ NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no' connections='2'
 
 ROUTED_NETWORK = """<network>
   <name>injroute</name>
-  <forward mode='route' dev='eth0'/>
+  <forward mode='route'><interface dev='eth0'/></forward>
   <bridge name='vfwinj1'/>
   <ip address='10.8.8.1' netmask='255.255.255.0'><dhcp><bootp file='boot.ipxe'/></dhcp></ip>
   <ip family='ipv6' address='fd08::1' prefix='64'/>

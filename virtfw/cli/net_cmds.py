@@ -91,7 +91,7 @@ def net_create(app: AppContext, file: str) -> None:
             raise VirtfwError(f"network '{net.name}' is defined with another uuid")
     if not net.bridge.name:
         taken = {a.status.bridge.name for a in app.network_status().active()}
-        taken |= {other.bridge.name for other in store.others("")}  # every readable definition
+        taken |= {other.bridge for other in store.siblings("", strict=False)}  # broken ones read leniently
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
     done(f"Network {net.name} created from {file}")

@@ -88,20 +88,25 @@ def render_config(net: Network, files: DnsmasqFiles) -> dict[Path, str]:
         lines += [f"domain={net.domain}", "expand-hosts"]
         if net.domain_local_only == "yes":
             lines.append(f"local=/{net.domain}/")
+    if dns_enabled(net):  # localPtr: the reverse zone is answered here and never forwarded, as libvirt has it
+        lines += [f"local=/{ip.ptr_domain}/" for ip in net.ips if ip.local_ptr and ip.ptr_domain]
     lease_max = 0
     hosts: list[str] = []
     addn: list[str] = [f"{host.ip} {' '.join(host.hostnames)}" for host in (net.dns.hosts if net.dns else [])]
     for ip in net.ips:
         for dhcp_range in ip.ranges:
-            if ip.family == "ipv4":
-                lines.append(f"dhcp-range={dhcp_range.start},{dhcp_range.end},{ip.network.netmask}")
-            else:
-                lines.append(f"dhcp-range={dhcp_range.start},{dhcp_range.end},{ip.prefix}")
+            mask = ip.network.netmask if ip.family == "ipv4" else ip.prefix
+            lease = f",{dhcp_range.lease.dnsmasq}" if dhcp_range.lease else ""
+            lines.append(f"dhcp-range={dhcp_range.start},{dhcp_range.end},{mask}{lease}")
             lease_max += int(dhcp_range.end) - int(dhcp_range.start) + 1
         for host in ip.hosts:
-            fields = [f for f in (host.mac, str(host.ip) if host.ip else None, host.name) if f]
-            if ip.family == "ipv6" and host.ip:
-                fields = [f for f in (host.mac, f"[{host.ip}]", host.name) if f]
+            if ip.family == "ipv6":  # libvirt's order: the client (DUID or MAC), its name, [address]
+                client = f"id:{host.id}" if host.id else host.mac
+                fields = [f for f in (client, host.name, f"[{host.ip}]" if host.ip else None) if f]
+            else:
+                fields = [f for f in (host.mac, str(host.ip) if host.ip else None, host.name) if f]
+            if host.lease:
+                fields.append(host.lease.dnsmasq)
             hosts.append(",".join(fields))
             if host.ip and host.name:
                 addn.append(f"{host.ip} {host.name}")

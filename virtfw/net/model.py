@@ -16,12 +16,33 @@ class Bridge:
     name: str | None = None
     stp: bool = True
     delay: int = 0
+    mac_table_manager: str | None = None  # 'kernel' (the kernel learns, as without it) or absent
+
+
+#: <lease unit>: seconds per unit.
+LEASE_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
+
+
+@dataclass
+class Lease:
+    """A DHCP lease time (<lease expiry unit>): 0 is infinite (and has no unit)."""
+
+    expiry: int
+    unit: str | None = "minutes"
+
+    @property
+    def dnsmasq(self) -> str:
+        """As dnsmasq's dhcp-range and dhcp-host take it, and libvirt writes it: 1h, 10m, 200s."""
+        if self.expiry == 0 or self.unit is None:
+            return "infinite"
+        return f"{self.expiry}{self.unit[0]}"
 
 
 @dataclass
 class DhcpRange:
     start: IPAddress
     end: IPAddress
+    lease: Lease | None = None
 
 
 @dataclass
@@ -29,6 +50,8 @@ class DhcpHost:
     mac: str | None
     ip: IPAddress | None
     name: str | None
+    id: str | None = None  # a DHCPv6 client's DUID (IPv6 hosts only)
+    lease: Lease | None = None
 
 
 @dataclass
@@ -42,6 +65,7 @@ class IPDef:
     tftp_root: str | None = None
     bootp_file: str | None = None
     bootp_server: str | None = None
+    local_ptr: bool | None = None  # localPtr: the network's reverse zone is answered locally, never forwarded
 
     @property
     def network(self) -> IPNetwork:
@@ -50,6 +74,22 @@ class IPDef:
     @property
     def has_dhcp(self) -> bool:
         return bool(self.ranges or self.hosts)
+
+    @property
+    def ptr_domain(self) -> str | None:
+        """The reverse DNS zone of the network (122.168.192.in-addr.arpa), or None when its
+        prefix does not end at a label (a multiple of 8 bits for IPv4, 4 for IPv6)."""
+        network = self.network
+        step = 8 if network.version == 4 else 4
+        if self.prefix % step:
+            return None
+        if network.version == 4:
+            labels = str(network.network_address).split(".")[: self.prefix // 8]
+            suffix = "in-addr.arpa"
+        else:
+            labels = list(network.network_address.exploded.replace(":", ""))[: self.prefix // 4]
+            suffix = "ip6.arpa"
+        return ".".join([*reversed(labels), suffix])
 
 
 @dataclass
@@ -70,7 +110,7 @@ class Nat:
 @dataclass
 class Forward:
     mode: str = "none"  # "none" = isolated (no <forward> element)
-    dev: str | None = None
+    dev: str | None = None  # the one outside interface: dev= or <interface dev=> (libvirt writes both)
     nat: Nat | None = None
 
 
@@ -100,6 +140,8 @@ class Network:
     mac: str | None = None
     domain: str | None = None
     domain_local_only: str | None = None
+    domain_register: str | None = None  # only 'no' (registering with systemd-resolved is refused)
+    trust_guest_rx_filters: bool | None = None  # kept for the hypervisor, which reads it per guest
     ipv6_nogw: bool = False  # <network ipv6='yes'>
     dns: Dns | None = None  # None: no <dns> element
     dnsmasq_options: list[str] = field(default_factory=list)  # <dnsmasq:option value=...>, in order

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from virtfw.config import Config, find_layered, layered_names, readable_others
+from virtfw.config import Config, find_layered, layered_names
 from virtfw.errors import VirtfwError
 from virtfw.names import check_object_name
 from virtfw.net.model import Network
-from virtfw.net.xml import format_network, parse_network
+from virtfw.net.xml import format_network, parse_network, peek_identity
 from virtfw.statefiles import ensure_dir, write_atomic
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """What another definition holds that a new one must not repeat."""
+
+    name: str
+    uuid: str | None
+    bridge: str | None
+    broken: Path | None = None  # the file, when it does not load as a whole (read leniently)
+
+    @property
+    def what(self) -> str:
+        """How messages name it."""
+        where = f" (its definition {self.broken} does not load: fix it or net-undefine it)" if self.broken else ""
+        return f"network '{self.name}'{where}"
 
 
 class NetworkStore:
@@ -50,24 +67,66 @@ class NetworkStore:
             number += 1
         net.bridge.name = f"virbr{number}"
 
-    def others(self, name: str) -> list[Network]:
-        """The readable definitions other than ``name`` (net-list shows a broken one)."""
-        return readable_others(self.names(), name, self.load)
+    def siblings(self, name: str, strict: bool = True) -> list[Sibling]:
+        """The uuid and bridge of every definition other than ``name``. One that does not load
+        is read leniently (``peek_identity``); one that cannot be read even so is an error
+        naming its file (``strict``: a conflict with it could not be told), or left out."""
+        found = []
+        for other in self.names():
+            if other == name:
+                continue
+            try:
+                net = self.load(other)
+                found.append(Sibling(other, net.uuid, net.bridge.name))
+                continue
+            except VirtfwError:
+                pass
+            try:
+                path = self.path(other)
+            except VirtfwError:
+                continue  # a file whose name is no network name: it can never be loaded or started
+            assert path is not None
+            try:
+                uuid, bridge = peek_identity(self._read(path), str(path))
+            except VirtfwError as exc:
+                if not strict:
+                    continue
+                raise VirtfwError(
+                    f"cannot tell whether network '{other}' has the same uuid or bridge: {exc}; "
+                    f"fix {path} or net-undefine {other} first"
+                ) from None
+            found.append(Sibling(other, uuid, bridge, broken=path))
+        return found
 
-    def check_conflicts(self, net: Network) -> None:
-        for other in self.others(net.name):
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None
+
+    def check_conflicts(self, net: Network, siblings: list[Sibling] | None = None) -> None:
+        for other in self.siblings(net.name) if siblings is None else siblings:
             if other.uuid == net.uuid:
-                raise VirtfwError(f"network '{other.name}' already has uuid {net.uuid}")
-            if net.bridge.name and other.bridge.name == net.bridge.name:
-                raise VirtfwError(f"bridge {net.bridge.name} is already used by network '{other.name}'")
+                raise VirtfwError(f"{other.what} already has uuid {net.uuid}")
+            if net.bridge.name and other.bridge == net.bridge.name:
+                raise VirtfwError(f"bridge {net.bridge.name} is already used by {other.what}")
 
     def prepare(self, net: Network) -> Network:
-        """Fill in what the definition leaves open (uuid kept from an earlier definition)."""
-        if net.uuid_generated and self.path(net.name):
-            net.uuid = self.load(net.name).uuid
-        taken = {other.bridge.name for other in self.others(net.name)}
-        self.assign_bridge(net, {t for t in taken if t})
-        self.check_conflicts(net)
+        """Fill in what the definition leaves open (uuid kept from an earlier definition, even
+        one that no longer loads) and refuse a uuid or bridge another definition has."""
+        path = self.path(net.name)
+        if net.uuid_generated and path:
+            try:
+                net.uuid = self.load(net.name).uuid
+            except VirtfwError:
+                try:
+                    net.uuid = peek_identity(self._read(path), str(path))[0] or net.uuid
+                except VirtfwError:
+                    pass  # nothing to keep: the new random one stands
+        siblings = self.siblings(net.name)
+        self.assign_bridge(net, {s.bridge for s in siblings if s.bridge})
+        self.check_conflicts(net, siblings)
         return net
 
     def define(self, net: Network) -> Path:

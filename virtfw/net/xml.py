@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import uuid as uuidlib
 
 from lxml import etree
@@ -18,6 +19,7 @@ from virtfw.names import (
     check_object_name,
 )
 from virtfw.net.model import (
+    LEASE_UNITS,
     Bridge,
     DhcpHost,
     DhcpRange,
@@ -25,6 +27,7 @@ from virtfw.net.model import (
     DnsHost,
     Forward,
     IPDef,
+    Lease,
     Nat,
     Network,
 )
@@ -40,14 +43,42 @@ KEPT_ELEMENTS = (
 )  # fmt: skip
 UNSUPPORTED_MODES = ("bridge", "private", "vepa", "passthrough", "hostdev")
 
+#: dnsmasq reads a lease time as a C int of seconds (and takes at least two minutes).
+LEASE_MAX_SECONDS = 2**31 - 1
+LEASE_MIN_SECONDS = 120
+
+#: libvirt's DUID types (basictypes.rng): LLT, EN, LL and UUID, as colon-separated hex octets.
+_HEX = "[0-9a-fA-F]{1,2}"
+_DUID = re.compile(
+    rf"0{{1,2}}:0?1:0{{1,2}}:0?[a-fA-F1-9](:{_HEX}){{4}}(:{_HEX}){{6,8}}"
+    rf"|0{{1,2}}:0?2(:{_HEX}){{4}}(:{_HEX}){{1,124}}"
+    rf"|0{{1,2}}:0?3:0{{1,2}}:0?[a-fA-F1-9](:{_HEX}){{6,8}}"
+    rf"|0{{1,2}}:0?4(:{_HEX}){{16}}"
+)
+
+#: What the hypervisor-side device pools of the refused forward modes are, for refusals.
+_DEVICE_POOL = "forward modes virtfw does not manage (hostdev, passthrough, private, vepa, bridge)"
+#: A read-only count libvirt adds to the XML of an active network.
+_LIVE_COUNT = (
+    "is the number of guests libvirt saw connected (read-only live state), not a setting: "
+    "remove it (virsh net-dumpxml --inactive leaves it out)"
+)
+
+
+def _refuse_attribute(reader: Reader, attr: str, why: str) -> None:
+    """Refuse ATTR when present: virtfw cannot do what it asks."""
+    if reader.element.get(attr) is not None:
+        raise reader.fail(f"attribute '{attr}' {why}")
+
 
 def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
     root = xmlsafe.parse(text, origin)
     if root.tag != "network":
         raise VirtfwError(f"{origin}: root element must be <network>, not <{root.tag}>")
     top = Reader(origin, root)
+    _refuse_attribute(top, "connections", _LIVE_COUNT)
     top.check_known(
-        ("ipv6", "trustGuestRxFilters", "connections"),
+        ("ipv6", "trustGuestRxFilters"),
         ("name", "uuid", "bridge", "mac", "forward", "ip", "domain", *KEPT_ELEMENTS),
     )
     name_el = root.find("name")
@@ -61,6 +92,7 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
         forward=_forward(origin, root.find("forward")),
         ipv6_nogw=top.yes_no("ipv6", False),
         uuid_generated=not (root.findtext("uuid") or "").strip(),
+        trust_guest_rx_filters=_yes_no_or_none(top, "trustGuestRxFilters"),
     )
     mac = root.find("mac")
     if mac is not None:
@@ -71,12 +103,37 @@ def parse_network(text: str | bytes, origin: str = "network XML") -> Network:
         reader.check_known(("name", "localOnly", "register"))
         net.domain = check_hostname(reader.require("name"), "<domain name>")
         net.domain_local_only = _yes_no_word(reader, "localOnly")
+        net.domain_register = _yes_no_word(reader, "register")
+        if net.domain_register == "yes":
+            raise reader.fail(
+                "attribute 'register': registering the domain with the host's systemd-resolved is not "
+                f"supported: remove it, and point the host's resolver at the network's address for "
+                f"'{net.domain}' yourself (resolvectl dns BRIDGE ADDRESS; resolvectl domain BRIDGE '~{net.domain}')"
+            )
     net.ips = [_ip(origin, element) for element in root.findall("ip")]
     net.extra = [_canonical(child) for child in root if child.tag in KEPT_ELEMENTS]
     net.dns = _dns(origin, root.findall("dns"))
     net.dnsmasq_options = _dnsmasq_options(origin, root.findall(DNSMASQ_OPTIONS))
     _check_consistency(origin, net)
     return net
+
+
+def peek_identity(text: str | bytes, origin: str) -> tuple[str | None, str | None]:
+    """The uuid and bridge name of a definition that does not load as a whole (a bad value
+    elsewhere, an element virtfw refuses): read leniently, what conflicts are checked on, with
+    the same safe parser (no DTDs, entities or network access). A uuid that is not one is None
+    (it equals no other); an XML document virtfw cannot read at all raises VirtfwError."""
+    root = xmlsafe.parse(text, origin)
+    if root.tag != "network":
+        raise VirtfwError(f"{origin}: root element must be <network>, not <{root.tag}>")
+    uuid_text = (root.findtext("uuid") or "").strip()
+    try:
+        uuid = str(uuidlib.UUID(uuid_text)) if uuid_text else None
+    except ValueError:
+        uuid = None
+    bridge = root.find("bridge")
+    name = (bridge.get("name") or "").strip() if bridge is not None else ""
+    return uuid, name or None
 
 
 def _yes_no_word(reader: Reader, attr: str) -> str | None:
@@ -86,6 +143,11 @@ def _yes_no_word(reader: Reader, attr: str) -> str | None:
     if value is not None:
         reader.yes_no(attr, False)
     return value
+
+
+def _yes_no_or_none(reader: Reader, attr: str) -> bool | None:
+    """A yes/no attribute that is formatted back only when it was written."""
+    return None if reader.get(attr) is None else reader.yes_no(attr, False)
 
 
 def _hostname(name: str | None, what: str) -> str | None:
@@ -99,7 +161,13 @@ def _dns(origin: str, elements: list[etree._Element]) -> Dns | None:
         return None
     dns = Dns()
     for element in elements:
-        dns.enabled = Reader(origin, element).yes_no("enable", True)  # not any word but 'no'
+        reader = Reader(origin, element)
+        dns.enabled = reader.yes_no("enable", True)  # not any word but 'no'
+        records = [child for child in element if child.tag in ("forwarder", "host", "srv", "txt")]
+        if not dns.enabled and records:  # as libvirt refuses it: records nobody would serve
+            raise reader.fail(
+                f"<{records[0].tag}> in a <dns enable='no'> would never be served: remove it, or enable DNS"
+            )
         for host in element.findall("host"):
             address = _address(Reader(origin, host), "ip")
             names = [check_hostname((h.text or "").strip(), "<dns><host><hostname>") for h in host.findall("hostname")]
@@ -144,12 +212,28 @@ def _bridge(origin: str, element: etree._Element | None) -> Bridge:
     if element is None:
         return Bridge()
     reader = Reader(origin, element)
-    reader.check_known(("name", "stp", "delay", "zone", "macTableManager"))
+    _refuse_attribute(
+        reader,
+        "zone",
+        "(a firewalld zone for the bridge) is not supported: virtfw installs its own rules and does not "
+        "talk to firewalld; remove it, and with firewalld running add the bridge to the zone yourself "
+        "(firewall-cmd --zone=ZONE --add-interface=BRIDGE)",
+    )
+    reader.check_known(("name", "stp", "delay", "macTableManager"))
     name = reader.get("name")
+    manager = reader.get("macTableManager")
+    if manager == "libvirt":
+        raise reader.fail(
+            "attribute 'macTableManager': 'libvirt' is not supported: it needs the hypervisor to enter each "
+            "guest's MAC address in the bridge's table, and virtfw does not attach guests; remove it or use 'kernel'"
+        )
+    if manager is not None and manager != "kernel":
+        raise reader.fail(f"attribute 'macTableManager': '{manager}' must be 'kernel' or 'libvirt'")
     return Bridge(
         name=check_ifname(name, "bridge name") if name else None,
         stp=reader.yes_no("stp", True, "on", "off"),
         delay=reader.integer("delay", 0, 30, 0) or 0,
+        mac_table_manager=manager,
     )
 
 
@@ -157,20 +241,60 @@ def _forward(origin: str, element: etree._Element | None) -> Forward:
     if element is None:
         return Forward(mode="none")
     reader = Reader(origin, element)
-    reader.check_known(("mode", "dev", "managed"), ("nat", "interface", "pf", "address", "driver"))
     mode = reader.get("mode", "nat")
     if mode in UNSUPPORTED_MODES:
         raise reader.fail(f"forward mode '{mode}' needs no firewall and is not managed by virtfw")
     if mode not in ("nat", "route", "open"):
         raise reader.fail(f"attribute 'mode': '{mode}' must be one of nat, route, open")
-    dev = reader.get("dev")
-    forward = Forward(mode=mode, dev=check_ifname(dev, "forward dev") if dev else None)
+    _refuse_attribute(
+        reader, "managed", f"(detaching PCI devices from the host) applies to {_DEVICE_POOL} only: remove it"
+    )
+    for child in element:
+        if child.tag in ("pf", "address", "driver"):
+            what = {
+                "pf": "names the physical function whose virtual functions are handed to guests",
+                "address": "lists PCI devices handed to guests",
+                "driver": "picks how PCI devices are handed to guests",
+            }[child.tag]
+            raise VirtfwError(
+                f"{origin}: {xmlsafe.describe(child)} in <forward> {what} in {_DEVICE_POOL}; it is not supported "
+                f"in mode '{mode}': remove it, and name the outside interface with <forward dev='IFNAME'>"
+            )
+    reader.check_known(("mode", "dev"), ("nat", "interface"))
+    dev = _forward_dev(origin, reader)
+    if dev and mode == "open":
+        raise reader.fail(
+            "a forward device is not allowed with mode 'open': it adds no firewall rules, so nothing "
+            "would keep forwarding to that device; remove it, or use mode 'route'"
+        )
+    forward = Forward(mode=mode, dev=dev)
     nat_el = element.find("nat")
     if nat_el is not None:
         if mode != "nat":
             raise VirtfwError(f"{origin}: <nat> is only allowed with forward mode 'nat'")
         forward.nat = _nat(origin, nat_el)
     return forward
+
+
+def _forward_dev(origin: str, reader: Reader) -> str | None:
+    """The outside interface: <forward dev=...> and/or one <interface dev=.../> (which libvirt
+    writes next to it), which must then name the same device."""
+    dev = reader.get("dev")
+    dev = check_ifname(dev, "forward dev") if dev else None
+    interfaces = reader.element.findall("interface")
+    if len(interfaces) > 1:
+        raise Reader(origin, interfaces[1]).fail(
+            "only one forward interface is supported (libvirt's rule for modes nat, route and open)"
+        )
+    if interfaces:
+        ireader = Reader(origin, interfaces[0])
+        _refuse_attribute(ireader, "connections", _LIVE_COUNT)
+        ireader.check_known(("dev",))
+        name = check_ifname(ireader.require("dev"), "<forward><interface dev>")
+        if dev is not None and name != dev:
+            raise ireader.fail(f"attribute 'dev': '{name}' must match <forward dev='{dev}'>")
+        dev = name
+    return dev
 
 
 def _nat(origin: str, element: etree._Element) -> Nat:
@@ -234,6 +358,12 @@ def _ip(origin: str, element: etree._Element) -> IPDef:
     ip = IPDef(address=address, prefix=prefix, family=family, netmask_form=bool(netmask))
     if address == ip.network.network_address and prefix < (32 if version == 4 else 128):
         raise reader.fail(f"'{address}' is the network address of {ip.network}, not a host address")
+    ip.local_ptr = _yes_no_or_none(reader, "localPtr")
+    if ip.local_ptr and ip.ptr_domain is None:
+        raise reader.fail(
+            f"attribute 'localPtr': the reverse zone of {ip.network} cannot be named: its prefix must be a "
+            f"multiple of {8 if version == 4 else 4} for dnsmasq's local=/ZONE/; remove localPtr or change the prefix"
+        )
     tftp = element.find("tftp")
     if tftp is not None:
         treader = Reader(origin, tftp)
@@ -271,7 +401,7 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
                     raise reader.fail(f"attribute '{attr}': {value} is outside the network {ip.network}")
             if end < start:
                 raise reader.fail("range end is below range start")
-            ip.ranges.append(DhcpRange(start, end))
+            ip.ranges.append(DhcpRange(start, end, _lease(origin, child)))
         elif child.tag == "host":
             reader.check_known(("mac", "ip", "name", "id"), ("lease",))
             mac = reader.get("mac")
@@ -283,6 +413,8 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
                     mac=check_mac(mac, "<host mac>") if mac else None,
                     ip=address,
                     name=_hostname(reader.get("name"), "<host name>"),
+                    id=_duid(reader, version),
+                    lease=_lease(origin, child),
                 )
             )
         elif child.tag == "bootp":
@@ -290,6 +422,54 @@ def _dhcp(origin: str, element: etree._Element, ip: IPDef, version: int) -> None
             ip.bootp_file = check_conf_value(reader.require("file"), "<bootp file>")
             server = reader.get("server")
             ip.bootp_server = _bootp_server(reader, server) if server is not None else None
+
+
+def _duid(reader: Reader, version: int) -> str | None:
+    """<host id>: a DHCPv6 client's DUID, of one of libvirt's four forms."""
+    duid = reader.get("id")
+    if duid is None:
+        return None
+    if version != 6:
+        raise reader.fail(
+            "attribute 'id' (a DHCPv6 DUID) is only for hosts of an IPv6 <ip>: an IPv4 host is matched by 'mac'"
+        )
+    if reader.get("mac") is not None:
+        raise reader.fail("give either attribute 'id' or 'mac', not both")
+    if not _DUID.fullmatch(duid):
+        raise reader.fail(
+            f"attribute 'id': '{duid}' is not a DUID (colon-separated hex octets of type 1 to 4, e.g. "
+            "'0:3:0:1:52:54:0:12:34:56')"
+        )
+    return duid.lower()
+
+
+def _lease(origin: str, owner: etree._Element) -> Lease | None:
+    """<lease expiry unit> of a range or host: seconds, minutes (the default) or hours; 0 is
+    infinite; at least two minutes otherwise, and at most what dnsmasq can count."""
+    elements = owner.findall("lease")
+    if not elements:
+        return None
+    if len(elements) > 1:
+        raise Reader(origin, elements[1]).fail(f"only one <lease> is allowed in <{owner.tag}>")
+    reader = Reader(origin, elements[0])
+    reader.check_known(("expiry", "unit"))
+    unit = reader.get("unit", "minutes")
+    if unit not in LEASE_UNITS:
+        raise reader.fail(f"attribute 'unit': '{unit}' must be seconds, minutes or hours")
+    expiry = reader.integer("expiry", 0, 2**64 - 1)  # libvirt's unsignedLong
+    if expiry is None:
+        raise reader.fail("attribute 'expiry' is required")
+    seconds = expiry * LEASE_UNITS[unit]
+    if 0 < seconds < LEASE_MIN_SECONDS:
+        raise reader.fail(
+            f"attribute 'expiry': {seconds} seconds is below the 2 minutes a lease lasts at least (0 means infinite)"
+        )
+    if seconds > LEASE_MAX_SECONDS:
+        raise reader.fail(
+            f"attribute 'expiry': {expiry} {unit} is more than dnsmasq can count "
+            f"(at most {LEASE_MAX_SECONDS // LEASE_UNITS[unit]} {unit}; 0 means infinite)"
+        )
+    return Lease(expiry, unit if expiry else None)
 
 
 def _bootp_server(reader: Reader, server: str) -> str:
@@ -322,12 +502,15 @@ def format_network(net: Network) -> str:
     root = etree.Element("network")
     if net.ipv6_nogw:
         root.set("ipv6", "yes")
+    if net.trust_guest_rx_filters is not None:
+        root.set("trustGuestRxFilters", "yes" if net.trust_guest_rx_filters else "no")
     etree.SubElement(root, "name").text = net.name
     etree.SubElement(root, "uuid").text = net.uuid
     if net.forward.mode != "none":
         forward = etree.SubElement(root, "forward", mode=net.forward.mode)
         if net.forward.dev:
             forward.set("dev", net.forward.dev)
+            etree.SubElement(forward, "interface", dev=net.forward.dev)  # as libvirt writes it
         if net.forward.nat:
             _format_nat(forward, net.forward.nat)
     bridge = etree.SubElement(root, "bridge")
@@ -335,12 +518,16 @@ def format_network(net: Network) -> str:
         bridge.set("name", net.bridge.name)
     bridge.set("stp", "on" if net.bridge.stp else "off")
     bridge.set("delay", str(net.bridge.delay))
+    if net.bridge.mac_table_manager:
+        bridge.set("macTableManager", net.bridge.mac_table_manager)
     if net.mac:
         etree.SubElement(root, "mac", address=net.mac)
     if net.domain:
         domain = etree.SubElement(root, "domain", name=net.domain)
         if net.domain_local_only:
             domain.set("localOnly", net.domain_local_only)
+        if net.domain_register:
+            domain.set("register", net.domain_register)
     for text in net.extra:
         root.append(etree.fromstring(text))
     for ip in net.ips:
@@ -368,16 +555,29 @@ def _format_ip(root: etree._Element, ip: IPDef) -> None:
         element.set("netmask", str(ip.network.netmask))
     else:
         element.set("prefix", str(ip.prefix))
+    if ip.local_ptr is not None:
+        element.set("localPtr", "yes" if ip.local_ptr else "no")
     if ip.tftp_root:
         etree.SubElement(element, "tftp", root=ip.tftp_root)
     if ip.ranges or ip.hosts or ip.bootp_file:
         dhcp = etree.SubElement(element, "dhcp")
         for rng in ip.ranges:
-            etree.SubElement(dhcp, "range", start=str(rng.start), end=str(rng.end))
+            _format_lease(etree.SubElement(dhcp, "range", start=str(rng.start), end=str(rng.end)), rng.lease)
         for host in ip.hosts:
-            attrs = {k: str(v) for k, v in (("mac", host.mac), ("name", host.name), ("ip", host.ip)) if v}
-            etree.SubElement(dhcp, "host", **attrs)
+            attrs = {
+                k: str(v) for k, v in (("mac", host.mac), ("id", host.id), ("name", host.name), ("ip", host.ip)) if v
+            }
+            _format_lease(etree.SubElement(dhcp, "host", **attrs), host.lease)
         if ip.bootp_file:
             bootp = etree.SubElement(dhcp, "bootp", file=ip.bootp_file)
             if ip.bootp_server:
                 bootp.set("server", ip.bootp_server)
+
+
+def _format_lease(owner: etree._Element, lease: Lease | None) -> None:
+    """<lease expiry unit>, as libvirt writes it (an infinite one without a unit)."""
+    if lease is None:
+        return
+    element = etree.SubElement(owner, "lease", expiry=str(lease.expiry))
+    if lease.expiry and lease.unit:
+        element.set("unit", lease.unit)
