@@ -154,6 +154,7 @@ CONF_CASES = ["leasetime-seconds", "leasetime-minutes", "leasetime-hours", "leas
 
 
 @pytest.mark.parametrize("case", CONF_CASES)
+@pytest.mark.shared
 def test_dnsmasq_lines_match_libvirts(case: str) -> None:
     """libvirt's networkxml2confdata: the same IPv4 dhcp-range (lease time and all) and
     local= lines, and the same hosts file, byte for byte."""
@@ -163,6 +164,7 @@ def test_dnsmasq_lines_match_libvirts(case: str) -> None:
     assert hosts == (CONFDATA / f"{case}.hostsfile").read_text()
 
 
+@pytest.mark.shared
 def test_dhcpv6_hosts_file_matches_libvirts() -> None:
     """dhcp6host-routed-network: DUIDs (id:), names and [addresses] in libvirt's order."""
     case = "dhcp6host-routed-network"
@@ -170,6 +172,7 @@ def test_dhcpv6_hosts_file_matches_libvirts() -> None:
     assert hosts == (CONFDATA / f"{case}.hostsfile").read_text()
 
 
+@pytest.mark.shared
 def test_the_conf_cases_are_there() -> None:
     missing = [c for c in [*CONF_CASES, "dhcp6host-routed-network"] if not (CONFDATA / f"{c}.conf").is_file()]
     assert not missing, f"libvirt's networkxml2confdata is incomplete: {missing}"
@@ -187,11 +190,13 @@ LIBVIRT_REFUSES = [
 PAIRS = sorted(p.stem for p in XML_IN.glob("*.xml") if (XML_OUT / p.name).is_file())
 
 
+@pytest.mark.shared
 def test_xml2xml_corpus_found() -> None:
     assert len(PAIRS) >= 40 and "leasetime-hours" in PAIRS and "nat-network-explicit-flood" in PAIRS
 
 
 @pytest.mark.parametrize("case", PAIRS)
+@pytest.mark.shared
 def test_libvirt_output_means_what_the_input_says(case: str) -> None:
     """Accepted: libvirt's formatted output is the same network as its input, and virtfw's
     own formatting of it reads back equal. Refused: both, in one line."""
@@ -208,12 +213,14 @@ def test_libvirt_output_means_what_the_input_says(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", LIBVIRT_REFUSES)
+@pytest.mark.shared
 def test_what_libvirt_refuses_virtfw_refuses(case: str) -> None:
     with pytest.raises(VirtfwError) as caught:
         parse_network((XML_IN / f"{case}.xml").read_bytes(), f"{case}.xml")
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.shared
 def test_accepted_libvirt_cases() -> None:
     """The cases of the corpus virtfw takes (the others use forward modes it does not manage),
     among them those with the fields this change keeps."""
