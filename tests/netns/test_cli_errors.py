@@ -480,3 +480,16 @@ def test_dry_run_as_unprivileged_user(backend: str, nobody: Nobody) -> None:
             assert not missing, f"dry run did not print {missing}\n{show(proc)}"
         assert status_files(nobody.home) == []
         assert (ruleset(ns, backend), ruleset(ns, "nftables"), ns.sh("ip", "-br", "addr")) == system_before
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("command", [["net-start", "default"], ["reload"], ["verify"], ["net-destroy", "default"]])
+def test_kernel_commands_say_they_need_root(nobody: Nobody, command: list[str]) -> None:
+    """Not a permission error from the first tool half-way through: one line, before anything."""
+    with netns("vfwU") as ns:
+        before = ns.sh("ip", "-br", "link")
+        proc = ns.run(nobody.argv(*command), check=False)
+        assert proc.returncode == 1, show(proc)
+        assert proc.stderr.startswith(f"error: {command[0]} needs root") and proc.stderr.count("\n") == 1, show(proc)
+        assert ns.sh("ip", "-br", "link") == before
+        assert status_files(nobody.home) == []

@@ -10,6 +10,13 @@ import click
 from virtfw import __version__
 from virtfw.errors import VirtfwError, one_line
 
+# Commands that change or read links, the firewall or processes of the kernel: as any other
+# user they could only fail half-way with a permission error from the first tool.
+NEEDS_ROOT = frozenset({
+    "net-start", "net-create", "net-destroy", "autostart", "reload", "verify",
+    "nwfilter-binding-create", "nwfilter-binding-delete",
+})  # fmt: skip
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -46,6 +53,11 @@ def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verb
     from virtfw.rules.runner import Runner
     from virtfw.statefiles import check_trusted_dir
 
+    if ctx.invoked_subcommand in NEEDS_ROOT and os.geteuid() != 0 and not dry_run:
+        raise VirtfwError(
+            f"{ctx.invoked_subcommand} needs root: it changes or reads the kernel's links and firewall "
+            "(--dry-run shows what it would do, without root)"
+        )
     default_config, default_state = default_dirs()
     config = Config(
         Path(config_dir) if config_dir else default_config, Path(state_dir) if state_dir else default_state, backend
