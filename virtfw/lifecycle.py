@@ -10,6 +10,9 @@ from virtfw.errors import VirtfwError
 
 T = TypeVar("T")
 
+# What verify says fixes a finding that a reload repairs (rules missing or changed).
+REINSTALLS = "virtfw reload re-installs it"
+
 
 def all_or_each(
     items: Sequence[T], do: Callable[[list[T]], object], name: Callable[[T], str]

@@ -355,3 +355,59 @@ def test_reload_restarts_killed_dnsmasq(host: Host):
     running = [p for p in our_dnsmasq(h) if p != pid]
     assert running, "reload did not start the network's dnsmasq again"
     h.assert_ok("after reload")
+
+
+# --------------------------------------------------------------------------- advice that fits
+
+
+def test_a_bridge_set_down_is_reported_and_reload_sets_it_up(host: Host):
+    h = host
+    h.vfw("net-start", "default")
+    h.assert_ok("right after net-start")
+    h.ns.sh("ip", "link", "set", "virbr0", "down")
+    code, lines, _ = h.verify()
+    assert code == 3 and lines == ["network default: bridge virbr0 is down; virtfw reload sets it up"], lines
+    h.vfw("reload")
+    assert "UP" in json.loads(h.ns.sh("ip", "-j", "link", "show", "virbr0"))[0]["flags"]
+    h.assert_ok("after reload")
+
+
+def test_a_bridge_virtfw_did_not_make_gone_is_not_sent_to_reload(host: Host):
+    """reload cannot bring back a bridge it did not create: the advice says what can."""
+    h = host
+    h.ns.sh("ip", "link", "add", "virbr0", "type", "bridge")
+    h.vfw("net-start", "default")
+    h.assert_ok("right after net-start on an existing bridge")
+    h.ns.sh("ip", "link", "del", "virbr0")
+    code, lines, _ = h.verify()
+    bridge = [line for line in lines if "bridge virbr0 is missing" in line]
+    assert code == 3 and len(bridge) == 1, lines
+    assert "virtfw did not create it" in bridge[0] and "net-destroy default" in bridge[0], lines
+    assert "reload re-creates it" not in bridge[0], lines
+
+
+def test_a_binding_whose_port_is_gone_is_reported(host: Host):
+    h = host
+    start_with_binding(h)
+    h.assert_ok("right after nwfilter-binding-create")
+    h.ns.sh("ip", "link", "del", "vnet0")
+    code, lines, _ = h.verify()
+    assert code == 3, "a binding on a port that no longer exists is not reported"
+    expected = (
+        "binding vnet0: port device vnet0 no longer exists; nwfilter-binding-delete vnet0 removes the binding "
+        "(else the next device of that name gets its rules)"
+    )
+    assert lines == [expected], lines
+    h.vfw("nwfilter-binding-delete", "vnet0")
+    h.assert_ok("after nwfilter-binding-delete")
+
+
+def test_every_problem_line_says_what_puts_it_right(host: Host):
+    h = host
+    start_with_binding(h)
+    delete_binding_rule(h)
+    kill_dnsmasq(h)
+    code, lines, _ = h.verify()
+    assert code == 3 and len(lines) >= 2, lines
+    for line in lines:
+        assert "; virtfw reload " in line, f"no advice in {line!r}"

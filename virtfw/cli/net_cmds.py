@@ -46,12 +46,14 @@ def _define(app: AppContext, net: Network) -> None:
     store = app.store()
     if app.runner.dry_run:
         store.prepare(net)
-        return
-    from virtfw.statefiles import locked
+    else:
+        from virtfw.statefiles import locked
 
-    with locked(app.config.state_dir, config_dir=app.config.config_dir):
-        store.prepare(net)
-        store.define(net)
+        with locked(app.config.state_dir, config_dir=app.config.config_dir):
+            store.prepare(net)
+            store.define(net)
+    for why in store.unchecked.values():
+        click.echo(f"warning: {why}", err=True)
 
 
 @click.command("net-define")
@@ -91,7 +93,7 @@ def net_create(app: AppContext, file: str) -> None:
             raise VirtfwError(f"network '{net.name}' is defined with another uuid")
     if not net.bridge.name:
         taken = {a.status.bridge.name for a in app.network_status().active()}
-        taken |= {other.bridge for other in store.siblings("", strict=False)}  # broken ones read leniently
+        taken |= {other.bridge for other in store.siblings("")}  # broken ones read leniently
         store.assign_bridge(net, {t for t in taken if t})
     app.networks().start([net], transient=True)
     done(f"Network {net.name} created from {file}")
@@ -374,7 +376,7 @@ def verify(app: AppContext, as_json: bool) -> None:
         if not problems:
             info(f"OK: {networks} network(s) and {bindings} binding(s) fully in place")
         else:
-            click.echo(f"{len(problems)} problem(s); 'virtfw reload' re-installs what is missing", err=True)
+            click.echo(f"{len(problems)} problem(s); each line says what puts it right", err=True)
     if problems:
         raise click.exceptions.Exit(3)
 

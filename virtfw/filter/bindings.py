@@ -30,7 +30,7 @@ from virtfw.errors import VirtfwError
 from virtfw.filter.instantiate import binding_owner, check_total, instantiate, reachable, tree_digest
 from virtfw.filter.model import Binding
 from virtfw.filter.store import FilterStore
-from virtfw.lifecycle import after_removal, all_or_each
+from virtfw.lifecycle import REINSTALLS, after_removal, all_or_each
 from virtfw.names import check_ifname
 from virtfw.rules import records
 from virtfw.rules.backend import (
@@ -509,14 +509,20 @@ class BindingManager:
             backend = backends.setdefault(
                 active.status.backend, load_filter_backend(active.status.backend, self.config.state_dir)
             )
-            problems += [f"{where}: {p}" for p in backend.verify(self.runner, active.record(backend))]
+            problems += [f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, active.record(backend))]
+            if not _port_exists(active.portdev):
+                problems.append(
+                    f"{where}: port device {active.portdev} no longer exists; nwfilter-binding-delete "
+                    f"{active.portdev} removes the binding (else the next device of that name gets its rules)"
+                )
         for name, backend in sorted(backends.items()):
             base = self._load_base(backend)
             if base:
-                problems += [f"filter base ({name}): {p}" for p in backend.verify(self.runner, base)]
+                problems += [f"filter base ({name}): {p}; {REINSTALLS}" for p in backend.verify(self.runner, base)]
             if not self.unreadable:  # else whose rules are whose cannot be told
                 records = [r for a in actives if a.status.backend == name and (r := a.record(backend)) is not None]
-                problems += [f"filter base ({name}): {p}" for p in backend.unexpected(self.runner, records)]
+                found = backend.unexpected(self.runner, records)
+                problems += [f"filter base ({name}): {p}; virtfw reload removes it" for p in found]
         return len(actives), problems
 
     # ---- internals ----------------------------------------------------------
@@ -670,6 +676,17 @@ class BindingManager:
             if before != (active.status.firewall, ACTIVE, digests[active.owner]):
                 changed.append(active.status)
         self._save_many(changed)  # a reload that changes no record writes no file
+
+
+def _port_exists(portdev: str) -> bool:
+    """Whether a network device of that name exists (in this network namespace)."""
+    import socket
+
+    try:
+        socket.if_nametoindex(portdev)
+    except OSError:
+        return False
+    return True
 
 
 def define_filter(manager: BindingManager, filt, save: Callable[[], None]) -> int:

@@ -112,6 +112,11 @@ class Links:
             return "replaced"
         return "present"
 
+    def is_up(self, name: str) -> bool:
+        """Whether the link is administratively up (IFF_UP); False when it is gone."""
+        index = self.index(name)
+        return index is not None and bool(self.ipr.get_links(index)[0]["flags"] & 1)
+
     def bring_up(self, net: Network, record: BridgeRecord) -> None:
         """Create the bridge if needed, add the network's addresses, set it up (see
         ``_bring_up``); the kernel's refusal of any step, a bridge gone meanwhile included,

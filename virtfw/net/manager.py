@@ -16,7 +16,7 @@ from typing import Any
 
 from virtfw.config import Config
 from virtfw.errors import VirtfwError
-from virtfw.lifecycle import after_removal
+from virtfw.lifecycle import REINSTALLS, after_removal
 from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
@@ -301,7 +301,10 @@ class NetworkManager:
         """What the status files say is installed and the kernel no longer holds."""
         problems: list[str] = []
         actives = self.active()
-        problems += [f"network {name}: {error}" for name, error in self.unreadable.items()]
+        problems += [
+            f"network {name}: {error}; net-destroy {name} removes what carries its name"
+            for name, error in self.unreadable.items()
+        ]
         backends: set[str] = set()
         for active in actives:
             status = active.status
@@ -313,30 +316,41 @@ class NetworkManager:
                 backends.add(backend.name)
                 record = self._record(backend, active)
                 if record is not None:
-                    problems += [f"{where}: {p}" for p in backend.verify(self.runner, record)]
-            bridge = self.links.state(status.bridge)
-            if bridge == "missing":
-                problems.append(f"{where}: bridge {status.bridge.name} is missing")
-            elif bridge == "replaced":
-                problems.append(f"{where}: bridge {status.bridge.name} was re-created since its rules were loaded")
+                    problems += [f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record)]
+            problems += [f"{where}: {p}" for p in self._bridge_problems(active)]
             if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
                 pid = status.dnsmasq.pid
                 if pid is None or not dnsmasq.is_ours(pid, files):
-                    problems.append(f"{where}: its dnsmasq (pid {pid}) is not running")
+                    problems.append(f"{where}: its dnsmasq (pid {pid}) is not running; virtfw reload restarts it")
         for name in sorted(backends):
             backend = load_backend(name)
             base = self._base(backend)
             if base:
-                problems += [f"base chains ({name}): {p}" for p in backend.verify(self.runner, base)]
+                problems += [f"base chains ({name}): {p}; {REINSTALLS}" for p in backend.verify(self.runner, base)]
             records = [self._record(backend, a) for a in actives if a.status.backend == name and a.status.firewall]
             if not self.unreadable:  # else whose rules are whose cannot be told
                 found = backend.unexpected(self.runner, [r for r in records if r])
-                problems += [f"base chains ({name}): {p}" for p in found]
+                problems += [f"base chains ({name}): {p}; virtfw reload removes it" for p in found]
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
         self.links.close()
         return len(actives), problems
+
+    def _bridge_problems(self, active: ActiveNetwork) -> list[str]:
+        """The bridge gone, replaced or down, each with what puts it right."""
+        record = active.status.bridge
+        state = self.links.state(record)
+        if state == "missing" and record.created:
+            return [f"bridge {record.name} is missing; virtfw reload re-creates it"]
+        if state == "missing":
+            how = f"create it again (then virtfw reload), or net-destroy {active.name}"
+            return [f"bridge {record.name} is missing, and virtfw did not create it: {how}"]
+        if state == "replaced":
+            return [f"bridge {record.name} was re-created since its rules were loaded; virtfw reload takes it over"]
+        if not self.links.is_up(record.name):
+            return [f"bridge {record.name} is down; virtfw reload sets it up"]
+        return []
 
     # ---- reload -------------------------------------------------------------
 

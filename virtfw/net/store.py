@@ -36,6 +36,7 @@ class NetworkStore:
         self.own_dir = config.config_dir / "networks"
         self.autostart_dir = self.own_dir / "autostart"
         self.dirs = [folder / "networks" for folder in config.search_path]
+        self.unchecked: dict[str, str] = {}  # sibling name -> why it could not be compared
 
     def path(self, name: str) -> Path | None:
         check_object_name(name, "network name")
@@ -67,10 +68,11 @@ class NetworkStore:
             number += 1
         net.bridge.name = f"virbr{number}"
 
-    def siblings(self, name: str, strict: bool = True) -> list[Sibling]:
+    def siblings(self, name: str) -> list[Sibling]:
         """The uuid and bridge of every definition other than ``name``. One that does not load
-        is read leniently (``peek_identity``); one that cannot be read even so is an error
-        naming its file (``strict``: a conflict with it could not be told), or left out."""
+        is read leniently (``peek_identity``); one that cannot be read even so is left out and
+        named in ``unchecked`` (a broken file must not block every other definition; it cannot
+        be started either until it is mended, and net-start checks its bridge then)."""
         found = []
         for other in self.names():
             if other == name:
@@ -89,12 +91,11 @@ class NetworkStore:
             try:
                 uuid, bridge = peek_identity(self._read(path), str(path))
             except VirtfwError as exc:
-                if not strict:
-                    continue
-                raise VirtfwError(
-                    f"cannot tell whether network '{other}' has the same uuid or bridge: {exc}; "
-                    f"fix {path} or net-undefine {other} first"
-                ) from None
+                self.unchecked[other] = (
+                    f"network '{other}' cannot be read, so its uuid and bridge were not compared: {exc}; "
+                    f"fix {path} or net-undefine {other}"
+                )
+                continue
             found.append(Sibling(other, uuid, bridge, broken=path))
         return found
 
