@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,18 +15,31 @@ def emit_json(data: object) -> None:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
-    if sys.stdout.isatty():
+    """Rich's table on a terminal wide enough for every value whole; aligned plain text
+    otherwise (a pipe, ``NO_COLOR``, a narrow terminal: a MAC address cut short to fit
+    80 columns is worse than a line the terminal wraps)."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    needed = sum(widths) + 2 * len(widths)  # rich's padding: one space each side of a cell
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR") and needed <= _terminal_columns():
         from rich.console import Console
         from rich.table import Table
 
-        grid = Table(*headers, box=None, header_style="bold")
+        grid = Table(box=None, header_style="bold")
+        for header in headers:
+            grid.add_column(header, no_wrap=True)
         for row in rows:
             grid.add_row(*row)
         Console().print(grid)
         return
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
     for row in [headers, *rows]:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 80
 
 
 def fields(pairs: list[tuple[str, str]]) -> None:
