@@ -75,8 +75,12 @@ class LibvirtImport:
         but a regular file, is refused unread."""
         if not folder.is_dir():
             return []
+        try:
+            entries = sorted(os.listdir(folder))
+        except OSError as exc:
+            raise VirtfwError(f"cannot list {folder}: {exc.strerror}") from None
         found = []
-        for entry in sorted(os.listdir(folder)):
+        for entry in entries:
             if not entry.endswith(".xml") or entry.startswith("."):
                 continue
             path = folder / entry
@@ -104,7 +108,11 @@ class LibvirtImport:
         """The names marked in ``autostart/``: links by nature, never followed."""
         if not folder.is_dir():
             return []
-        return sorted(e[:-4] for e in os.listdir(folder) if e.endswith(".xml") and not e.startswith("."))
+        try:
+            entries = os.listdir(folder)
+        except OSError as exc:
+            raise VirtfwError(f"cannot list {folder}: {exc.strerror}") from None
+        return sorted(e[:-4] for e in entries if e.endswith(".xml") and not e.startswith("."))
 
     # --- the import -----------------------------------------------------------------
 
@@ -216,8 +224,8 @@ class LibvirtImport:
                     else:
                         self._add(
                             "filter", filt.name, SKIPPED,
-                            "a standard filter virtfw ships, but this one's rules differ from virtfw's: not "
-                            "imported (virtfw keeps its own; define yours under another name to keep it)",
+                            "a standard filter virtfw ships, but its rules differ from virtfw's: not imported, "
+                            "and filters that reference it get virtfw's (define yours under another name to keep it)",
                         )  # fmt: skip
                     continue
                 if store.path(filt.name) is not None:

@@ -252,6 +252,26 @@ def test_filter_conflicts(host: Host, tmp_path: Path) -> None:
     assert_refused_count(proc, 2)
 
 
+def test_a_fifo_is_refused_unread(host: Host) -> None:
+    os.mkfifo(host.filters / "pipe.xml")  # reading it would block for ever
+    host.filter("mine", ref_filter("mine"))
+    proc, found = host.run_import()
+    assert found["filter", "pipe"] == ("refused", f"{host.filters / 'pipe.xml'} is not a regular file")
+    assert found["filter", "mine"] == ("imported", "")
+    assert_refused_count(proc, 1)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 0000")
+def test_unreadable_file_is_refused_and_the_rest_imported(host: Host) -> None:
+    host.network("lan", net_xml("lan", "vlan0", "10.10.0.1"))
+    host.network("secret", net_xml("secret", "vsec0", "10.11.0.1"))
+    (host.networks / "secret.xml").chmod(0)
+    proc, found = host.run_import()
+    assert found["network", "secret"][0] == "refused" and "Permission denied" in found["network", "secret"][1]
+    assert found["network", "lan"] == ("imported", "")
+    assert_refused_count(proc, 1)
+
+
 def test_not_a_libvirt_dir(host: Host, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
