@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,18 +88,10 @@ class LibvirtImport:
             if not real.is_relative_to(self.root):
                 item.refused = f"{path} leads to {real}, outside {self.source}: refused, unread"
             else:
-                try:
-                    info = os.stat(real)
-                except OSError as exc:
-                    item.refused = f"cannot read {path}: {exc.strerror}"
-                else:
-                    if not stat.S_ISREG(info.st_mode):
-                        item.refused = f"{path} is not a regular file"
-                    else:
-                        try:
-                            item.data = read_document(real)
-                        except VirtfwError as exc:
-                            item.refused = str(exc)
+                try:  # the resolved path, not followed again: a link swapped in since is refused
+                    item.data = read_document(real, regular_only=True)
+                except VirtfwError as exc:
+                    item.refused = str(exc).replace(str(real), str(path), 1)
             found.append(item)
         return found
 
