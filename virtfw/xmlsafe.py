@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import overload
 
@@ -57,11 +59,23 @@ def too_large(size: int | None = None) -> str:
     )
 
 
-def read_document(path: str | Path) -> bytes:
+def read_document(path: str | Path, *, regular_only: bool = False) -> bytes:
     """A file named on the command line, read up to one byte past ``MAX_DOCUMENT_BYTES``:
-    a huge file (or /dev/zero) is refused without being read into memory."""
+    a huge file (or /dev/zero) is refused without being read into memory.
+
+    With ``regular_only`` (files found in a directory someone else may control), the last
+    component is not followed if it is a symbolic link, and what was opened must be a regular
+    file (a FIFO would block for ever): both checked on the open descriptor, not by name."""
     try:
-        with open(path, "rb") as handle:
+        if regular_only:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise VirtfwError(f"{path} is not a regular file")
+            handle = os.fdopen(fd, "rb")
+        else:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        with handle:
             data = handle.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise VirtfwError(f"cannot read {path}: {exc.strerror}") from None

@@ -68,9 +68,9 @@ def cli(ctx: click.Context, config_dir, state_dir, backend, dry_run, quiet, verb
 
 
 def _register() -> None:
-    from virtfw.cli import filter_cmds, host_cmds, net_cmds
+    from virtfw.cli import filter_cmds, host_cmds, import_cmds, net_cmds
 
-    for command in [*net_cmds.COMMANDS, *filter_cmds.COMMANDS, *host_cmds.COMMANDS]:
+    for command in [*net_cmds.COMMANDS, *filter_cmds.COMMANDS, *host_cmds.COMMANDS, *import_cmds.COMMANDS]:
         cli.add_command(command)
 
 

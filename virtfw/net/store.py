@@ -113,9 +113,10 @@ class NetworkStore:
             if net.bridge.name and other.bridge == net.bridge.name:
                 raise VirtfwError(f"bridge {net.bridge.name} is already used by {other.what}")
 
-    def prepare(self, net: Network) -> Network:
+    def prepare(self, net: Network, also: list[Sibling] | tuple[Sibling, ...] = ()) -> Network:
         """Fill in what the definition leaves open (uuid kept from an earlier definition, even
-        one that no longer loads) and refuse a uuid or bridge another definition has."""
+        one that no longer loads) and refuse a uuid or bridge another definition has (or one
+        of ``also``: definitions accepted but not written yet, as in a dry run of an import)."""
         path = self.path(net.name)
         if net.uuid_generated and path:
             try:
@@ -125,7 +126,7 @@ class NetworkStore:
                     net.uuid = peek_identity(self._read(path), str(path))[0] or net.uuid
                 except VirtfwError:
                     pass  # nothing to keep: the new random one stands
-        siblings = self.siblings(net.name)
+        siblings = self.siblings(net.name) + [other for other in also if other.name != net.name]
         self.assign_bridge(net, {s.bridge for s in siblings if s.bridge})
         self.check_conflicts(net, siblings)
         return net
