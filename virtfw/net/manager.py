@@ -306,6 +306,13 @@ class NetworkManager:
             for name, error in self.unreadable.items()
         ]
         backends: set[str] = set()
+        live: dict[str, Any] = {}  # per backend: one read of the rules for all the checks
+
+        def snapshot(backend: AnyNetworkBackend) -> Any:
+            if backend.name not in live:
+                live[backend.name] = backend.snapshot(self.runner)
+            return live[backend.name]
+
         for active in actives:
             status = active.status
             where = f"network {active.name}"
@@ -316,7 +323,9 @@ class NetworkManager:
                 backends.add(backend.name)
                 record = self._record(backend, active)
                 if record is not None:
-                    problems += [f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record)]
+                    problems += [
+                        f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record, snapshot(backend))
+                    ]
             problems += [f"{where}: {p}" for p in self._bridge_problems(active)]
             if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
@@ -327,10 +336,13 @@ class NetworkManager:
             backend = load_backend(name)
             base = self._base(backend)
             if base:
-                problems += [f"base chains ({name}): {p}; {REINSTALLS}" for p in backend.verify(self.runner, base)]
+                problems += [
+                    f"base chains ({name}): {p}; {REINSTALLS}"
+                    for p in backend.verify(self.runner, base, snapshot(backend))
+                ]
             records = [self._record(backend, a) for a in actives if a.status.backend == name and a.status.firewall]
             if not self.unreadable:  # else whose rules are whose cannot be told
-                found = backend.unexpected(self.runner, [r for r in records if r])
+                found = backend.unexpected(self.runner, [r for r in records if r], snapshot(backend))
                 problems += [f"base chains ({name}): {p}; virtfw reload removes it" for p in found]
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
@@ -425,13 +437,16 @@ class NetworkManager:
                 return False
             records.append(record)
         base = self._base(backend)
-        if base is None or backend.verify(self.runner, base):
+        if base is None:
             return False
-        if any(backend.verify(self.runner, record) for record in records):
+        live = backend.snapshot(self.runner)  # iptables: one *-save per family for every check below
+        if backend.verify(self.runner, base, live):
+            return False
+        if any(backend.verify(self.runner, record, live) for record in records):
             return False
         # With an unreadable status around, its rules cannot be told from foreign ones:
         # they are left (a rebuild would take them away).
-        return bool(self.unreadable) or not backend.unexpected(self.runner, records)
+        return bool(self.unreadable) or not backend.unexpected(self.runner, records, live)
 
     def _restore_bridge(self, active: ActiveNetwork) -> None:
         """Bring the network's bridge back: re-create one virtfw made, take over one an admin
