@@ -110,6 +110,64 @@ def temp_file(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free temp name beside {path}")
 
 
+@contextmanager
+def private_dir(parent: Path) -> Iterator[Path]:
+    """A new directory in ``parent`` that only we can enter (0700, made by us, never a
+    directory that was there before), removed with all it holds when the block ends,
+    however it ends (an exception, Ctrl-C). ``parent`` itself is made 0700 if missing and
+    refused when someone else controls it (``ensure_dir``); it is removed too once empty.
+
+    For a file handed to another program (an editor) by path: nobody else can read it,
+    put a link in its place or swap the directory, as they could in a shared /tmp.
+    """
+    for _ in range(100):
+        ensure_dir(parent)
+        suffix = "".join(_TEMP_CHARACTERS[byte % len(_TEMP_CHARACTERS)] for byte in os.urandom(8))
+        path = parent / suffix
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            continue  # another edit ending removed the empty parent meanwhile: make it again
+        break
+    else:
+        raise FileExistsError(f"no free directory name in {parent}")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    failed = True
+    try:
+        os.fchmod(fd, 0o700)  # exactly, whatever the umask took away: we made it
+        yield path
+        failed = False
+    finally:
+        try:
+            _empty_dir(fd)
+            os.rmdir(path)
+        except OSError as exc:
+            if not failed:  # else the error in flight says more
+                raise VirtfwError(f"cannot remove {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass  # another edit's directory is in it, or it is gone: either is fine
+
+
+def _empty_dir(fd: int) -> None:
+    """Remove everything in the directory open at ``fd``, following no link."""
+    for entry in os.listdir(fd):
+        if stat.S_ISDIR(os.lstat(entry, dir_fd=fd).st_mode):
+            sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                _empty_dir(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(entry, dir_fd=fd)
+        else:
+            os.unlink(entry, dir_fd=fd)
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = True) -> None:
     """Readers see the old file or the new one, never a torn one; with ``durable``, even
     across a power loss."""
