@@ -6,7 +6,8 @@
   rules and dnsmasq are still there, and ``verify`` is happy.
 * A net-destroy killed (SIGKILL) after that first step, at each of its tool calls (before
   the real tool runs, and after it ran), leaves remains that carry the network's name:
-  ``verify`` names them (exit 3), and the next ``net-destroy NAME`` removes them, leaving
+  ``verify`` names them (exit 3), ``net-start NAME`` is refused saying so, and the next
+  ``net-destroy NAME`` removes them, leaving
   the namespace as it was before the network started. A network that was never started
   is still "not active".
 
@@ -129,6 +130,10 @@ def test_a_destroy_killed_after_its_status_went_is_finished_by_the_next(tmp_path
             problems = verify_problems(vfw)
             if not any("destroy was interrupted" in p and "net-destroy default" in p for p in problems):
                 failures.append(f"{where}: verify does not name the remains: {problems}")
+            if i == 0:  # starting it again over its remains is refused, naming them
+                proc = vfw("net-start", "default", check=False)
+                if error_problems(proc) or "net-destroy default removes them" not in proc.stderr:
+                    failures.append(f"{where}: net-start over the remains: {proc.stderr.strip()}")
             proc = vfw("net-destroy", "default", check=False)
             if proc.returncode != 0:
                 failures.append(f"{where}: the next net-destroy: {proc.stderr.strip()}")

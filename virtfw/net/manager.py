@@ -141,9 +141,15 @@ class NetworkManager:
     def _check_startable(self, nets: list[Network]) -> None:
         active = {a.name: a for a in self.active()}
         bridges = {a.status.bridge.name: a.name for a in active.values()}
+        remains = self._remains(list(active.values()))
         for net in nets:
             if net.name in self.unreadable:
                 raise VirtfwError(f"{self.unreadable[net.name]}; net-destroy {net.name} removes what it started")
+            if net.name in remains:
+                raise VirtfwError(
+                    f"network '{net.name}': {', '.join(remains[net.name])} of it remain from a destroy that was "
+                    f"interrupted; net-destroy {net.name} removes them"
+                )
             if net.name in active:
                 raise VirtfwError(f"network '{net.name}' is already active")
             owner = bridges.get(net.bridge_name)
