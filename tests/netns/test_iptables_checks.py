@@ -58,7 +58,9 @@ def test_a_rule_replaced_in_place_is_reported_and_reload_rebuilds(tmp_path, repl
         position = rules.index(f"-A VIRTFW_PRT {MASQUERADE}") + 1
         ns.sh("iptables", "-w", "-t", "nat", "-R", "VIRTFW_PRT", str(position), *replacement.split())
         assert f"-A VIRTFW_PRT {replacement}" in saved_rules(vfw, "VIRTFW_PRT", "nat")
-        assert verify_problems(vfw) == [f"network default: iptables -t nat -A VIRTFW_PRT {MASQUERADE} is missing"]
+        assert verify_problems(vfw) == [
+            f"network default: iptables -t nat -A VIRTFW_PRT {MASQUERADE} is missing; virtfw reload re-installs it"
+        ]
         vfw("reload")
         assert verify_problems(vfw) == []
         assert ruleset(ns, "iptables") == installed
