@@ -110,6 +110,64 @@ def temp_file(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free temp name beside {path}")
 
 
+@contextmanager
+def private_dir(parent: Path) -> Iterator[Path]:
+    """A new directory in ``parent`` that only we can enter (0700, made by us, never a
+    directory that was there before), removed with all it holds when the block ends,
+    however it ends (an exception, Ctrl-C). ``parent`` itself is made 0700 if missing and
+    refused when someone else controls it (``ensure_dir``); it is removed too once empty.
+
+    For a file handed to another program (an editor) by path: nobody else can read it,
+    put a link in its place or swap the directory, as they could in a shared /tmp.
+    """
+    for _ in range(100):
+        ensure_dir(parent)
+        suffix = "".join(_TEMP_CHARACTERS[byte % len(_TEMP_CHARACTERS)] for byte in os.urandom(8))
+        path = parent / suffix
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            continue  # another edit ending removed the empty parent meanwhile: make it again
+        break
+    else:
+        raise FileExistsError(f"no free directory name in {parent}")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    failed = True
+    try:
+        os.fchmod(fd, 0o700)  # exactly, whatever the umask took away: we made it
+        yield path
+        failed = False
+    finally:
+        try:
+            _empty_dir(fd)
+            os.rmdir(path)
+        except OSError as exc:
+            if not failed:  # else the error in flight says more
+                raise VirtfwError(f"cannot remove {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass  # another edit's directory is in it, or it is gone: either is fine
+
+
+def _empty_dir(fd: int) -> None:
+    """Remove everything in the directory open at ``fd``, following no link."""
+    for entry in os.listdir(fd):
+        if stat.S_ISDIR(os.lstat(entry, dir_fd=fd).st_mode):
+            sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                _empty_dir(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(entry, dir_fd=fd)
+        else:
+            os.unlink(entry, dir_fd=fd)
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o600, *, durable: bool = True) -> None:
     """Readers see the old file or the new one, never a torn one; with ``durable``, even
     across a power loss."""
@@ -153,16 +211,26 @@ def write_json(path: Path, data: dict, *, durable: bool = True) -> None:
 
 
 def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: bool = True) -> None:
-    """Many files at once, all or none: every file is written to its temp name first, and
-    only once all are written (a full disk stops it there, changing no file) is each renamed.
+    """Many files at once, all or none.
+
+    Every file is written to its temp name first (a full disk stops it there, changing no
+    file); then each target is checked (a directory or a symbolic link in its place is
+    refused, before any rename) and the old file's content kept under a second name (a hard
+    link); only then is each temp file renamed. A rename that fails puts the targets
+    already renamed back (the kept file, or no file where there was none), so the files
+    are all new or all old; temp files and kept links go either way.
 
     With ``durable``, many files share one ``sync`` (a thousand bindings saved one fsync at
     a time cost seconds); a few are synced one by one.
     """
     many = len(items) >= 8
     staged: list[tuple[str, Path]] = []
+    kept: dict[Path, str | None] = {}  # target -> hard link to its old file, None: none was there
+    done: list[Path] = []
+    where: Path | None = None
     try:
         for path, text in items:
+            where = path
             ensure_dir(path.parent)
             fd, tmp = temp_file(path)
             staged.append((tmp, path))
@@ -172,21 +240,80 @@ def write_many(items: list[tuple[Path, str]], mode: int = 0o600, *, durable: boo
                     handle.flush()
                     os.fsync(handle.fileno())
             os.chmod(tmp, mode)
+        for _, path in staged:
+            where = path
+            kept[path] = _keep_old(path)
         if durable and many:
             os.sync()
         for tmp, path in staged:
+            where = path
             os.replace(tmp, path)
+            done.append(path)
     except BaseException as exc:
+        trouble = _put_back(done, kept)
         for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            where = staged[-1][1] if staged else items[0][0]
-            raise VirtfwError(f"cannot write {where}: {exc.strerror or exc}") from None
+            _unlink_quietly(tmp)
+        for link in kept.values():
+            if link is not None:
+                _unlink_quietly(link)
+        if isinstance(exc, (OSError, VirtfwError)):
+            shown = where if where is not None else items[0][0]
+            reason = str(exc) if isinstance(exc, VirtfwError) else f"cannot write {shown}: {exc.strerror or exc}"
+            if trouble:
+                reason += f"; and {trouble}"
+            raise VirtfwError(reason) from None
         raise
+    for link in kept.values():
+        if link is not None:
+            _unlink_quietly(link)
     if durable:
         for folder in {path.parent for path, _ in items}:
             _sync_folder(folder)
+
+
+def _keep_old(path: Path) -> str | None:
+    """A second name (hard link) for the file at ``path``, so that it can be put back;
+    None when there is none. A directory or a symbolic link there is refused."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        raise VirtfwError(f"cannot write {path}: a directory is in its place")
+    if stat.S_ISLNK(info.st_mode):
+        raise VirtfwError(f"cannot write {path}: a symbolic link is in its place (refused, not followed)")
+    for _ in range(100):
+        suffix = "".join(_TEMP_CHARACTERS[byte % len(_TEMP_CHARACTERS)] for byte in os.urandom(8))
+        link = str(path.parent / f".{path.name}.{suffix}")  # a TEMP_NAME: swept if we are killed
+        try:
+            os.link(path, link, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        return link
+    raise FileExistsError(f"no free temp name beside {path}")
+
+
+def _put_back(done: list[Path], kept: dict[Path, str | None]) -> str:
+    """The targets renamed so far as they were; what could not be put back, if anything."""
+    failed = []
+    for path in reversed(done):
+        link = kept.get(path)
+        try:
+            if link is None:
+                os.unlink(path)
+            else:
+                os.replace(link, path)
+                kept[path] = None  # it is the file again: not a link to remove
+        except OSError as exc:
+            failed.append(f"{path} ({exc.strerror or exc})")
+    return f"could not put back the old {', '.join(failed)}" if failed else ""
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def read_json(path: Path) -> dict | None:

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.faults import Wrappers
 from helpers.nsutil import (
     TESTDATA,
     Netns,
@@ -278,6 +279,11 @@ def test_ruleset_matches_libvirt(name: str, backend: str, tmp_path: Path) -> Non
         # what install recorded of each rule (on nftables: its statements as echoed) is what
         # a later listing shows, so an untouched network verifies clean
         assert verify_problems(vfw) == []
+        if backend == "iptables":
+            # each recorded rule is found in *-save's output as saved_spec prints it: no -C
+            wrap = Wrappers(tmp_path / "wrap")
+            vfw("verify", env=wrap.env)
+            assert [call.strip() for call in wrap.calls()] == ["iptables-save", "ip6tables-save"], wrap.calls()
         if backend == "nftables":
             tc_filters = ns_a.sh("tc", "filter", "show", "dev", bridge)
             assert tc_filters.strip() == "", f"virtfw left a tc filter on {bridge}:\n{tc_filters}"

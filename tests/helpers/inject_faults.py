@@ -15,6 +15,9 @@ SPEC is one of
   (creating the temp file), ENOSPC once the temp file exists, at its first ``write``,
   as a full disk does, so the writer's clean-up of its temp file is exercised too;
 * ``remove:N:EROFS``: the Nth ``Path.unlink`` (status files, definitions, dnsmasq files);
+* ``KIND:N:ERRNO:stuck`` (``write`` or ``remove``): as above, and every file write and
+  removal after it fails the same way, as on a file system that went read-only (or a
+  directory that stopped granting access) at that instant, not just for one call;
 * ``tool:N``: the Nth changing tool call fails without running: ``Runner.run`` with
   ``change=True`` and ``Runner.run_file`` (queries do not count), raising the
   ``ToolError`` the runner raises for a failed tool (or, for ``check=False``, returning
@@ -41,6 +44,7 @@ from typing import Any, Self
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KINDS = ("write", "remove", "tool", "netlink")
+FILE_KINDS = ("write", "remove")
 CHANGING_NETLINK = {"add", "set", "del", "delete", "remove", "replace", "change"}
 
 
@@ -49,6 +53,7 @@ class Spec:
     kind: str | None = None  # None: count only
     n: int = 0
     error: int = errno.EIO
+    stuck: bool = False  # every file write and removal after the Nth fails too
 
     @classmethod
     def parse(cls, text: str) -> Spec:
@@ -56,12 +61,15 @@ class Spec:
             return cls()
         kind, _, rest = text.partition(":")
         number, _, name = rest.partition(":")
+        name, _, mode = name.partition(":")
         if kind not in KINDS or not number.isdigit() or int(number) < 1:
             raise SystemExit(f"bad fault spec {text!r}")
+        if mode not in ("", "stuck") or (mode and kind not in FILE_KINDS):
+            raise SystemExit(f"bad mode in fault spec {text!r}")
         code = getattr(errno, name or "EIO", None)
         if not isinstance(code, int):
             raise SystemExit(f"bad errno in fault spec {text!r}")
-        return cls(kind, int(number), code)
+        return cls(kind, int(number), code, mode == "stuck")
 
 
 @dataclass
@@ -78,7 +86,7 @@ class Recorder:
         if self.spec.kind == kind and self.spec.n == n:
             self.injected = point
             return True
-        return False
+        return self.spec.stuck and self.injected is not None and kind in FILE_KINDS
 
     def dump(self) -> None:
         path = os.environ.get("VIRTFW_FAULT_LOG")

@@ -111,6 +111,9 @@ class Scenario:
     # reload restores networks and bindings each on its own: each part old or new (MIXED),
     # the failed part named in the error line
     per_part: bool = False
+    # removals that are also failed "stuck" (this one and every file write and removal after
+    # it, as when the state dir turns read-only there), by the end of the path removed
+    stuck: tuple[str, ...] = ()
 
 
 def _files(box: Box) -> None:
@@ -142,6 +145,11 @@ def _everything(box: Box) -> list[list[str]]:
     return _two_networks(box) + _binding_commands(box)
 
 
+def _one_network(box: Box) -> list[list[str]]:
+    """The shipped default network alone (its dnsmasq, the base chains only it uses)."""
+    return [["net-start", "default"]]
+
+
 def _second_defined(box: Box) -> list[list[str]]:
     return _two_networks(box)[:2]
 
@@ -152,7 +160,10 @@ SCENARIOS = [
     Scenario("reload", _everything, lambda box: ["reload"], ("own",), per_part=True),
     Scenario("reload-after-flush", _everything, lambda box: ["reload"], ("own",), flush=True, per_part=True),
     Scenario("net-start", _second_defined, lambda box: ["net-start", "second"]),
-    Scenario("net-destroy", _two_networks, lambda box: ["net-destroy", "second"]),
+    Scenario("net-destroy", _two_networks, lambda box: ["net-destroy", "second"], stuck=("/networks/second.json",)),
+    Scenario(
+        "net-destroy-last", _one_network, lambda box: ["net-destroy", "default"], stuck=("/networks/default.json",)
+    ),
 ]
 
 
@@ -360,7 +371,7 @@ def _each_part_old_or_new(after: dict, old: dict, new: dict) -> bool:
     return all(part(after, nets) in (part(old, nets), part(new, nets)) for nets in (True, False))
 
 
-def fault_specs(points: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def fault_specs(points: list[dict[str, Any]], stuck: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     specs = []
     for point in points:
         base = f"{point['kind']}:{point['n']}"
@@ -368,6 +379,9 @@ def fault_specs(points: list[dict[str, Any]]) -> list[tuple[str, str]]:
             specs += [(f"{base}:ENOSPC", point["what"]), (f"{base}:EROFS", point["what"])]
         elif point["kind"] == "remove":
             specs.append((f"{base}:EROFS", point["what"]))
+            if point["what"].endswith(stuck):
+                specs += [(f"{base}:{code}:stuck", f"{point['what']} (and every file change after)")
+                          for code in ("EROFS", "EACCES")]  # fmt: skip
         else:
             specs.append((base, point["what"]))
     return specs
@@ -393,8 +407,10 @@ def test_failure_leaves_old_or_new(scenario: Scenario, backend: str, tmp_path: P
         assert proc.returncode == 0, f"clean run failed: {proc.stderr}"
         new = normalized(state(box, scenario), box.tmp)
         assert verify(box) == 0, "NEW state does not verify"
-    specs = fault_specs(normalized(points["points"], tmp_path / "new"))
+    specs = fault_specs(normalized(points["points"], tmp_path / "new"), scenario.stuck)
     assert specs, "no fault point counted"
+    stuck = [spec for spec, _ in specs if spec.endswith(":stuck")]
+    assert len(stuck) == 2 * len(scenario.stuck), f"the removals to fail stuck were not all passed: {stuck}"
     with ThreadPoolExecutor(WORKERS) as pool:
         outcomes = list(pool.map(
             lambda item: one_fault(tmp_path / f"f{item[0]}", backend, scenario, *item[1], old, new),

@@ -102,7 +102,7 @@ def nwfilter_edit(app: AppContext, name: str) -> None:
     from virtfw.filter.xml import format_filter
 
     original = format_filter(app.filter_store().load(name))
-    edited = edit_text(original, suffix=".xml")
+    edited = edit_text(original, name, app.config.state_dir)
     if edited == original:
         info(f"Network filter {name} XML configuration not changed.")
         return

@@ -12,6 +12,8 @@ from virtfw.cli.output import done, emit_json, fields, info, table
 from virtfw.errors import VirtfwError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from virtfw.cli.context import AppContext
     from virtfw.net.model import Network
     from virtfw.net.status import NetworkStatus
@@ -249,7 +251,7 @@ def net_edit(app: AppContext, name: str) -> None:
     """Edit a definition in $EDITOR; it is validated before it is saved."""
     store = app.store()
     original = format_network(store.load(name))
-    edited = edit_text(original, suffix=".xml")
+    edited = edit_text(original, name, app.config.state_dir)
     if edited == original:
         info(f"Network {name} XML configuration not changed.")
         return
@@ -260,27 +262,36 @@ def net_edit(app: AppContext, name: str) -> None:
     done(f"Network {name} XML configuration edited.")
 
 
-def edit_text(text: str, suffix: str) -> str:
-    """Run $VISUAL/$EDITOR on a temporary copy, as an argument vector (no shell)."""
+def edit_text(text: str, name: str, state_dir: Path) -> str:
+    """Run $VISUAL/$EDITOR (an argument vector, no shell) on a copy of ``text`` named
+    ``name``.xml, in a directory of the state dir that only root (you) can enter, which
+    goes with the copy once the editor is done, or failed (``statefiles.private_dir``)."""
+    import re
     import shlex
     import subprocess
-    import tempfile
+
+    from virtfw.statefiles import ensure_dir, private_dir
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    fd, path = tempfile.mkstemp(suffix=suffix)
+    file_name = (name if re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}", name) else "definition") + ".xml"
+    edits = state_dir / "edit"
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        try:
-            result = subprocess.run([*shlex.split(editor), path], check=False)
-        except OSError as exc:
-            raise VirtfwError(f"cannot run editor {editor!r}: {exc.strerror}") from None
-        if result.returncode != 0:
-            raise VirtfwError(f"editor {editor!r} exited with status {result.returncode}; nothing changed")
-        with open(path, encoding="utf-8") as edited:
-            return edited.read()
-    finally:
-        os.unlink(path)
+        ensure_dir(state_dir, 0o711)  # as the lock makes it: dnsmasq passes through
+        with private_dir(edits) as folder:
+            path = folder / file_name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            try:
+                result = subprocess.run([*shlex.split(editor), str(path)], check=False)
+            except OSError as exc:
+                raise VirtfwError(f"cannot run editor {editor!r}: {exc.strerror}") from None
+            if result.returncode != 0:
+                raise VirtfwError(f"editor {editor!r} exited with status {result.returncode}; nothing changed")
+            with open(path, encoding="utf-8") as edited:
+                return edited.read()
+    except OSError as exc:
+        raise VirtfwError(f"cannot edit a copy in {edits}: {exc.strerror or exc}") from None
 
 
 @click.command("autostart")

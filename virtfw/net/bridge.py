@@ -92,15 +92,20 @@ class Links:
 
     def aliased(self, network: str) -> list[tuple[str, int]]:
         """Bridges marked as virtfw's for ``network``: (name, index)."""
+        return self.marked().get(network, [])
+
+    def marked(self) -> dict[str, list[tuple[str, int]]]:
+        """Every bridge marked as virtfw's, by the network it was created for: (name, index)."""
         if self.dry_run:
-            return []
-        wanted = bridge_alias(network)
-        found = []
+            return {}
+        prefix = bridge_alias("")
+        found: dict[str, list[tuple[str, int]]] = {}
         for link in self.ipr.get_links():
             info = link.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info else None
-            if kind == "bridge" and link.get_attr("IFLA_IFALIAS") == wanted:
-                found.append((link.get_attr("IFLA_IFNAME"), link["index"]))
+            alias = link.get_attr("IFLA_IFALIAS") or ""
+            if kind == "bridge" and alias.startswith(prefix) and len(alias) > len(prefix):
+                found.setdefault(alias[len(prefix) :], []).append((link.get_attr("IFLA_IFNAME"), link["index"]))
         return found
 
     def state(self, record: BridgeRecord) -> str:

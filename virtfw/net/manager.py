@@ -2,12 +2,15 @@
 
 The status file of a network is written before anything changes (an intent holding
 the removal commands known in advance) and completed after, so a process killed at
-any instant leaves enough behind for the next net-destroy to remove everything.
+any instant leaves enough behind for the next net-destroy to remove everything; the
+destroy removes it first (a state dir that refuses the removal changes nothing), and
+what a destroy killed after that leaves carries the network's name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,9 +141,15 @@ class NetworkManager:
     def _check_startable(self, nets: list[Network]) -> None:
         active = {a.name: a for a in self.active()}
         bridges = {a.status.bridge.name: a.name for a in active.values()}
+        remains = self._remains(list(active.values()))
         for net in nets:
             if net.name in self.unreadable:
                 raise VirtfwError(f"{self.unreadable[net.name]}; net-destroy {net.name} removes what it started")
+            if net.name in remains:
+                raise VirtfwError(
+                    f"network '{net.name}': {', '.join(remains[net.name])} of it remain from a destroy that was "
+                    f"interrupted; net-destroy {net.name} removes them"
+                )
             if net.name in active:
                 raise VirtfwError(f"network '{net.name}' is already active")
             owner = bridges.get(net.bridge_name)
@@ -213,8 +222,14 @@ class NetworkManager:
     # ---- destroy ------------------------------------------------------------
 
     def destroy(self, name: str) -> None:
-        """Undo a start. The status file goes last: if any step fails, it is still
-        there and the next net-destroy picks up where this one stopped."""
+        """Undo a start. The status file goes first, before anything in the kernel changes:
+        when it cannot be removed (a read-only or full state dir), the command fails with
+        nothing changed, kernel and files alike. When a later step fails, the network is put
+        back as it was (bridge, rules, dnsmasq) and its status written again first.
+
+        A destroy killed after the status went leaves its remains named after the network
+        (its bridge's alias, its dnsmasq's files): the next net-destroy of the name removes
+        them, as it removes a network whose status cannot be read."""
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             try:
                 active = self.get_active(name)
@@ -222,15 +237,20 @@ class NetworkManager:
                 self._destroy_unreadable(name)
                 return
             if active is None:
+                if self._left_behind(name):
+                    self._destroy_unreadable(name)
+                    return
                 raise VirtfwError(f"network '{name}' is not active")
             status = active.status
             # Records are read (and checked) before anything changes: a refused one stops nothing.
             backend = load_backend(status.backend) if status.backend else None
             record = self._record(backend, active) if backend else None
             removed = False
+            self._drop_status(name)  # first: failing here leaves everything as it was
 
             def put_back() -> None:
-                """A later step failed: the network as it was (bridge, its rules, dnsmasq)."""
+                """A later step failed: the network as it was (status, bridge, its rules, dnsmasq)."""
+                self._save(status)  # first: a kill from here on leaves the network to destroy again
                 self._restore_bridge(active)
                 if backend and removed:
                     self._install_rebuilt(backend, [active], rebuild=False)
@@ -244,9 +264,33 @@ class NetworkManager:
                     self._after_removal(backend, rebuild, leaving=name)
                 self.links.tear_down(status.bridge, name)
                 self._stop_dnsmasq(status)
-                self._drop_status(name)  # last: until it goes, the network is there to destroy again
             self.statuses.drop_leftovers([name])
         self.links.close()
+
+    def _left_behind(self, name: str) -> bool:
+        """Whether a network without a status file left a bridge marked as created for it,
+        or its dnsmasq's files (a destroy killed once its status was gone)."""
+        return name in self._remains(self.active())
+
+    def _remains(self, actives: list[ActiveNetwork]) -> dict[str, list[str]]:
+        """What networks with no status file left (a destroy killed once the status was
+        gone): by network, its bridges marked as created for it that no active network
+        uses, and its dnsmasq's config or pid file."""
+        if self.runner.dry_run:
+            return {}
+        named = {a.name for a in actives} | set(self.unreadable)
+        used = {a.status.bridge.name for a in actives}
+        found: dict[str, list[str]] = {}
+        for network, bridges in self.links.marked().items():
+            for bridge, _ in bridges:
+                if network not in named and bridge not in used:
+                    found.setdefault(network, []).append(f"bridge {bridge}")
+        folder = self.config.state_dir / "dnsmasq"
+        for entry in sorted(os.listdir(folder)) if folder.is_dir() else []:
+            network, _, suffix = entry.rpartition(".")
+            if suffix in ("conf", "pid") and network and network[0] != "." and network not in named:
+                found.setdefault(network, []).append(f"dnsmasq {entry}")
+        return found
 
     def _destroy_unreadable(self, name: str) -> None:
         """net-destroy of a network whose status file cannot be read: nothing in it is run.
@@ -306,6 +350,13 @@ class NetworkManager:
             for name, error in self.unreadable.items()
         ]
         backends: set[str] = set()
+        live: dict[str, Any] = {}  # per backend: one read of the rules for all the checks
+
+        def snapshot(backend: AnyNetworkBackend) -> Any:
+            if backend.name not in live:
+                live[backend.name] = backend.snapshot(self.runner)
+            return live[backend.name]
+
         for active in actives:
             status = active.status
             where = f"network {active.name}"
@@ -316,21 +367,31 @@ class NetworkManager:
                 backends.add(backend.name)
                 record = self._record(backend, active)
                 if record is not None:
-                    problems += [f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record)]
+                    problems += [
+                        f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record, snapshot(backend))
+                    ]
             problems += [f"{where}: {p}" for p in self._bridge_problems(active)]
             if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
                 pid = status.dnsmasq.pid
                 if pid is None or not dnsmasq.is_ours(pid, files):
                     problems.append(f"{where}: its dnsmasq (pid {pid}) is not running; virtfw reload restarts it")
+        problems += [
+            f"network {name}: not active, yet {', '.join(what)} of it remain (a destroy was interrupted); "
+            f"net-destroy {name} removes them"
+            for name, what in sorted(self._remains(actives).items())
+        ]
         for name in sorted(backends):
             backend = load_backend(name)
             base = self._base(backend)
             if base:
-                problems += [f"base chains ({name}): {p}; {REINSTALLS}" for p in backend.verify(self.runner, base)]
+                problems += [
+                    f"base chains ({name}): {p}; {REINSTALLS}"
+                    for p in backend.verify(self.runner, base, snapshot(backend))
+                ]
             records = [self._record(backend, a) for a in actives if a.status.backend == name and a.status.firewall]
             if not self.unreadable:  # else whose rules are whose cannot be told
-                found = backend.unexpected(self.runner, [r for r in records if r])
+                found = backend.unexpected(self.runner, [r for r in records if r], snapshot(backend))
                 problems += [f"base chains ({name}): {p}; virtfw reload removes it" for p in found]
             bridges = [a.status.bridge.name for a in actives if a.status.backend == name]
             problems += backend.foreign_drops(self.runner, bridges)
@@ -425,13 +486,16 @@ class NetworkManager:
                 return False
             records.append(record)
         base = self._base(backend)
-        if base is None or backend.verify(self.runner, base):
+        if base is None:
             return False
-        if any(backend.verify(self.runner, record) for record in records):
+        live = backend.snapshot(self.runner)  # iptables: one *-save per family for every check below
+        if backend.verify(self.runner, base, live):
+            return False
+        if any(backend.verify(self.runner, record, live) for record in records):
             return False
         # With an unreadable status around, its rules cannot be told from foreign ones:
         # they are left (a rebuild would take them away).
-        return bool(self.unreadable) or not backend.unexpected(self.runner, records)
+        return bool(self.unreadable) or not backend.unexpected(self.runner, records, live)
 
     def _restore_bridge(self, active: ActiveNetwork) -> None:
         """Bring the network's bridge back: re-create one virtfw made, take over one an admin

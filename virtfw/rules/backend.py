@@ -111,8 +111,14 @@ class NetworkBackend(Protocol[NR, NB]):
         the record cannot be run as it stands (an intent without handles), rebuild."""
         ...
 
-    def verify(self, runner: Runner, removal: NR | NB) -> list[str]:
-        """What of a record's rules the kernel no longer holds, one line each."""
+    def snapshot(self, runner: Runner) -> Any:
+        """The live rules that ``verify`` and ``unexpected`` read, read once, to hand to
+        several of them that look at the same moment (None: each reads its own)."""
+        ...
+
+    def verify(self, runner: Runner, removal: NR | NB, live: Any = None) -> list[str]:
+        """What of a record's rules the kernel no longer holds, one line each (``live``:
+        a ``snapshot`` taken since the last change, or None to read now)."""
         ...
 
     def load_record(self, data: object, where: str) -> NR:
@@ -124,8 +130,9 @@ class NetworkBackend(Protocol[NR, NB]):
         (definition and code unchanged since): ``reload`` then leaves an intact ruleset be."""
         ...
 
-    def unexpected(self, runner: Runner, removals: list[NR]) -> list[str]:
-        """Rules in virtfw's own chains that none of ``removals`` holds, one line per chain."""
+    def unexpected(self, runner: Runner, removals: list[NR], live: Any = None) -> list[str]:
+        """Rules in virtfw's own chains that none of ``removals`` holds, one line per chain
+        (``live`` as for ``verify``)."""
         ...
 
     def load_base(self, data: object, where: str) -> NB:

@@ -234,16 +234,19 @@ class NftablesBackend:
                     found[(fam, rule["chain"], rule["handle"])] = rule_digest(rule.get("expr", []))
         return found
 
-    def verify(self, runner: Runner, removal: NftRecord | NftNetworkBase) -> list[str]:
+    def snapshot(self, runner: Runner) -> None:
+        """Nothing read ahead: each check lists what it looks at (by handle) itself."""
+
+    def verify(self, runner: Runner, removal: NftRecord | NftNetworkBase, live: None = None) -> list[str]:
         """What of ``removal``'s rules the kernel no longer holds (handles are never reused)."""
         if isinstance(removal, NftPendingRecord):
             return ["the start was interrupted before its rules were recorded"]
-        live = self._tables(runner)
+        tables = self._tables(runner)
         any_handle = isinstance(removal, NftNetworkBase) and not removal.handles_known
         problems = [
-            f"table {fam} {TABLE} is missing" if fam not in live else f"table {fam} {TABLE} was re-created"
+            f"table {fam} {TABLE} is missing" if fam not in tables else f"table {fam} {TABLE} was re-created"
             for fam, handle in removal.tables
-            if live.get(fam) != handle and not any_handle
+            if tables.get(fam) != handle and not any_handle
         ]
         if problems:
             return problems
@@ -272,7 +275,7 @@ class NftablesBackend:
         )
         return wanted == sorted((rule.family, rule.chain, rule.text) for rule in removal.rules)
 
-    def unexpected(self, runner: Runner, removals: list[NftRecord]) -> list[str]:
+    def unexpected(self, runner: Runner, removals: list[NftRecord], live: None = None) -> list[str]:
         """Rules in our tables that no record holds (someone added them), one line per chain."""
         recorded = {(r.family, r.chain, r.handle) for removal in removals if isinstance(removal, NftNetworkRecord)
                     for r in removal.rules}  # fmt: skip

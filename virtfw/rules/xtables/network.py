@@ -7,19 +7,25 @@ inserted, known before anything is applied.
 
 Atomic: each restore run is committed whole; when the IPv6 run fails, the IPv4 one
 that went in is taken back, so a failed install leaves the rules as they were.
+
+Checks (``verify``, ``unexpected``, and so reload's "is it intact") read one
+``iptables-save`` and one ``ip6tables-save`` (:class:`Saved`) and look each recorded
+rule up there as ``*-save`` prints it (:func:`~virtfw.rules.xtables.save.saved_spec`);
+only a rule not found so is asked about with ``-C``, which is exact whatever the
+tools print.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from virtfw.errors import ToolError
 from virtfw.rules.backend import Installed
 from virtfw.rules.netrules import Family, RuleSet
 from virtfw.rules.nft.syntax import NFT_FAMILY
-from virtfw.rules.runner import Runner, find_tool
+from virtfw.rules.runner import Result, Runner, find_tool
 from virtfw.rules.xtables.appeared import Appeared, drop_appeared
 from virtfw.rules.xtables.network_records import (
     CHAINS,
@@ -29,10 +35,11 @@ from virtfw.rules.xtables.network_records import (
     IptablesRecord,
     RemovalLine,
 )
-from virtfw.rules.xtables.save import GONE
+from virtfw.rules.xtables.save import GONE, Table, parse_tables, saved_spec
 from virtfw.rules.xtables.syntax import render_spec, restore_blocks
 
 IPTABLES_BY_FAMILY = {Family.IPV4: "iptables", Family.IPV6: "ip6tables"}
+VERSION = {Family.IPV4: 4, Family.IPV6: 6}
 _OWN_CHAINS = {chain for _, chain in CHAINS.values()}
 
 NetworkInstalled = Installed[IptablesRecord, IptablesRecord]
@@ -47,8 +54,34 @@ class _Live:
     tables: set[str]
 
 
+@dataclass
+class Saved:
+    """One ``iptables-save`` and one ``ip6tables-save``: the live rules that checks read,
+    read once for all the records looked at (``IptablesBackend.snapshot``)."""
+
+    results: dict[Family, Result]
+    tables: dict[Family, dict[str, Table]]
+    _sets: dict[tuple[Family, str, str], frozenset[str]] = field(default_factory=dict)
+
+    def has(self, family: Family, table: str, chain: str, spec: str) -> bool:
+        """Whether CHAIN of TABLE holds a rule printed as ``spec``."""
+        key = (family, table, chain)
+        if key not in self._sets:
+            model = self.tables[family].get(table)
+            self._sets[key] = frozenset(model.rules(chain) if model else ())
+        return spec in self._sets[key]
+
+
 class IptablesBackend:
     name = "iptables"
+
+    def snapshot(self, runner: Runner) -> Saved:
+        """The live rules of both families, for several ``verify``/``unexpected`` calls."""
+        results = {}
+        for family, tool in IPTABLES_BY_FAMILY.items():
+            results[family] = runner.run([f"{tool}-save"], change=False, check=False)
+        tables = {f: parse_tables(r.stdout) if r.returncode == 0 else {} for f, r in results.items()}
+        return Saved(results, tables)
 
     def _live(self, runner: Runner, family: Family) -> _Live:
         result = runner.query([f"{IPTABLES_BY_FAMILY[family]}-save"])
@@ -202,11 +235,15 @@ class IptablesBackend:
                 return False
         return True
 
-    def unexpected(self, runner: Runner, removals: list[IptablesRecord]) -> list[str]:
+    def unexpected(self, runner: Runner, removals: list[IptablesRecord], live: Saved | None = None) -> list[str]:
         """Rules in our chains beyond those the records hold (someone added them), and hooks
-        into them found more than once, one line per chain."""
+        into them found more than once, one line per chain (``live``: as read before)."""
+        live = live or self.snapshot(runner)
         problems = []
         for family, tool in IPTABLES_BY_FAMILY.items():
+            result = live.results[family]
+            if result.returncode != 0 and not runner.dry_run:  # as a query: no picture, no verdict
+                raise ToolError([f"{tool}-save"], result.returncode, result.stderr)
             recorded: dict[tuple[str, str], int] = {}
             for removal in removals:
                 for table, line in removal.family(family).lines():
@@ -214,17 +251,16 @@ class IptablesBackend:
                         recorded[(table, line.chain)] = recorded.get((table, line.chain), 0) + 1
             found: dict[tuple[str, str], int] = {}
             hooks: dict[tuple[str, str, str], int] = {}
-            table = ""
-            result = runner.query([f"{tool}-save"])
-            for text in result.stdout.split("\n") if result.returncode == 0 else []:  # as the tools split
-                if text.startswith("*"):
-                    table = text[1:].strip()
-                elif text.startswith("-A "):
-                    words = text.split()
-                    if words[1] in _OWN_CHAINS:
-                        found[(table, words[1])] = found.get((table, words[1]), 0) + 1
-                    elif len(words) == 4 and words[2] == "-j" and words[3] in _OWN_CHAINS:
-                        hooks[(table, words[1], words[3])] = hooks.get((table, words[1], words[3]), 0) + 1
+            for table, model in live.tables[family].items():
+                for chain, rules in model.chains.items():
+                    if chain in _OWN_CHAINS:
+                        if rules:
+                            found[(table, chain)] = len(rules)
+                        continue
+                    for spec in rules:
+                        words = spec.split()
+                        if len(words) == 2 and words[0] == "-j" and words[1] in _OWN_CHAINS:
+                            hooks[(table, chain, words[1])] = hooks.get((table, chain, words[1]), 0) + 1
             for key in sorted(found):
                 if found[key] > recorded.get(key, 0):
                     problems.append(
@@ -235,13 +271,19 @@ class IptablesBackend:
             ]
         return problems
 
-    def verify(self, runner: Runner, removal: IptablesRecord) -> list[str]:
-        """Check each recorded rule with ``-C``: exact, whatever iptables-save prints."""
+    def verify(self, runner: Runner, removal: IptablesRecord, live: Saved | None = None) -> list[str]:
+        """What of the record's rules the kernel no longer holds: each rule looked up in
+        ``*-save``'s output as it prints it, and asked about with ``-C`` (exact, whatever
+        ``*-save`` prints) only when not found there (``live``: the output, read before)."""
+        live = live or self.snapshot(runner)
         problems = []
         for family, tool in IPTABLES_BY_FAMILY.items():
             lines = dict(removal.family(family).tables)
             for table, line in ((t, line) for t in NETWORK_TABLES for line in lines.get(t, ())):
                 if line.verb != "-D":
+                    continue
+                saved = saved_spec(line.spec, VERSION[family])
+                if saved is not None and live.has(family, table, line.chain, saved):
                     continue
                 argv = [tool, "-w", "-t", table, "-C", line.chain, *line.spec.split()]
                 if runner.run(argv, change=False, check=False).returncode != 0:

@@ -141,3 +141,95 @@ class Batch:
                 segments.append((restore_block(self.table, lines), restore_block(self.table, reversed(undo))))
             start = end
         return segments
+
+
+def parse_tables(text: str) -> dict[str, Table]:
+    """Every table of one ``*-save`` run (``parse_save`` of each, from one pass)."""
+    tables: dict[str, Table] = {}
+    current: Table | None = None
+    for raw in text.split("\n"):  # as parse_save splits
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = tables[line[1:]] = Table()
+        elif current is None:
+            continue
+        elif line == "COMMIT":
+            current = None
+        elif line.startswith(":"):
+            current.chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            _, chain, *rest = line.split(" ", 2)
+            current.chains.setdefault(chain, []).append(rest[0] if rest else "")
+    return tables
+
+
+# The options iptables keeps in the rule's header (struct ipt_entry / ip6t_entry), which
+# ``*-save`` prints first, in this order, whatever order they were given in.
+_HEADER = ("-s", "-d", "-i", "-o", "-p")
+_PORTS = ("--sport", "--dport")  # options of the tcp/udp match that -p loads implicitly
+_REJECT_DEFAULT = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
+
+
+def saved_spec(spec: str, version: int) -> str | None:
+    """How ``iptables-save`` (``version`` 4) or ``ip6tables-save`` (6) prints the rule that
+    ``-A CHAIN SPEC`` adds, for the rule texts virtfw's network backend writes; None for a
+    text it does not know the printed form of (the caller then asks ``-C``).
+
+    Every change made here is one iptables makes itself when it parses a rule, so the text
+    returned denotes the very rule ``spec`` does (equal to a saved line, that rule is
+    there): the header options ``-s -d -i -o -p`` first, in that order; an address with
+    its prefix length and its host bits cleared; ``-m tcp``/``-m udp`` loaded where the
+    first port option needs it; ``REJECT``'s default ``--reject-with``.
+    """
+    import ipaddress
+
+    if '"' in spec or "\\" in spec or "'" in spec:
+        return None
+    words = spec.split(" ")
+    header: dict[str, list[str]] = {}
+    rest: list[str] = []
+    proto = ""
+    loaded: set[str] = set()  # matches named by -m so far
+    i = 0
+    while i < len(words):
+        negate = words[i] == "!"
+        word = words[i + negate] if i + negate < len(words) else ""
+        value = words[i + negate + 1] if i + negate + 1 < len(words) else None
+        if word in _HEADER and value is not None and not value.startswith("-"):
+            if word in header:
+                return None  # given twice: iptables refuses it; ask -C
+            if word in ("-s", "-d"):
+                try:
+                    network = ipaddress.ip_network(value, strict=False)
+                except ValueError:
+                    return None  # a host name (resolved by iptables), a mask: not ours
+                if network.version != version or (version == 6 and "." in value):
+                    return None
+                value = str(network)
+            elif word == "-p":
+                if value not in ("tcp", "udp"):
+                    return None
+                proto = value
+            header[word] = ["!"] * negate + [word, value]
+            i += negate + 2
+            continue
+        if negate:
+            return None  # a negated match option: not one virtfw writes
+        if word == "-m" and value is not None:
+            loaded.add(value)
+        elif word in _PORTS and proto and proto not in loaded:
+            rest += ["-m", proto]
+            loaded.add(proto)
+        elif word in _PORTS:
+            return None  # a port option without -p tcp/udp: refused by iptables
+        elif word == "-j":
+            target = words[i:]
+            if target == ["-j", "REJECT"]:
+                target += ["--reject-with", _REJECT_DEFAULT[version]]
+            rest += target
+            break
+        rest.append(words[i])
+        i += 1
+    return " ".join([*(w for flag in _HEADER for w in header.get(flag, ())), *rest])
