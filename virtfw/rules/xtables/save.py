@@ -38,26 +38,7 @@ class Table:
 
 def parse_save(text: str, table: str) -> Table | None:
     """TABLE from ``iptables-save``/``ebtables-save`` output; None when it is not there."""
-    found: Table | None = None
-    current: Table | None = None
-    for raw in text.split("\n"):  # the tools end lines at '\n' only; a comment may hold U+2028
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("*"):
-            current = Table() if line[1:] == table else None
-            if current is not None:
-                found = current
-        elif current is None:
-            continue
-        elif line == "COMMIT":
-            current = None
-        elif line.startswith(":"):
-            current.chains.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            _, chain, *rest = line.split(" ", 2)
-            current.chains.setdefault(chain, []).append(rest[0] if rest else "")
-    return found
+    return parse_tables(text).get(table)
 
 
 @dataclass
@@ -144,10 +125,10 @@ class Batch:
 
 
 def parse_tables(text: str) -> dict[str, Table]:
-    """Every table of one ``*-save`` run (``parse_save`` of each, from one pass)."""
+    """Every table of one ``*-save`` run (a table saved twice: its last copy)."""
     tables: dict[str, Table] = {}
     current: Table | None = None
-    for raw in text.split("\n"):  # as parse_save splits
+    for raw in text.split("\n"):  # the tools end lines at '\n' only; a comment may hold U+2028
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
