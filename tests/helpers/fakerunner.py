@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class Call:
     def render(self) -> str:
         """Human-readable: '$' for a change, '?' for a read; the text indented below."""
         argv = [*self.argv, "FILE"] if self.file else self.argv
+        argv = ["PYTHON" if arg == sys.executable else arg for arg in argv]  # the same on every machine
         line = ("$ " if self.change else "? ") + " ".join(argv)
         if not self.check:
             line += "  [unchecked]"
@@ -121,8 +123,11 @@ def _apply_nft(state: NftState, text: str) -> list[dict]:
                 table = state.table(*block_table)
                 block_chain = match.group(1)
                 table.chains.setdefault(block_chain, table.new_handle())
-            elif block_chain is not None:
-                state.table(*block_table).new_handle()  # a rule
+            elif block_chain is not None:  # a rule, echoed with its text standing for its statements
+                handle = state.table(*block_table).new_handle()
+                rule = {"family": block_table[0], "table": block_table[1], "chain": block_chain, "handle": handle,
+                        "expr": [{"text": line}]}  # fmt: skip
+                echo.append({"add": {"rule": rule}})
             elif line.startswith("set ") and line.endswith("}"):  # a whole set on one line
                 state.table(*block_table).sets.add(line.split()[1])
             else:
@@ -241,6 +246,8 @@ def _apply_restore(tool: str, tables: Tables, text: str) -> None:
             del current[chain]
         elif op == "-F":
             current[chain] = []
+        elif op == "-P" and tool == "ebtables" and spec == "ACCEPT":
+            pass  # the only policy the model knows
         elif op == "-A":
             current[chain].append(spec)
         elif op == "-I":
@@ -352,6 +359,8 @@ class FakeRunner(Runner):
         if len(argv) == 1 and argv[0].endswith("-save") and argv[0][: -len("-save")] in self.xtables:
             tool = argv[0][: -len("-save")]
             return Result(0, _save_text(tool, self.xtables[tool]), "")
+        if argv[:3] == ["/usr/sbin/unshare", "--net", "--"] and not change:
+            return self._private_save(argv, stdin or "")
         if argv == ["nft", "-c", "-f", "-"] and not change:
             wanted = {statement for statement in ("ct state", "ct count") if statement in (stdin or "")}
             return Result(
@@ -368,6 +377,20 @@ class FakeRunner(Runner):
         if argv[:3] == ["nft", "delete", "chain"] or argv[:3] == ["nft", "delete", "table"]:
             return self._nft_delete(argv[2], argv[3:])
         raise UnexpectedCommand(f"the fake runner does not model {argv} (stdin {stdin!r})")
+
+    def _private_save(self, argv: list[str], stdin: str) -> Result:
+        """``unshare --net -- PYTHON -I -S -c CODE RESTORE SAVE ...``: the batches restored
+        into a private namespace's empty tables, saved there (the model's own tables untouched)."""
+        if argv[3:7] != [sys.executable, "-I", "-S", "-c"] or not argv[8].endswith("-restore"):
+            raise UnexpectedCommand(f"the fake runner does not model {argv}")
+        tool = argv[8].rsplit("/", 1)[-1].removesuffix("-restore")
+        tables: Tables = {}
+        try:
+            for text in stdin.split("\0"):
+                _apply_restore(tool, tables, text)
+        except RestoreError as error:
+            return Result(1, "", f"{tool}-restore: {error}")
+        return Result(0, _save_text(tool, tables), "")
 
     def _restore(self, tool: str, text: str) -> Result:
         tables = copy.deepcopy(self.xtables[tool])

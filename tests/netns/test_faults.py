@@ -114,6 +114,13 @@ class Scenario:
     # removals that are also failed "stuck" (this one and every file write and removal after
     # it, as when the state dir turns read-only there), by the end of the path removed
     stuck: tuple[str, ...] = ()
+    changes_nothing: bool = False  # an intact state: the clean run must pass no fault point at all
+    tamper: Callable[[Box], None] | None = None  # a change behind virtfw's back after setup
+
+    @property
+    def disturbed(self) -> bool:
+        """OLD is not what virtfw made (verify rightly reports it)."""
+        return self.flush or self.tamper is not None
 
 
 def _files(box: Box) -> None:
@@ -154,11 +161,41 @@ def _second_defined(box: Box) -> list[list[str]]:
     return _two_networks(box)[:2]
 
 
+def replace_binding_rule(box: Box) -> None:
+    """vnet0's drop (filter own) replaced in place by an accept: as many rules as before."""
+    ns = box.ns
+    if box.vf.backend == "nftables":
+        listed = json.loads(ns.sh("nft", "-j", "-a", "list", "table", "bridge", "virtfw_nwfilter_inet"))
+        rule = next(item["rule"] for item in listed["nftables"]
+                    if "rule" in item and item["rule"]["chain"] == "n-vnet0-out"
+                    and any("drop" in statement for statement in item["rule"]["expr"]))  # fmt: skip
+        ns.run(["nft", "replace", "rule", "bridge", "virtfw_nwfilter_inet", "n-vnet0-out",
+                "handle", str(rule["handle"]), "accept"])  # fmt: skip
+        return
+    chain = next(c for c in ("FI-vnet0", "FO-vnet0", "HI-vnet0") if "-j DROP" in ns.sh("iptables", "-w", "-S", c))
+    ns.run(["iptables", "-w", "-R", chain, "1", "-j", "ACCEPT"])
+
+
+def _reload(box: Box) -> list[str]:
+    return ["reload"]
+
+
+def edit_definition(box: Box) -> None:
+    """Filter own's definition edited by hand (port 23 -> 25): reload renders its bindings anew."""
+    path = box.vf.config_dir / "nwfilter" / "own.xml"
+    assert "'23'" in path.read_text(), path.read_text()
+    path.write_text(path.read_text().replace("'23'", "'25'"))
+
+
 SCENARIOS = [
     Scenario("nwfilter-define", _bound, lambda box: ["nwfilter-define", str(box.tmp / "own-v2.xml")], ("own",)),
     Scenario("nwfilter-binding-delete", _bound, lambda box: ["nwfilter-binding-delete", "vnet0"], ("own",)),
-    Scenario("reload", _everything, lambda box: ["reload"], ("own",), per_part=True),
+    Scenario("reload", _everything, lambda box: ["reload"], ("own",), per_part=True, changes_nothing=True),
     Scenario("reload-after-flush", _everything, lambda box: ["reload"], ("own",), flush=True, per_part=True),
+    # the rebuild with our tables and chains in place: the bindings' records written before its batch
+    Scenario("reload-after-change", _everything, _reload, ("own",), per_part=True, tamper=replace_binding_rule),
+    # the rebuild that renders bindings anew: new records written before its batch, digests after
+    Scenario("reload-after-edit", _everything, _reload, ("own",), per_part=True, tamper=edit_definition),
     Scenario("net-start", _second_defined, lambda box: ["net-start", "second"]),
     Scenario("net-destroy", _two_networks, lambda box: ["net-destroy", "second"], stuck=("/networks/second.json",)),
     Scenario(
@@ -325,6 +362,8 @@ def prepared(tmp: Path, backend: str, scenario: Scenario):
             box.batch(scenario.setup(box))
             if scenario.flush:
                 flush_firewall(ns, backend)
+            if scenario.tamper is not None:
+                scenario.tamper(box)
             yield box
 
     return made()
@@ -338,7 +377,7 @@ def normalized(value: Any, tmp: Path) -> Any:
 def judge(
     spec: str, what: str, proc: Any, after: dict, old: dict, new: dict, verified: int, scenario: Scenario
 ) -> Outcome:
-    flushed = scenario.flush
+    flushed = scenario.disturbed
     problems = [] if proc.returncode == 0 else error_problems(proc)
     result = "OLD=NEW" if after == old == new else "OLD" if after == old else "NEW" if after == new else "THIRD"
     if result == "THIRD" and scenario.per_part and proc.returncode == 1 and _each_part_old_or_new(after, old, new):
@@ -401,13 +440,16 @@ def record(scenario: Scenario, backend: str, outcomes: list[Outcome]) -> None:
 def test_failure_leaves_old_or_new(scenario: Scenario, backend: str, tmp_path: Path) -> None:
     with prepared(tmp_path / "old", backend, scenario) as box:
         old = normalized(state(box, scenario), box.tmp)
-        assert verify(box) == 0 or scenario.flush, "OLD state does not verify"
+        assert verify(box) == 0 or scenario.disturbed, "OLD state does not verify"
     with prepared(tmp_path / "new", backend, scenario) as box:
         proc, points = box.faulted("count", scenario.args(box))
         assert proc.returncode == 0, f"clean run failed: {proc.stderr}"
         new = normalized(state(box, scenario), box.tmp)
         assert verify(box) == 0, "NEW state does not verify"
     specs = fault_specs(normalized(points["points"], tmp_path / "new"), scenario.stuck)
+    if scenario.changes_nothing:  # reload of an intact state writes, runs and changes nothing
+        assert specs == [] and new == old, specs
+        return
     assert specs, "no fault point counted"
     stuck = [spec for spec, _ in specs if spec.endswith(":stuck")]
     assert len(stuck) == 2 * len(scenario.stuck), f"the removals to fail stuck were not all passed: {stuck}"

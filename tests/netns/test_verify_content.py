@@ -1,13 +1,15 @@
-"""verify reads what the rules say, not only that a rule is there (nftables): a rule an admin
+"""verify reads what the rules say, not only that a rule is there: a network rule an admin
 replaced in place (same handle, ``nft replace rule``) and a chain of ours given policy drop
-are reported, and ``reload`` puts both back."""
+are reported (nftables), and so are, on both backends, a filter binding's rule replaced in
+place (as many rules as before), a policy of virtfw's filter chains changed, a foreign rule
+in them and a chain of theirs gone; ``reload`` puts each back."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from helpers.nsutil import Virtfw, netns, verify_problems
+from helpers.nsutil import BACKENDS, Virtfw, add_port, firewall_snapshot, netns, verify_problems
 
 pytestmark = pytest.mark.netns
 
@@ -40,3 +42,108 @@ def test_a_rule_replaced_in_place_and_a_drop_policy_are_reported(tmp_path) -> No
         vfw("reload")
         assert verify_problems(vfw) == []
         vfw("net-destroy", "default")
+
+
+# --------------------------------------------------------------------------- filter bindings
+
+OWN = """<filter name='own' chain='root'>
+<rule action='drop' direction='out' priority='500'><tcp dstportstart='23'/></rule></filter>"""
+BINDING = (
+    "<filterbinding><portdev name='{port}'/><mac address='52:54:00:00:00:0{n}'/>"
+    "<filterref filter='{filter}'><parameter name='IP' value='192.168.122.{n}0'/></filterref></filterbinding>"
+)
+
+
+def nft_handle(ns, table: str, chain: str, word: str) -> int:
+    listed = json.loads(ns.sh("nft", "-j", "-a", "list", "chain", "bridge", table, chain))
+    for item in listed["nftables"]:
+        rule = item.get("rule")
+        if rule and any(word in statement for statement in rule["expr"]):
+            return rule["handle"]
+    raise AssertionError(f"no {word} rule in bridge {table} {chain}")
+
+
+def replace_drop(ns, backend: str) -> None:
+    """vnet1's drop (filter own) replaced in place by an accept: as many rules as before."""
+    if backend == "nftables":
+        handle = nft_handle(ns, "virtfw_nwfilter_inet", "n-vnet1-out", "drop")
+        ns.sh(
+            "nft", "replace", "rule", "bridge", "virtfw_nwfilter_inet", "n-vnet1-out", "handle", str(handle), "accept"
+        )
+    else:
+        chain = next(c for c in ("FI-vnet1", "FO-vnet1", "HI-vnet1") if "-j DROP" in ns.sh("iptables", "-w", "-S", c))
+        ns.sh("iptables", "-w", "-R", chain, "1", "-j", "ACCEPT")
+
+
+def replace_mac_check(ns, backend: str) -> None:
+    """vnet0's own-MAC return (clean-traffic) replaced in place by another MAC's."""
+    if backend == "nftables":
+        handle = nft_handle(ns, "virtfw_nwfilter_ethernet", "n-vnet0-out-mac", "match")
+        ns.sh("nft", "replace", "rule", "bridge", "virtfw_nwfilter_ethernet", "n-vnet0-out-mac", "handle",
+              str(handle), "ether", "saddr", "52:54:00:00:00:09", "return")  # fmt: skip
+    else:
+        ns.sh("ebtables", "-t", "nat", "-D", "I-vnet0-mac", "1")
+        ns.sh("ebtables", "-t", "nat", "-I", "I-vnet0-mac", "1", "-s", "52:54:00:00:00:09", "-j", "RETURN")
+
+
+def change_policy(ns, backend: str) -> None:
+    """A chain of virtfw's given policy drop (nft: a hook chain; ebtables: a port's chain)."""
+    if backend == "nftables":
+        ns.sh("nft", "add", "chain", "bridge", "virtfw_nwfilter_ethernet", "prerouting", "{ policy drop; }")
+    else:
+        ns.sh("ebtables", "-t", "nat", "-P", "virtfw-I-vnet0", "DROP")
+
+
+def add_foreign_rule(ns, backend: str) -> None:
+    """A rule someone added to a port's chain (nft) or to a shared chain (iptables)."""
+    if backend == "nftables":
+        ns.sh("nft", "add", "rule", "bridge", "virtfw_nwfilter_inet", "n-vnet1-out", "accept")
+    else:
+        ns.sh("iptables", "-w", "-I", "virtfw-in", "1", "-j", "ACCEPT")
+
+
+def drop_chain(ns, backend: str) -> None:
+    """One of vnet1's chains gone, with what reached it."""
+    if backend == "nftables":
+        ns.sh("nft", "delete", "element", "bridge", "virtfw_nwfilter_inet", "vmap-oif", '{ "vnet1" }')
+        ns.sh("nft", "delete", "chain", "bridge", "virtfw_nwfilter_inet", "n-vnet1-in")
+    else:
+        ns.sh("iptables", "-w", "-D", "virtfw-host-in", "-m", "physdev", "--physdev-in", "vnet1", "-g", "HI-vnet1")
+        ns.sh("iptables", "-w", "-F", "HI-vnet1")
+        ns.sh("iptables", "-w", "-X", "HI-vnet1")
+
+
+# what was changed -> (how, whose lines report it: nftables, iptables; how many: one per change)
+TAMPERS = {
+    "a rule replaced in place": (replace_drop, ("binding vnet1", "binding vnet1"), 1),
+    "a layer-2 rule replaced in place": (replace_mac_check, ("binding vnet0", "binding vnet0"), 1),
+    "a chain's policy changed": (change_policy, ("filter base", "binding vnet0"), 1),
+    "a foreign rule in our chain": (add_foreign_rule, ("binding vnet1", "filter base"), 1),
+    "a chain missing": (drop_chain, ("binding vnet1", "binding vnet1"), 2),  # the chain, and its map entry or link
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_binding_rules_changed_behind_our_back_are_reported_and_repaired(tmp_path, backend) -> None:
+    """verify compares what a binding's rules say (not only how many there are) and the
+    policies of virtfw's chains; each change is reported, by the binding's port where it is
+    a binding's, and ``reload`` puts back exactly what the bindings installed."""
+    with netns("vfwC") as ns:
+        vfw = Virtfw(ns, tmp_path, backend)
+        (tmp_path / "own.xml").write_text(OWN)
+        vfw("nwfilter-define", str(tmp_path / "own.xml"))
+        for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
+            add_port(ns, port)
+            (tmp_path / f"{port}.xml").write_text(BINDING.format(port=port, n=n, filter=filt))
+            vfw("nwfilter-binding-create", str(tmp_path / f"{port}.xml"))
+        installed = firewall_snapshot(ns)
+        assert verify_problems(vfw) == []
+        for what, (tamper, whose, lines) in TAMPERS.items():
+            tamper(ns, backend)
+            assert firewall_snapshot(ns) != installed, f"{what}: the change did nothing"
+            problems = verify_problems(vfw)
+            assert len(problems) == lines, f"{what}: {problems}"
+            assert all(line.startswith(whose[BACKENDS.index(backend)]) for line in problems), f"{what}: {problems}"
+            vfw("reload")
+            assert verify_problems(vfw) == [], what
+            assert firewall_snapshot(ns) == installed, f"{what}: reload did not put back what was installed"

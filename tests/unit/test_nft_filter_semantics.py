@@ -43,6 +43,10 @@ class ProbeRunner(Runner):
             return Result(0 if self.conntrack or "ct " not in (stdin or "") else 1, "", "")
         return Result(0 if change else 1, "", "")
 
+    def run_file(self, argv, text, *, check=True) -> Result:
+        """A batch file: applied like any change, echoing nothing (records get no digests)."""
+        return self.run(argv, stdin=text, check=check)
+
 
 def chains(rules: list[PortRule], port: str = "vnet0") -> dict[str, list[str]]:
     installed = NftFilterBackend().install(ProbeRunner(), [PortRules(port, f"binding:{port}", tuple(rules))])

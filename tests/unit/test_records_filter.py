@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -27,22 +28,28 @@ from virtfw.rules.runner import Result, Runner
 from virtfw.rules.xtables.appeared import Appeared
 from virtfw.rules.xtables.filter import EbiptablesFilterBackend
 from virtfw.rules.xtables.filter_records import (
+    TOOLS_BY_KEY,
     DeleteChain,
     DeleteRule,
     FlushChain,
     XtablesFilterBaseRecord,
     XtablesPortRecord,
     XtablesToolBase,
+    save_digest,
 )
 
 
 class FakeRunner(Runner):
     """Every change succeeds, every query finds nothing: what a backend sees on an empty host
-    (whose kernel passes every ``nft -c`` feature probe)."""
+    (whose kernel passes every ``nft -c`` feature probe, whose ``*-save`` list no table)."""
 
     def run(self, argv, *, stdin=None, change=True, check=True, quiet=False) -> Result:
         self.log.append(argv)
-        return Result(0 if change or argv[:2] == ["nft", "-c"] else 1, "", "")
+        return Result(0 if change or argv[:2] == ["nft", "-c"] or argv[0].endswith("-save") else 1, "", "")
+
+    def run_file(self, argv, text, *, check=True) -> Result:
+        """A batch file: applied like any change, echoing nothing (records get no digests)."""
+        return self.run(argv, stdin=text, check=check)
 
 
 def rule(element: str, direction: str = "out", action: str = "accept", *, chain: str = "root",
@@ -399,15 +406,17 @@ def test_binding_status_files_through_the_status_dir(tmp_path: Path, monkeypatch
     assert status["state"] == "active" and status["backend"] == backend
     loaded = manager.backend.load_record(status["firewall"], "status")
     assert loaded.to_json() == status["firewall"]
-    assert (status["digest"] is None) == (backend == "iptables")
+    # what the rules were rendered from: kept for both backends (reload tells intact from it)
+    assert isinstance(status["digest"], str) and re.fullmatch("[0-9a-f]{64}", status["digest"])
     base_file = tmp_path / "state" / f"nwfilter-{backend}.json"
     assert base_file.exists() == (backend == "nftables")  # clean-traffic is all ebtables: no shared chains
     if base_file.exists():
         assert manager.backend.load_base(json.loads(base_file.read_text()), "base")
     before = (tmp_path / "state" / "bindings" / "vnet0.json").stat().st_mtime_ns
     assert manager.reload() == (1, [])
-    if backend == "nftables":  # installed again from its record: nothing changed, nothing written
-        assert (tmp_path / "state" / "bindings" / "vnet0.json").stat().st_mtime_ns == before
+    # nftables: installed again from its record; iptables: rendered again, to the same record;
+    # either way nothing changed, nothing written
+    assert (tmp_path / "state" / "bindings" / "vnet0.json").stat().st_mtime_ns == before
     (tmp_path / "state" / "bindings" / ".vnet0.json.leftover").write_text("{")
     manager.delete("vnet0")
     assert sorted(p.name for p in (tmp_path / "state" / "bindings").iterdir()) == []
@@ -498,3 +507,133 @@ def test_binding_status_malformed_is_refused(case: str) -> None:
     STATUS_MALFORMED[case](data)
     with pytest.raises(RecordError, match="status of binding 'vnet3'"):
         BindingStatus.from_json(data, "status of binding 'vnet3'")
+
+
+# --- content digests (what the kernel lists for a port's chains) ------------------------------
+
+
+def modelled(backend, rules=RULES, port: str = "vnet0"):
+    """An install through the golden files' model of the tools: nft echoes what it adds,
+    the xtables tools save their tables, so records get their digests; with what
+    ``before_apply`` was handed."""
+    from helpers.fakerunner import FakeRunner as ModelRunner
+
+    handed = []
+    result = backend.install(
+        ModelRunner(), [PortRules(port, f"binding:{port}", tuple(rules))], before_apply=handed.append
+    )
+    return result, handed[0]
+
+
+@pytest.mark.parametrize("rules", VARIANTS)
+def test_nft_records_with_digests_round_trip(rules) -> None:
+    result, handed = modelled(NftFilterBackend(), rules)
+    record = result.removals["binding:vnet0"]
+    assert record.content_known and all(re.fullmatch("[0-9a-f]{16}", c.digest or "") for c in record.chains)
+    data = record.to_json()
+    assert sorted(data["digests"]) == sorted(c.key for c in record.chains)
+    assert NftPortRecord.from_json(json.loads(json.dumps(data)), "r") == record
+    # before the batch: the same record, without digests (they are taken from its echo)
+    early = handed.removals["binding:vnet0"]
+    assert early == record.bare() and "digests" not in early.to_json() and not early.content_known
+    assert {k: v for k, v in data.items() if k != "digests"} == early.to_json()
+
+
+def test_nft_records_without_digests_are_counted_only() -> None:
+    record = NftPortRecord.from_json(copy.deepcopy(OLD_NFT), "old")
+    assert not record.content_known and not NftFilterBackend.content_known(record)
+    assert record.bare() is record
+
+
+def _nft_digested() -> dict:
+    return modelled(NftFilterBackend(), RULES[1:4])[0].removals["binding:vnet0"].to_json()
+
+
+NFT_MALFORMED_DIGESTS = {
+    "not an object": lambda d: d.update(digests=["0123456789abcdef"]),
+    "empty": lambda d: d.update(digests={}),
+    "too short": lambda d: d["digests"].update({next(iter(d["digests"])): "0123456789abcde"}),
+    "too long": lambda d: d["digests"].update({next(iter(d["digests"])): "0123456789abcdef0"}),
+    "upper case": lambda d: d["digests"].update({next(iter(d["digests"])): "0123456789ABCDEF"}),
+    "not hex": lambda d: d["digests"].update({next(iter(d["digests"])): "0123456789abcdeg"}),
+    "a number": lambda d: d["digests"].update({next(iter(d["digests"])): 1234567890123456}),
+    "a chain without": lambda d: d["digests"].pop(next(iter(d["digests"]))),
+    "a chain not held": lambda d: d["digests"].update({"virtfw_nwfilter_inet n-vnet0-in-x": "0123456789abcdef"}),
+    "a foreign chain": lambda d: d["digests"].update({"filter input": "0123456789abcdef"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NFT_MALFORMED_DIGESTS))
+def test_nft_malformed_digests_are_refused(case: str) -> None:
+    data = _nft_digested()
+    NftPortRecord.from_json(copy.deepcopy(data), "status of binding 'vnet0'.firewall")  # control: it loads
+    NFT_MALFORMED_DIGESTS[case](data)
+    with pytest.raises(RecordError, match="status of binding 'vnet0'.firewall"):
+        NftPortRecord.from_json(data, "status of binding 'vnet0'.firewall")
+
+
+def test_chain_digest_is_of_the_statements_in_order_not_of_counters() -> None:
+    from virtfw.rules.nft.filter import chain_digest
+
+    accept = [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"accept": None}]
+    drop = [accept[0], {"drop": None}]
+    counted = [accept[0], {"counter": {"packets": 7, "bytes": 420}}, {"accept": None}]
+    zero = [accept[0], {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}]
+    assert chain_digest([accept, drop]) != chain_digest([drop, accept]) != chain_digest([accept, accept])
+    assert chain_digest([counted]) == chain_digest([zero]) != chain_digest([accept])
+    assert chain_digest([]) != chain_digest([accept]) and len(chain_digest([])) == 16
+
+
+@pytest.mark.parametrize("rules", VARIANTS)
+def test_xtables_records_with_digests_round_trip(rules) -> None:
+    result, handed = modelled(EbiptablesFilterBackend(), rules)
+    record = result.removals["binding:vnet0"]
+    assert record.digests is not None and record.content_known
+    assert set(record.digests) == set(record.steps)
+    for key, chains in record.digests.items():
+        tool = TOOLS_BY_KEY[key]
+        assert sorted(chains) == sorted(record.digested_chains(tool))
+        assert all(re.fullmatch("[0-9a-f]{16}", value) for value in chains.values())
+    assert XtablesPortRecord.from_json(json.loads(json.dumps(record.to_json())), "r") == record
+    early = handed.removals["binding:vnet0"]
+    assert early == record.bare() and early.digests is None and "digests" not in early.to_json()
+
+
+def test_xtables_records_without_digests_are_counted_only() -> None:
+    record = XtablesPortRecord.from_json(copy.deepcopy(OLD_XT), "old")
+    assert record.digests is None and not EbiptablesFilterBackend.content_known(record)
+    assert record.bare() is record
+
+
+def _xt_digested() -> dict:
+    return modelled(EbiptablesFilterBackend(), RULES[1:4])[0].removals["binding:vnet0"].to_json()
+
+
+XT_MALFORMED_DIGESTS = {
+    "not an object": lambda d: d.update(digests=[]),
+    "a tool not recorded": lambda d: d["digests"].update(ipv6={"FI-vnet0": "0123456789abcdef"}),
+    "a tool missing": lambda d: d["digests"].pop("ipv4"),
+    "an unknown tool": lambda d: d["digests"].update(arp={}),
+    "a chain without": lambda d: d["digests"]["ipv4"].pop("FI-vnet0"),
+    "another port's chain": lambda d: d["digests"]["ipv4"].update({"FI-vnet1": "0123456789abcdef"}),
+    "a builtin it has no hook in": lambda d: d["digests"]["ipv4"].update(FORWARD="0123456789abcdef"),
+    "a foreign chain": lambda d: d["digests"]["ebtables"].update({"FOREIGN": "0123456789abcdef"}),
+    "not hex": lambda d: d["digests"]["ebtables"].update({"PREROUTING": "not a digest at all"}),
+    "too short": lambda d: d["digests"]["ebtables"].update({"PREROUTING": "0123"}),
+    "a list": lambda d: d["digests"]["ebtables"].update({"PREROUTING": ["0123456789abcdef"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(XT_MALFORMED_DIGESTS))
+def test_xtables_malformed_digests_are_refused(case: str) -> None:
+    data = _xt_digested()
+    XtablesPortRecord.from_json(copy.deepcopy(data), "status of binding 'vnet0'.firewall")  # control: it loads
+    XT_MALFORMED_DIGESTS[case](data)
+    with pytest.raises(RecordError, match="status of binding 'vnet0'.firewall"):
+        XtablesPortRecord.from_json(data, "status of binding 'vnet0'.firewall")
+
+
+def test_save_digest_holds_policy_and_order() -> None:
+    rules = ["-s 52:54:00:00:00:01 -j RETURN", "-j DROP"]
+    assert save_digest("ACCEPT", rules) != save_digest("DROP", rules) != save_digest("ACCEPT", rules[::-1])
+    assert save_digest(None, rules) != save_digest("ACCEPT", rules) and len(save_digest(None, [])) == 16

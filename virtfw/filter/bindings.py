@@ -4,8 +4,12 @@ Like networks, a binding's status file (state dir ``bindings/PORT.json``) is wri
 before anything changes, holding the removal commands the backend knows in advance,
 and completed after; it goes last on delete. Every change is one backend install:
 redefining a filter used by 500 bindings is still one batch per tool, all or none.
-A status also keeps a digest of what its rules were rendered from (see ``_digest``):
-``reload`` installs a binding whose digest still holds from its record, unrendered.
+A status also keeps a digest of what its rules were rendered from (see ``_digest``), and
+its record digests of what the kernel listed for them once installed: ``reload`` leaves
+the ruleset as it is (counters and handles included) when every binding's inputs are
+unchanged and the kernel holds exactly its rules and nothing else in virtfw's chains
+(``_intact``), and otherwise rebuilds, installing a binding whose digest still holds from
+its record, unrendered, where the backend can.
 
 Status files, the backends' base records and the temp files a killed write leaves are
 handled through :class:`~virtfw.statefiles.StatusDir`; removal records are read into the
@@ -174,7 +178,7 @@ class BindingManager:
         self.statuses = StatusDir(config.state_dir / "bindings", "nwfilter", dry_run=runner.dry_run)
         # Wraps long loops; the CLI puts a progress bar here on a terminal.
         self.progress: Callable[[list, str], Iterable] = lambda items, label: items
-        self._code_digests: dict[str, str | None] = {}  # backend name -> digest of the code rendering its records
+        self._code_digests: dict[str, str] = {}  # backend name -> digest of the code rendering its records
         self._tree_digests: dict[str, str] = {}  # filter name -> digest of its tree
         # Bindings whose status file cannot be read, by port, as ``active()`` last found them.
         self.unreadable: dict[str, str] = {}
@@ -426,17 +430,14 @@ class BindingManager:
         return len(actives)
 
     def reload(self) -> tuple[int, list[str]]:
-        """Re-install every binding from scratch: after a flush it restores, twice it changes nothing.
+        """Restore every binding's rules: an intact ruleset is left as it is (no batch, so
+        counters and handles stay), anything else rebuilt; after a flush it restores.
 
         Each binding on its own: one that cannot be instantiated (its filter is gone or
         broken) or whose status cannot be read is reported by name and keeps the rules it
         has (nftables: re-installed from its record; otherwise, and for an unreadable
         status, the others are re-installed in place instead of rebuilding the tables),
         and the others are restored. Returns how many were, and the failures.
-
-        Unlike a network's, an intact ruleset is rebuilt all the same: filter records hold
-        rule counts, not what the kernel lists, so "intact" could not be told from a rule
-        replaced in place.
         """
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             actives = self.active()
@@ -455,6 +456,8 @@ class BindingManager:
                     self._save(active.status)
                     self._after_removal(old, False, leaving="")
             self._ensure_boot_records(actives)
+            if self._intact(actives):
+                return len(actives), failures
             broken = self._uninstantiable(actives)
             failures += [f"binding {a.portdev}: not restored, its rules are left as they were: {e}" for a, e in broken]
             if not broken and not self.unreadable:
@@ -470,6 +473,39 @@ class BindingManager:
                 failed = self._replace_each(good)
             failures += failed
         return len(actives) - len(broken) - len(failed), failures
+
+    def _intact(self, actives: list[ActiveBinding]) -> bool:
+        """Whether reload can leave the ruleset as it is: every binding of the backend
+        reload uses, complete, rendered by this code from its inputs as they are now (its
+        digest), and the kernel holding what its record says, rule content included (one
+        listing or ``*-save`` per table), the base in place and nothing in virtfw's chains
+        that no record holds. With an unreadable status around, its rules cannot be told
+        from foreign ones: they are left (a rebuild would take them away)."""
+        names = {a.status.backend for a in actives}
+        if len(names) != 1 or (self._backend_name and names != {self._backend_name}):
+            return False
+        backend = load_filter_backend(names.pop(), self.config.state_dir)
+        records = []
+        for active in actives:
+            if active.status.state != ACTIVE or active.status.digest is None:
+                return False
+            try:
+                record = active.record(backend)
+                digest = self._digest(backend, active.binding)
+            except VirtfwError:
+                return False  # a record or definition refused: the rebuild reports it
+            if record is None or active.status.digest != digest or not backend.content_known(record):
+                return False
+            records.append(record)
+        try:
+            base = self._load_base(backend)
+        except VirtfwError:
+            return False
+        if base is not None and backend.verify(self.runner, base):
+            return False
+        if any(backend.verify(self.runner, record) for record in records):
+            return False
+        return bool(self.unreadable) or not backend.unexpected(self.runner, records)
 
     def _reinstallable(self, backend_name: str) -> bool:
         """Whether the backend's records can be installed again as they are (nftables)."""
@@ -498,7 +534,10 @@ class BindingManager:
     def verify(self) -> tuple[int, list[str]]:
         problems: list[str] = []
         actives = self.active()
-        problems += [f"binding {port}: {error}" for port, error in self.unreadable.items()]
+        problems += [
+            f"binding {port}: {error}; nwfilter-binding-delete {port} removes what carries its name"
+            for port, error in self.unreadable.items()
+        ]
         backends: dict[str, AnyFilterBackend] = {}
         for active in actives:
             where = f"binding {active.portdev}"
@@ -539,16 +578,15 @@ class BindingManager:
                 return True
         return False
 
-    def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str | None:
+    def _digest(self, backend: AnyFilterBackend, binding: Binding) -> str:
         """What the rendering of ``binding`` depends on: its fields, its filter tree's
-        definitions and the code that instantiates and renders them. None when the
-        backend cannot install a record again (its ``render_digest`` is None)."""
+        definitions and the code that instantiates and renders them. A record is installed
+        again from it only where the backend can (its ``render_digest``); for any backend it
+        tells reload whether the rules in place are what rendering them now would give."""
         if backend.name not in self._code_digests:
-            rendering = backend.render_digest()
-            self._code_digests[backend.name] = rendering and f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
+            rendering = backend.render_digest() or module_digest(type(backend).__module__)
+            self._code_digests[backend.name] = f"{module_digest(*INSTANTIATE_MODULES)} {rendering}"
         code = self._code_digests[backend.name]
-        if code is None:
-            return None
         tree = self._tree_digests.get(binding.filter)
         if tree is None:
             tree = self._tree_digests[binding.filter] = tree_digest(binding.filter, self.store.load)
@@ -561,7 +599,7 @@ class BindingManager:
         backend: AnyFilterBackend,
         ports: list,
         statuses: dict[str, BindingStatus],
-        digests: dict[str, str | None],
+        digests: dict[str, str],
         *,
         old: dict,
         new_ports: bool = False,
@@ -664,18 +702,75 @@ class BindingManager:
         todo = [a for a in actives if a.owner not in reuse]
         ports = [instantiate(a.binding, self.store.load) for a in self.progress(todo, "Re-instantiating bindings")]
         reuse |= {a.owner: a.record(backend) for a in keep if a.status.backend == backend.name}
-        installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse)
-        self._save_base(backend, merged_base(self._load_base(backend), installed.base))
-        changed = []
-        for active in actives:
-            before = (active.status.firewall, active.status.state, active.status.digest)
-            if installed.removals[active.owner] is not reuse.get(active.owner):  # else: the same record
-                active.status.firewall = installed.removals[active.owner].to_json()
-            active.status.state = ACTIVE
-            active.status.digest = digests[active.owner]
-            if before != (active.status.firewall, ACTIVE, digests[active.owner]):
-                changed.append(active.status)
-        self._save_many(changed)  # a reload that changes no record writes no file
+        current = {a.owner: reuse.get(a.owner) or self._readable_record(backend, a) for a in actives}
+        old_base_file = self.statuses.load_base(backend.name)
+        old_base = self._load_base(backend)
+        previous = {a.owner: dataclasses.replace(a.status) for a in actives}
+        written: dict[str, dict | None] = {a.owner: a.status.to_json() for a in actives}  # what each file holds
+        written[""] = old_base_file
+        applied = False
+
+        def record(installed: Installed[Any, Any]) -> None:
+            # Before the batch (records as far as they are known, no digests): the base, and
+            # the statuses whose record names other objects than the one on file or was
+            # rendered from other inputs, with no digest (a binding killed after the batch is
+            # rendered again by the next reload, and verify counts its rules meanwhile).
+            # After it: every status whose record, state or digest changed. A rebuild that
+            # changes no record writes no file.
+            base = merged_base(old_base, installed.base)
+            base_json = None if base is None else base.to_json()
+            if written[""] != base_json:
+                self._save_base(backend, base)
+                written[""] = base_json
+            changed = []
+            for active in actives:
+                removal = installed.removals[active.owner]
+                status = active.status
+                if applied:
+                    if removal is not reuse.get(active.owner):  # else: the very record on file
+                        status.firewall = removal.to_json()
+                    status.state, status.digest = ACTIVE, digests[active.owner]
+                else:
+                    known = current[active.owner]
+                    if known is not None and known.bare() == removal and status.digest == digests[active.owner]:
+                        continue  # the file's record names what the batch adds, and says what it holds
+                    status.firewall, status.digest = removal.to_json(), None
+                data = status.to_json()
+                if written[active.owner] != data:
+                    changed.append(status)
+                    written[active.owner] = data
+            self._save_many(changed)
+
+        try:
+            installed = backend.install(self.runner, ports, rebuild=True, reuse=reuse, before_apply=record)
+        except BaseException:
+            # nothing applied (or the failed batch taken back): the files as they were
+            for active in actives:
+                vars(active.status).update(vars(previous[active.owner]))
+            self._put_back(backend, previous, written, old_base_file)
+            raise
+        applied = True
+        try:
+            record(installed)
+        except VirtfwError:
+            if any(status.state == STARTING for status in previous.values()):
+                raise  # its status must say it was made; the files name its rules already
+            # Only what the batch taught was left to write (digests): the files name the
+            # rules in place, and without digests the next reload installs them again.
+
+    def _readable_record(self, backend: AnyFilterBackend, active: ActiveBinding) -> Any | None:
+        try:
+            return active.record(backend)
+        except VirtfwError:
+            return None
+
+    def _put_back(
+        self, backend: AnyFilterBackend, previous: dict[str, BindingStatus], written: dict, base_file: dict | None
+    ) -> None:
+        """The status files and base record ``_rebuild`` wrote before a batch that failed, as they were."""
+        if written[""] != base_file:
+            self.statuses.save_base(backend.name, base_file)
+        self._save_many([status for owner, status in previous.items() if written[owner] != status.to_json()])
 
 
 def _port_exists(portdev: str) -> bool:

@@ -195,6 +195,13 @@ class FilterBackend(Protocol[FR, FB]):
       the shared ``virtfw-*`` chains, and the nf_tables tables/builtin chains the
       tools made appear (``Appeared``). ``load_record``/``load_base`` refuse anything
       else with a :class:`~virtfw.rules.records.RecordError`.
+    * **What the rules say.** ``install`` returns records that also hold digests of what
+      the kernel lists for the port's chains once the batch is in (nft: from the batch's
+      echo; xtables: from one ``*-save`` per tool after it); ``before_apply`` gets them
+      without (``bare()``). ``verify`` compares them with the live ruleset, reading each
+      table once per backend object; a record without them (older, or written before its
+      batch applied: ``content_known`` False) is checked by rule counts only, and the
+      caller installs it again on ``reload`` rather than take the ruleset for intact.
     """
 
     name: str
@@ -226,7 +233,12 @@ class FilterBackend(Protocol[FR, FB]):
         ...
 
     def verify(self, runner: Runner, record: FR | FB) -> list[str]:
-        """What of a record's rules the kernel no longer holds, one line each."""
+        """What of a record's rules the kernel no longer holds or holds otherwise (its
+        digests), and for the base its hooks and the policies of virtfw's chains, one line each."""
+        ...
+
+    def content_known(self, record: FR) -> bool:
+        """Whether ``verify`` compares what ``record``'s rules say, not only their number."""
         ...
 
     def load_record(self, data: object, where: str) -> FR:

@@ -9,6 +9,7 @@ value reach a command line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -45,6 +46,17 @@ def text(data: object, where: str) -> str:
 def integer(data: object, where: str) -> int:
     if isinstance(data, bool) or not isinstance(data, int):
         raise fail(where, "expected an integer")
+    return data
+
+
+DIGEST_LENGTH = 16  # hex digits of a content digest (``nft``'s rules and chains, ``*-save`` chains)
+_DIGEST = re.compile(f"[0-9a-f]{{{DIGEST_LENGTH}}}")
+
+
+def digest(data: object, where: str) -> str:
+    """A content digest: exactly DIGEST_LENGTH lower-case hex digits."""
+    if not isinstance(data, str) or not _DIGEST.fullmatch(data):
+        raise fail(where, f"expected a digest of {DIGEST_LENGTH} hex digits")
     return data
 
 

@@ -10,11 +10,25 @@ Connection tracking: the bridge family can only match ``ct`` where the kernel ha
 nf_conntrack_bridge. Without it, rules are stateless, as libvirt's own rules are
 with ``statematch='false'``: an accept in one direction is mirrored (addresses and
 ports swapped) into the other. An explicit ``state=`` match is refused.
+
+What the rules say is checked, not only that they are there: a port's record keeps, per
+chain, a digest of the chain's rules as the kernel holds them (``chain_digest``), taken
+from the install batch's own echo (``nft -j -e -a -f``: nft decodes the kernel's
+notifications as a listing does). ``verify`` (and ``reload``, which leaves an intact
+ruleset alone) lists each table once and compares. The echo is asked for only when the
+batch installs a chain whose digest is not known: a record installed again as it is
+(``reuse``, same code, inputs and nft) keeps its digests, so a rebuild after a flush
+runs its batch without the echo that would double its cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
+import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +59,41 @@ from virtfw.rules.nft.syntax import (
     same_ip_set,
 )
 from virtfw.rules.portrules import PortRules
-from virtfw.rules.runner import Runner
+from virtfw.rules.records import DIGEST_LENGTH
+from virtfw.rules.runner import Runner, find_tool
 
 BASE_CHAINS = ("prerouting", "postrouting")  # each holds its one dispatching rule
+# The one rule of each hook chain, as nft lists it: the port's chain by its name.
+DISPATCH = {
+    hook: [{"vmap": {"key": {"meta": {"key": key}}, "data": f"@{vmap}"}}]
+    for hook, key, vmap in (("prerouting", "iifname", "vmap-iif"), ("postrouting", "oifname", "vmap-oif"))
+}
+ECHO = ["nft", "-j", "-e", "-a", "-f"]
+_COUNTER = re.compile(r'"counter": \{"bytes": \d+, "packets": \d+\}')
+
+
+def chain_digest(exprs: list) -> str:
+    """A chain's rules (each rule's ``expr`` as nft lists it, in order), counters' figures
+    left out: equal for the rules installed and for the same rules later, different once
+    a rule was replaced, added, removed or moved."""
+    text = _COUNTER.sub('"counter": null', json.dumps(exprs, sort_keys=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+@functools.cache
+def _nft_version() -> str:
+    """Which nft decodes the kernel's rules (digests are of its decoding): its version
+    line, asked once per process; "none" without nft."""
+    path = find_tool("nft")
+    if path is None:
+        return "none"
+    try:
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise VirtfwError(f"cannot run nft --version: {exc.strerror}") from None
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise VirtfwError(f"nft --version failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout.strip()
 
 
 class NftFilterBackend:
@@ -69,9 +115,15 @@ class NftFilterBackend:
     @staticmethod
     def render_digest() -> str:
         """The code a port's record depends on besides its PortRules (this module and
-        what it draws on): a record made by the same code from equal inputs can be
-        installed again as it is (``reuse``)."""
-        return module_digest(__name__)
+        what it draws on, and the version of nft, whose decoding its digests are): a record
+        made by the same code from equal inputs can be installed again as it is
+        (``reuse``), digests and all."""
+        return hashlib.sha256(f"{module_digest(__name__)} {_nft_version()}".encode()).hexdigest()
+
+    @staticmethod
+    def content_known(record: NftPortRecord) -> bool:
+        """Whether ``verify`` compares what the record's rules say (its digests were taken)."""
+        return record.content_known
 
     # ---- rendering ----------------------------------------------------------
 
@@ -234,15 +286,47 @@ class NftFilterBackend:
         for (table, vmap), entries in added.items():
             lines.append(f"add element bridge {table} {vmap} {{ {', '.join(entries)} }}")
         lines += dropped
-        if before_apply:
-            before_apply(installed)
+        if before_apply:  # the records as known before the batch: no digests yet
+            before_apply(Installed({o: r.bare() for o, r in installed.removals.items()}, installed.base))
+        # The echo costs about twice the batch (the kernel's notifications): only when a
+        # chain's digest is to be taken. Records installed again keep theirs.
+        echo = any(chain.digest is None for _, _, record in rendered for chain in record.chains)
+
+        def apply(text: str, check: bool):
+            if echo:
+                return runner.run_file(ECHO, text, check=check)
+            return runner.run(["nft", "-f", "-"], stdin=text, check=check)
+
         try:
-            result = runner.run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n", check=probe or rebuild)
+            result = apply("\n".join(lines) + "\n", probe or rebuild)
             if result.returncode != 0:  # not probed, and the base was gone after all
-                runner.run(["nft", "-f", "-"], stdin="\n".join(self._base_lines(False) + lines) + "\n")
+                result = apply("\n".join(self._base_lines(False) + lines) + "\n", True)
         except ToolError as exc:
             raise VirtfwError(f"nft refused the filter batch: {exc}") from None
+        if echo:
+            self._take_digests(installed, result.stdout)
         return installed
+
+    @staticmethod
+    def _take_digests(installed: Installed[NftPortRecord, NftFilterBaseRecord], stdout: str) -> None:
+        """Each installed chain's digest from the batch's echo, in place in ``installed``.
+        A chain whose echo does not hold as many rules as it was given keeps none (then
+        ``verify`` counts its rules, and ``reload`` installs it again); so does every chain
+        of a dry run, which echoes nothing."""
+        if not stdout.strip():
+            return
+        echoed: dict[tuple[str, str], list] = {}
+        for item in json.loads(stdout).get("nftables", []):
+            rule = (item.get("add") or item.get("insert") or {}).get("rule")
+            if rule and rule.get("table") in TABLES:
+                echoed.setdefault((rule["table"], rule["chain"]), []).append(rule.get("expr", []))
+        for owner, record in installed.removals.items():
+            chains = []
+            for chain in record.chains:
+                exprs = echoed.get((chain.table, chain.name), [])
+                digest = chain_digest(exprs) if len(exprs) == len(chain.rules) else None
+                chains.append(dataclasses.replace(chain, digest=digest))
+            installed.removals[owner] = dataclasses.replace(record, chains=tuple(chains))
 
     def _check_kernel(self, runner: Runner, ports: list[PortRules]) -> None:
         """Refuse, before anything changes, rules this kernel's bridge family cannot hold:
@@ -298,17 +382,34 @@ class NftFilterBackend:
                         found.add((table, f"@{item['map']['name']}:{key}"))
         return found
 
-    def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
-        """Our chains, map entries and rule counts against the kernel's."""
-        if not hasattr(self, "_listed"):  # one listing serves every record this object checks
+    def _listing(self, runner: Runner) -> dict[str, dict | None]:
+        """Each table as listed: one listing serves every record this object checks."""
+        if not hasattr(self, "_listed"):
             self._listed = {table: self._list(runner, table) for table in TABLES}
-        listed = self._listed
+        return self._listed
+
+    def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
+        """Our chains, map entries and rules (what they say where the record has their
+        digests, else their number) against the kernel's; for the base, its hook chains:
+        their dispatching rule, hook, priority and policy."""
+        listed = self._listing(runner)
         if isinstance(record, NftFilterBaseRecord):
             problems = [f"table bridge {t} is missing" for t in record.tables if listed.get(t) is None]
             for table, items in listed.items():
-                for hook in ("prerouting", "postrouting"):
-                    if items is not None and not any(r.get("chain") == hook for r in items["rules"]):
-                        problems.append(f"bridge {table} {hook} no longer dispatches through its verdict map")
+                if items is None:
+                    continue
+                for hook in BASE_CHAINS:
+                    where = f"bridge {table} {hook}"
+                    chain = items["attributes"].get(hook)
+                    if chain is None:
+                        problems.append(f"chain {where} is missing")
+                        continue
+                    if DISPATCH[hook] not in items["exprs"].get(hook, []):
+                        problems.append(f"{where} no longer dispatches through its verdict map")
+                    wanted = {"type": "filter", "hook": hook, "prio": TABLES[table], "policy": "accept"}
+                    for key, value in wanted.items():
+                        if chain.get(key) != value:
+                            problems.append(f"{where} has {key} {chain.get(key)}, not {value}")
             return problems
         problems = self._kernel_lacks(runner, record)
         for element in record.elements:
@@ -323,23 +424,32 @@ class NftFilterBackend:
             if items is None:
                 continue
             expected = len(chain.rules)
-            found = items["counts"].get(chain.name, 0)
+            found = len(items["exprs"].get(chain.name, ()))
+            texts = "; ".join(chain.rules)
             if chain.name not in items["chains"]:
                 problems.append(f"chain bridge {chain.table} {chain.name} is missing")
             elif found != expected:
-                texts = "; ".join(chain.rules)
                 problems.append(
                     f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
                 )
+            elif chain.digest is not None and self._chain_digest(items, chain.name) != chain.digest:
+                problems.append(
+                    f"chain bridge {chain.table} {chain.name}: its rules were changed, those installed: {texts}"
+                )
         return list(dict.fromkeys(problems))
+
+    @staticmethod
+    def _chain_digest(items: dict, chain: str) -> str:
+        digests = items["digests"]
+        if chain not in digests:
+            digests[chain] = chain_digest(items["exprs"].get(chain, []))
+        return digests[chain]
 
     def unexpected(self, runner: Runner, records: list[NftPortRecord]) -> list[str]:
         """Chains, map entries and hook rules in our tables that no record holds (someone
         added them): what ``verify`` cannot see port by port."""
-        if not hasattr(self, "_listed"):
-            self._listed = {table: self._list(runner, table) for table in TABLES}
         problems = []
-        for table, items in self._listed.items():
+        for table, items in self._listing(runner).items():
             if items is None:
                 continue
             chains = {c.name for r in records for c in r.chains if c.table == table} | set(BASE_CHAINS)
@@ -351,7 +461,7 @@ class NftFilterBackend:
                 problems += [f"bridge {table} {vmap} entry {port} that virtfw did not add"
                              for port in sorted(found) if (vmap, port) not in entries]  # fmt: skip
             for chain in BASE_CHAINS:
-                if items["counts"].get(chain, 0) > 1:
+                if len(items["exprs"].get(chain, ())) > 1:
                     problems.append(f"bridge {table} {chain} holds rules that virtfw did not add")
         return problems
 
@@ -372,14 +482,15 @@ class NftFilterBackend:
         result = runner.run(["nft", "-j", "list", "table", "bridge", table], change=False, check=False)
         if result.returncode != 0:
             return None
-        found: dict = {"chains": set(), "rules": [], "maps": {}}
-        found["counts"] = {}
+        # chains: names; attributes: name -> the chain's item (hook, prio, policy...);
+        # exprs: name -> its rules' statements in order; digests: filled by _chain_digest
+        found: dict = {"chains": set(), "attributes": {}, "exprs": {}, "maps": {}, "digests": {}}
         for item in json.loads(result.stdout).get("nftables", []):
             if "chain" in item:
                 found["chains"].add(item["chain"]["name"])
+                found["attributes"][item["chain"]["name"]] = item["chain"]
             elif "rule" in item:
-                found["rules"].append(item["rule"])
-                found["counts"][item["rule"]["chain"]] = found["counts"].get(item["rule"]["chain"], 0) + 1
+                found["exprs"].setdefault(item["rule"]["chain"], []).append(item["rule"].get("expr", []))
             elif "map" in item:
                 entries = found["maps"].setdefault(item["map"]["name"], {})
                 for element in item["map"].get("elem", []):

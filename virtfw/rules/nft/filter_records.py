@@ -1,12 +1,18 @@
 """Removal records of the nftables filter backend, and the names of the objects they hold.
 
 A port's record names its map entries and chains, and keeps each chain's rule texts:
-``reuse`` installs those texts again verbatim, ``verify`` compares their number with
-the kernel's, and ``remove`` composes the delete commands from the names alone. The
-base record names the two tables. JSON (the shape of the untyped records, unchanged)::
+``reuse`` installs those texts again verbatim, and ``remove`` composes the delete
+commands from the names alone. Once the install's batch is in, each chain also has a
+digest of its rules as the kernel holds them (``chain_digest`` of the batch's own echo,
+decoded as a listing is): ``verify`` compares it with the kernel's, and a ``reload``
+finding every digest holding leaves the ruleset as it is. A record written before the
+batch applied, or by a version without digests, has none: ``verify`` then compares rule
+counts, and ``reload`` installs it again. The base record names the two tables. JSON
+(the shape of the untyped records, plus the optional ``digests``)::
 
     port: {"port": P, "elements": [[TABLE, VMAP, P, CHAIN], ...], "chains": [[TABLE, CHAIN], ...],
-           "rules": {"TABLE CHAIN": N, ...}, "texts": {"TABLE CHAIN": [RULE, ...], ...}}
+           "rules": {"TABLE CHAIN": N, ...}, "texts": {"TABLE CHAIN": [RULE, ...], ...},
+           "digests": {"TABLE CHAIN": HEX16, ...}}   (every chain's, or the key is absent)
     base: {"tables": [TABLE, ...]}
 
 ``from_json`` accepts only virtfw's own tables, maps and the chains of the record's
@@ -16,7 +22,7 @@ port, and rule texts that cannot end their chain block: a record can name nothin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtfw.errors import VirtfwError
 from virtfw.names import check_ifname
@@ -73,6 +79,7 @@ class PortChain:
     table: str
     name: str
     rules: tuple[str, ...]
+    digest: str | None = None  # of its rules as the kernel listed them after the install
 
     @property
     def key(self) -> str:
@@ -98,18 +105,32 @@ class NftPortRecord:
             for vmap, direction in VMAPS.items()
         )
 
+    @property
+    def content_known(self) -> bool:
+        """Whether every chain has its digest (``verify`` compares what the rules say)."""
+        return all(chain.digest is not None for chain in self.chains)
+
+    def bare(self) -> NftPortRecord:
+        """The record as known before its batch applied: without digests."""
+        if all(chain.digest is None for chain in self.chains):
+            return self
+        return replace(self, chains=tuple(replace(chain, digest=None) for chain in self.chains))
+
     def to_json(self) -> dict:
-        return {
+        data = {
             "port": self.port,
             "elements": [element.to_json() for element in self.elements],
             "chains": [[chain.table, chain.name] for chain in self.chains],
             "rules": {chain.key: len(chain.rules) for chain in self.chains},
             "texts": {chain.key: list(chain.rules) for chain in self.chains},
         }
+        if self.chains and self.content_known:
+            data["digests"] = {chain.key: chain.digest for chain in self.chains}
+        return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> NftPortRecord:
-        fields = records.obj(data, where, {"port", "elements", "chains", "rules", "texts"})
+        fields = records.obj(data, where, {"port", "elements", "chains", "rules", "texts", "digests"})
         for key in ("port", "chains", "rules", "texts"):
             if key not in fields:
                 raise records.fail(where, f"{key!r} is missing")
@@ -124,6 +145,9 @@ class NftPortRecord:
             elements = cls.elements_for(port)
         counts = records.integers_by_key(fields["rules"], f"{where}.rules")
         texts = records.texts_by_key(fields["texts"], f"{where}.texts")
+        digests = records.mapping(fields.get("digests", {}), f"{where}.digests", records.digest)
+        if "digests" in fields and not digests:
+            raise records.fail(f"{where}.digests", "empty: a record without digests has no such key")
         own = _PortChains(port)
         chains = []
         if not isinstance(fields["chains"], list):
@@ -142,9 +166,11 @@ class NftPortRecord:
             if not _RULES.fullmatch("\0".join(texts[key])):
                 bad = next(rule for rule in texts[key] if not _RULES.fullmatch(rule) or "\0" in rule)
                 raise records.fail(f"{where}.texts.{key}", f"{bad!r} is not one rule")
-            chains.append(PortChain(table, name, tuple(texts[key])))
+            if digests and key not in digests:
+                raise records.fail(f"{where}.digests", f"chain {key!r} has no digest")
+            chains.append(PortChain(table, name, tuple(texts[key]), digests.get(key)))
         names = {chain.key for chain in chains}
-        for key in sorted(set(counts) | set(texts)):
+        for key in sorted(set(counts) | set(texts) | set(digests)):
             if key not in names:
                 raise records.fail(where, f"rules of chain {key!r} that the record does not hold")
         return cls(port, elements, tuple(chains))

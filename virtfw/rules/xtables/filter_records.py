@@ -7,7 +7,15 @@ unchanged: each tool's steps as its ``*-restore`` lines under the tool's table):
 
     port: {"backend": "iptables", "kind": "nwfilter", "port": P,
            "ebtables": {"nat": [LINE, ...]}, "ipv4": {"filter": [...]}, "ipv6": {"filter": [...]},
-           "counts": {TOOL: {CHAIN: N, ...}, ...}, "texts": {EBTABLES_CHAIN: [RULE, ...], ...}}
+           "counts": {TOOL: {CHAIN: N, ...}, ...}, "texts": {EBTABLES_CHAIN: [RULE, ...], ...},
+           "digests": {TOOL: {CHAIN: HEX16, ...}, ...}}
+
+``digests`` (absent in records written before the batch applied, or by a version
+without them) holds, per tool, a digest of what ``*-save`` listed after the install:
+for each of the port's own chains its policy and rules, and for each chain the record
+deletes rules from (builtin hooks, shared link chains) the port's rules in it
+(``save_digest``). ``verify`` compares them with the live tables; without them it
+counts rules, and ``reload`` installs the binding again.
     base: {"backend": "iptables", "kind": "nwfilter-base",
            TOOL: {TABLE: [LINE, ...], "appeared": {"tables": [...], "chains": [...]}}, ...}
 
@@ -18,9 +26,10 @@ base record only the shared ``virtfw-*`` chains and their hooks.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from virtfw.errors import VirtfwError
 from virtfw.names import check_ifname
@@ -173,6 +182,13 @@ def _check_kind(fields: dict[str, object], kind: str, where: str) -> None:
         raise records.fail(where, f'expected "backend": "iptables", "kind": "{kind}"')
 
 
+def save_digest(policy: str | None, specs: list[str]) -> str:
+    """A chain's part as ``*-save`` lists it: its policy (None for a chain that is not
+    the port's own) and rule texts in order."""
+    text = "\n".join([policy or "", *specs])
+    return hashlib.sha256(text.encode()).hexdigest()[: records.DIGEST_LENGTH]
+
+
 # --- a port's record ---------------------------------------------------------------------
 
 
@@ -186,6 +202,22 @@ class XtablesPortRecord:
     steps: dict[str, tuple[Step, ...]] = field(default_factory=dict)  # tool key -> steps
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # tool key -> chain -> rules
     ebtables_rules: dict[str, tuple[str, ...]] | None = None  # chain -> rules; None: no ebtables part
+    # tool key -> chain -> save_digest; None before the batch applied (or from older versions)
+    digests: dict[str, dict[str, str]] | None = None
+
+    def digested_chains(self, tool: FilterTool) -> list[str]:
+        """The chains a complete record has digests of in TOOL: its own (``counts``), then
+        those it deletes rules from (its hooks and links), each once."""
+        rule_chains = [step.chain for step in self.steps.get(tool.key, ()) if isinstance(step, DeleteRule)]
+        return list(dict.fromkeys([*self.counts.get(tool.key, {}), *rule_chains]))
+
+    @property
+    def content_known(self) -> bool:
+        return self.digests is not None or not self.steps
+
+    def bare(self) -> XtablesPortRecord:
+        """The record as known before its batch applied: without digests."""
+        return self if self.digests is None else replace(self, digests=None)
 
     def to_json(self) -> dict:
         data: dict = {"backend": "iptables", "kind": "nwfilter", "port": self.port}
@@ -195,11 +227,13 @@ class XtablesPortRecord:
         data["counts"] = {key: dict(chains) for key, chains in self.counts.items()}
         if self.ebtables_rules is not None:
             data["texts"] = {chain: list(rules) for chain, rules in self.ebtables_rules.items()}
+        if self.digests is not None:
+            data["digests"] = {key: dict(chains) for key, chains in self.digests.items()}
         return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> XtablesPortRecord:
-        keys = {"backend", "kind", "port", "counts", "texts", *TOOLS_BY_KEY}
+        keys = {"backend", "kind", "port", "counts", "texts", "digests", *TOOLS_BY_KEY}
         fields = records.obj(data, where, keys)
         _check_kind(fields, "nwfilter", where)
         port = records.text(fields.get("port"), f"{where}.port")
@@ -226,7 +260,24 @@ class XtablesPortRecord:
                 chain: tuple(lines) for chain, lines in records.texts_by_key(fields["texts"], f"{where}.texts").items()
             }
             _check_chains(rules, names[EBTABLES_FILTER.key], f"{where}.texts")
-        return cls(port, steps, counts, rules)
+        record = cls(port, steps, counts, rules)
+        if "digests" in fields:
+            record = replace(record, digests=_digests(fields["digests"], f"{where}.digests", record))
+        return record
+
+
+def _digests(data: object, where: str, record: XtablesPortRecord) -> dict[str, dict[str, str]]:
+    """A record's digests: for each tool it has steps for, exactly the chains it names."""
+    found = records.mapping(data, where, lambda value, at: records.mapping(value, at, records.digest))
+    if set(found) != set(record.steps):
+        raise records.fail(where, f"expected the digests of tools {sorted(record.steps)}")
+    for key, chains in found.items():
+        wanted = record.digested_chains(TOOLS_BY_KEY[key])
+        if sorted(chains) != sorted(wanted):
+            unknown = sorted(set(chains) - set(wanted))
+            what = f"chain {unknown[0]!r} is not one of the port's" if unknown else "a chain of the port has none"
+            raise records.fail(f"{where}.{key}", what)
+    return found
 
 
 def _check_chains(chains: dict, names: OwnNames, where: str) -> None:

@@ -25,9 +25,11 @@ GONE = ("does a matching rule exist", "does not exist", "No chain/target/match",
 @dataclass
 class Table:
     """One table: chains (builtin and user) in order of listing, each with its rules'
-    text after ``-A CHAIN`` in order."""
+    text after ``-A CHAIN`` in order, and each chain's policy as listed (``ACCEPT``...;
+    ``-`` for an iptables user chain, which has none)."""
 
     chains: dict[str, list[str]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
 
     def has(self, chain: str) -> bool:
         return chain in self.chains
@@ -70,13 +72,25 @@ class Batch:
         self.undo.extend(f"-A {chain} {spec}".rstrip() for spec in reversed(old))
         self.model.chains[chain] = []
 
+    def set_policy(self, chain: str, policy: str) -> None:
+        """``-P CHAIN POLICY`` (an ebtables user chain has one), undone with the old one."""
+        old = self.model.policies.get(chain)
+        if old is None or old == policy:
+            return
+        self.lines.append(f"-P {chain} {policy}")
+        self.undo.append(f"-P {chain} {old}")
+        self.model.policies[chain] = policy
+
     def delete_chain(self, chain: str) -> None:
         """Flush (if needed) and delete a chain that exists."""
         if not self.model.has(chain):
             return
         self.flush(chain)
         del self.model.chains[chain]
+        policy = self.model.policies.get(chain)  # policies change only with set_policy
         self.lines.append(f"-X {chain}")
+        if policy not in (None, "-", "ACCEPT"):  # undo is read newest first: -N, then -P
+            self.undo.append(f"-P {chain} {policy}")
         self.undo.append(f"-N {chain}")
 
     def append(self, chain: str, args: Sequence[str]) -> None:
@@ -139,7 +153,10 @@ def parse_tables(text: str) -> dict[str, Table]:
         elif line == "COMMIT":
             current = None
         elif line.startswith(":"):
-            current.chains.setdefault(line[1:].split()[0], [])
+            words = line[1:].split()
+            current.chains.setdefault(words[0], [])
+            if len(words) > 1:
+                current.policies[words[0]] = words[1]
         elif line.startswith("-A "):
             _, chain, *rest = line.split(" ", 2)
             current.chains.setdefault(chain, []).append(rest[0] if rest else "")
