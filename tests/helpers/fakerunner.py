@@ -332,9 +332,12 @@ class FakeRunner(Runner):
 
     def run_file(self, argv: list[str], text: str, *, check: bool = True) -> Result:
         self.log.append(argv)
-        if argv != ["nft", "-j", "-e", "-a", "-f"]:
+        if argv == ["/usr/sbin/unshare", "--net", "--", "nft", "-j", "-e", "-a", "-f"]:
+            result = self._private_nft(text)  # the batch in a private namespace's empty ruleset
+        elif argv != ["nft", "-j", "-e", "-a", "-f"]:
             raise UnexpectedCommand(f"run_file of {argv}")
-        result = self._nft_batch(text, echo=True)
+        else:
+            result = self._nft_batch(text, echo=True)
         self.calls.append(Call(list(argv), text, True, check, file=True, returncode=result.returncode))
         return self._checked(argv, result, check)
 
@@ -409,6 +412,14 @@ class FakeRunner(Runner):
             return Result(1, "", str(error))
         self.nft = state
         return Result(0, json.dumps({"nftables": items}) + "\n" if echo else "", "")
+
+    def _private_nft(self, text: str) -> Result:
+        """The echo of a batch applied to an empty nft model (this model untouched)."""
+        try:
+            items = _apply_nft(NftState(), text)
+        except NftError as error:
+            return Result(1, "", str(error))
+        return Result(0, json.dumps({"nftables": items}) + "\n", "")
 
     def _nft_probe(self, text: str) -> Result:
         for line in text.splitlines():

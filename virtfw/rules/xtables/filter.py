@@ -198,10 +198,25 @@ class EbiptablesFilterBackend:
         for chain in record.digested_chains(tool):
             if chain in own:
                 digests[chain] = save_digest(live.policies.get(chain), live.rules(chain))
-            else:
-                specs = [spec for spec in live.rules(chain) if self._belongs(chain, spec, own, {record.port})]
-                digests[chain] = save_digest(None, specs)
+                continue
+            index = self._whose(live, chain)
+            keys = [*own, f"physdev {record.port}"] if chain == IN_POST_CHAIN else own
+            found = sorted(entry for key in keys for entry in index.get(key, ()))
+            digests[chain] = save_digest(None, [spec for _, spec in found])
         return digests
+
+    def _whose(self, live: Table, chain: str) -> dict[str, list[tuple[int, str]]]:
+        """The rules of a shared or builtin CHAIN (with their positions) by whose they may be:
+        their target, or ``physdev PORT`` for a port's accept in virtfw-in-post. Made once
+        per listing: a port's hooks are looked up among thousands."""
+        indexes = live.derived.setdefault("whose", {})
+        if chain not in indexes:
+            index: dict[str, list[tuple[int, str]]] = {}
+            for position, spec in enumerate(live.rules(chain)):
+                port = self._physdev_in(spec) if chain == IN_POST_CHAIN and target_of(spec) == "ACCEPT" else None
+                index.setdefault(f"physdev {port}" if port else str(target_of(spec)), []).append((position, spec))
+            indexes[chain] = index
+        return indexes[chain]
 
     @staticmethod
     def render_digest() -> None:

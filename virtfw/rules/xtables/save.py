@@ -30,6 +30,8 @@ class Table:
 
     chains: dict[str, list[str]] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
+    # what readers derived from this listing, for its lifetime (not part of what it is)
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def has(self, chain: str) -> bool:
         return chain in self.chains
