@@ -6,7 +6,8 @@ back is answered from a small model of the kernel's state that the recorded batc
 themselves update:
 
 * nftables: tables with their handles and chains (``nft -j list tables``, the echo of
-  ``nft -j -e -a -f FILE`` with handles, the ``list chain`` probes of ``nft -f -``,
+  ``nft -j -e -a -f FILE`` with handles, the text echo of a batch in a private namespace,
+  ``unshare --net -- nft -e -s -f FILE``, the ``list chain`` probes of ``nft -f -``,
   ``nft -j list chains|chain|table``);
 * xtables: one table model per tool (``iptables``, ``ip6tables``, ``ebtables``), fed by
   ``*-restore --noflush`` batches and printed back as ``*-save`` prints it; the tools
@@ -332,7 +333,7 @@ class FakeRunner(Runner):
 
     def run_file(self, argv: list[str], text: str, *, check: bool = True) -> Result:
         self.log.append(argv)
-        if argv == ["/usr/sbin/unshare", "--net", "--", "nft", "-j", "-e", "-a", "-f"]:
+        if argv == ["/usr/sbin/unshare", "--net", "--", "nft", "-e", "-s", "-f"]:
             result = self._private_nft(text)  # the batch in a private namespace's empty ruleset
         elif argv != ["nft", "-j", "-e", "-a", "-f"]:
             raise UnexpectedCommand(f"run_file of {argv}")
@@ -414,12 +415,21 @@ class FakeRunner(Runner):
         return Result(0, json.dumps({"nftables": items}) + "\n" if echo else "", "")
 
     def _private_nft(self, text: str) -> Result:
-        """The echo of a batch applied to an empty nft model (this model untouched)."""
+        """The text echo of a batch applied to an empty nft model (this model untouched):
+        its rules as nft 1.0.6 echoes them, the position after the first of a chain."""
         try:
             items = _apply_nft(NftState(), text)
         except NftError as error:
             return Result(1, "", str(error))
-        return Result(0, json.dumps({"nftables": items}) + "\n", "")
+        lines, last = [], {}
+        for item in items:
+            rule = item.get("add", {}).get("rule")
+            if rule:
+                where = f"{rule['family']} {rule['table']} {rule['chain']}"
+                position = f"handle {last[where]} " if where in last else ""
+                lines.append(f"add rule {where} {position}{rule['expr'][0]['text']}")
+                last[where] = rule["handle"]
+        return Result(0, "".join(f"{line}\n" for line in lines), "")
 
     def _nft_probe(self, text: str) -> Result:
         for line in text.splitlines():

@@ -147,3 +147,46 @@ def test_binding_rules_changed_behind_our_back_are_reported_and_repaired(tmp_pat
             vfw("reload")
             assert verify_problems(vfw) == [], what
             assert firewall_snapshot(ns) == installed, f"{what}: reload did not put back what was installed"
+
+
+# nftables only: what the text listing of virtfw's filter tables must still tell apart
+NFT_TAMPERS = {
+    "a foreign map entry": (
+        ["add", "element", "bridge", "virtfw_nwfilter_inet", "vmap-oif", '{ "vnet7" : jump n-vnet1-in }'],
+        "filter base (nftables): bridge virtfw_nwfilter_inet vmap-oif entry vnet7 that virtfw did not add",
+    ),
+    "a foreign chain": (
+        ["add", "chain", "bridge", "virtfw_nwfilter_ethernet", "n-vnet9-out"],
+        "filter base (nftables): chain bridge virtfw_nwfilter_ethernet n-vnet9-out that virtfw did not add",
+    ),
+    "a hook rule added": (
+        ["add", "rule", "bridge", "virtfw_nwfilter_ethernet", "postrouting", "counter", "accept"],
+        "filter base (nftables): bridge virtfw_nwfilter_ethernet postrouting holds rules that virtfw did not add",
+    ),
+    "a rule's counter turned into a drop": (
+        ["insert", "rule", "bridge", "virtfw_nwfilter_ethernet", "n-vnet0-out-mac", "counter", "drop"],
+        "binding vnet0: chain bridge virtfw_nwfilter_ethernet n-vnet0-out-mac holds 3 rules, 2 were installed",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(NFT_TAMPERS))
+def test_nft_listing_tells_foreign_objects_from_ours(tmp_path, what) -> None:
+    """Read from ``nft list`` text: a map entry, chain or hook rule someone added is reported
+    as not virtfw's, and reload takes it away."""
+    command, expected = NFT_TAMPERS[what]
+    with netns("vfwC") as ns:
+        vfw = Virtfw(ns, tmp_path, "nftables")
+        (tmp_path / "own.xml").write_text(OWN)
+        vfw("nwfilter-define", str(tmp_path / "own.xml"))
+        for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
+            add_port(ns, port)
+            (tmp_path / f"{port}.xml").write_text(BINDING.format(port=port, n=n, filter=filt))
+            vfw("nwfilter-binding-create", str(tmp_path / f"{port}.xml"))
+        installed = firewall_snapshot(ns)
+        ns.sh("nft", *command)
+        problems = verify_problems(vfw)
+        assert len(problems) == 1 and problems[0].startswith(expected), problems
+        vfw("reload")
+        assert verify_problems(vfw) == []
+        assert firewall_snapshot(ns) == installed

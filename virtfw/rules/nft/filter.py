@@ -12,18 +12,19 @@ with ``statematch='false'``: an accept in one direction is mirrored (addresses a
 ports swapped) into the other. An explicit ``state=`` match is refused.
 
 What the rules say is checked, not only that they are there: a port's record keeps, per
-chain, a digest of the chain's rules as the kernel holds them (``chain_digest`` of the
-rules' statements as ``nft -j`` decodes them). ``verify`` (and ``reload``, which leaves an
-intact ruleset alone) lists each table once and compares. The batch itself is not
-echoed: with ``-e`` nft 1.0.6 first fetches the whole ruleset, 290 ms next to 1,000
-ports for a one-port batch (0.9 s more for a rebuild of them). Instead, after the batch,
-the chains whose digests are not known (a record installed again as it is, ``reuse``:
-same code, inputs and nft, keeps its own) are added once more, alone, to an empty table
-of a private network namespace (``unshare --net``, gone with the process) with
-``nft -j -e -a -f``: the same nft and kernel decode the same rules as a listing here
-does, in 10 ms for a port. Above PRIVATE_ECHO_RULES rules (a rebuild rendering many
-ports), and where no such namespace can be made, the tables here are listed instead
-(0.6 s next to 1,000 ports, where the private echo takes 1.2 s).
+chain, a digest of the chain's rules as the kernel holds them (``listing.chain_digest``
+of the lines ``nft -s`` prints for them). ``verify`` (and ``reload``, which leaves an
+intact ruleset alone) lists each table once, as text (``listing``: 0.4 s next to 1,000
+ports, where ``-j`` takes 0.9 s and its decoding 0.45 s more), and compares. The batch
+itself is not echoed: with ``-e`` nft 1.0.6 first fetches the whole ruleset, 290 ms next
+to 1,000 ports for a one-port batch. Instead, after the batch, the chains whose digests
+are not known (a record installed again as it is, ``reuse``: same code, inputs and nft,
+keeps its own) are added once more, alone, to an empty table of a private network
+namespace (``unshare --net``, gone with the process) with ``nft -e -s -f``: the same nft
+and kernel print the same rules, each echoed ``add rule bridge TABLE CHAIN`` (nft 1.0.6
+puts the position, ``handle N``, after the chain) and then the line a listing prints, in
+10 ms for a port. Above PRIVATE_ECHO_RULES rules (a rebuild rendering many ports), and
+where no such namespace can be made, the tables here are listed instead.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -51,6 +51,7 @@ from virtfw.rules.nft.filter_records import (
     chain_names,
 )
 from virtfw.rules.nft.kernel import WAYS_OUT, KernelFeatures, describe, needs_message
+from virtfw.rules.nft.listing import LIST, LIST_MAPS, TableListing, chain_digest, parse_maps, parse_table
 from virtfw.rules.nft.syntax import (
     SAME_IP_SET,
     bare_verdict,
@@ -64,26 +65,15 @@ from virtfw.rules.nft.syntax import (
     same_ip_set,
 )
 from virtfw.rules.portrules import PortRules
-from virtfw.rules.records import DIGEST_LENGTH
 from virtfw.rules.runner import Runner, find_tool
 
 BASE_CHAINS = ("prerouting", "postrouting")  # each holds its one dispatching rule
 # The one rule of each hook chain, as nft lists it: the port's chain by its name.
-DISPATCH = {
-    hook: [{"vmap": {"key": {"meta": {"key": key}}, "data": f"@{vmap}"}}]
-    for hook, key, vmap in (("prerouting", "iifname", "vmap-iif"), ("postrouting", "oifname", "vmap-oif"))
-}
-ECHO = ["nft", "-j", "-e", "-a", "-f"]
+DISPATCH = {"prerouting": "iifname vmap @vmap-iif", "postrouting": "oifname vmap @vmap-oif"}
+ECHO = ["nft", "-e", "-s", "-f"]
 PRIVATE_ECHO_RULES = 4000  # above: the tables are listed here (see the module docstring)
-_COUNTER = re.compile(r'"counter": \{"bytes": \d+, "packets": \d+\}')
-
-
-def chain_digest(exprs: list) -> str:
-    """A chain's rules (each rule's ``expr`` as nft lists it, in order), counters' figures
-    left out: equal for the rules installed and for the same rules later, different once
-    a rule was replaced, added, removed or moved."""
-    text = _COUNTER.sub('"counter": null', json.dumps(exprs, sort_keys=True))
-    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
+# An echoed rule: its table, chain, and the line a listing prints for it.
+_ECHOED_RULE = re.compile(r"(?:add|insert) rule bridge (\S+) (\S+) (?:handle \d+ )?(.+)")
 
 
 @functools.cache
@@ -326,7 +316,7 @@ class NftFilterBackend:
                 if items is None:  # gone: its chains get no digests
                     tables.discard(table)
                     continue
-                listed.update({(table, chain): exprs for chain, exprs in items["exprs"].items()})
+                listed.update({(table, chain): rules for chain, rules in items.rules.items()})
         for owner, record in installed.removals.items():
             if not any((chain.table, chain.name) in unknown for chain in record.chains):
                 continue
@@ -335,17 +325,17 @@ class NftFilterBackend:
                 if (chain.table, chain.name) not in unknown:
                     chains.append(chain)
                     continue
-                exprs = listed.get((chain.table, chain.name), [])
-                read = chain.table in tables and len(exprs) == len(chain.rules)
-                chains.append(dataclasses.replace(chain, digest=chain_digest(exprs) if read else None))
+                lines = listed.get((chain.table, chain.name), [])
+                read = chain.table in tables and len(lines) == len(chain.rules)
+                chains.append(dataclasses.replace(chain, digest=chain_digest(lines) if read else None))
             if all(chain.digest is not None for chain in chains):  # all or none: see to_json
                 installed.removals[owner] = dataclasses.replace(record, chains=tuple(chains))
 
     def _private_echo(
         self, runner: Runner, chains: dict[tuple[str, str], list[str]]
-    ) -> dict[tuple[str, str], list] | None:
-        """(table, chain) -> the statements of its rules, as nft echoes ``chains`` added to
-        empty tables of a private network namespace; None when none can be made."""
+    ) -> dict[tuple[str, str], list[str]] | None:
+        """(table, chain) -> its rules' lines, as nft echoes ``chains`` added to empty
+        tables of a private network namespace; None when none can be made."""
         try:
             unshare = runner.which("unshare")
         except VirtfwError:
@@ -357,11 +347,11 @@ class NftFilterBackend:
             return None
         if result.returncode != 0 or not result.stdout.strip():
             return None
-        echoed: dict[tuple[str, str], list] = {}
-        for item in json.loads(result.stdout).get("nftables", []):
-            rule = (item.get("add") or item.get("insert") or {}).get("rule")
-            if rule and rule.get("table") in TABLES:
-                echoed.setdefault((rule["table"], rule["chain"]), []).append(rule.get("expr", []))
+        echoed: dict[tuple[str, str], list[str]] = {}
+        for line in result.stdout.split("\n"):
+            match = _ECHOED_RULE.fullmatch(line)
+            if match and match.group(1) in TABLES:
+                echoed.setdefault((match.group(1), match.group(2)), []).append(match.group(3))
         return echoed
 
     def _check_kernel(self, runner: Runner, ports: list[PortRules]) -> None:
@@ -405,24 +395,30 @@ class NftFilterBackend:
     def _present(self, runner: Runner) -> set[tuple[str, str]]:
         """Our chains and map keys as the kernel has them (only on the repair path)."""
         found: set[tuple[str, str]] = set()
-        for table in TABLES:
-            result = runner.run(["nft", "-j", "list", "table", "bridge", table], change=False, check=False)
-            if result.returncode != 0:
+        for table, items in self._read(runner).items():
+            if items is None:
                 continue
-            for item in json.loads(result.stdout).get("nftables", []):
-                if "chain" in item:
-                    found.add((table, item["chain"]["name"]))
-                elif "map" in item:
-                    for element in item["map"].get("elem", []):
-                        key = element[0] if isinstance(element, list) else element
-                        found.add((table, f"@{item['map']['name']}:{key}"))
+            found |= {(table, chain) for chain in items.chains}
+            found |= {(table, f"@{vmap}:{key}") for vmap, entries in items.maps.items() for key in entries}
         return found
 
-    def _listing(self, runner: Runner) -> dict[str, dict | None]:
+    def _listing(self, runner: Runner) -> dict[str, TableListing | None]:
         """Each table as listed: one listing serves every record this object checks."""
         if not hasattr(self, "_listed"):
-            self._listed = {table: self._list(runner, table) for table in TABLES}
+            self._listed = self._read(runner)
         return self._listed
+
+    def _read(self, runner: Runner) -> dict[str, TableListing | None]:
+        """Our tables' chains (a text listing each) and their maps' entries (one JSON
+        listing of the family's maps); None for a table that is not there."""
+        found = {table: self._list(runner, table) for table in TABLES}
+        if any(found.values()):
+            result = runner.run([*LIST_MAPS, "bridge"], change=False, check=False)
+            maps = parse_maps(result.stdout) if result.returncode == 0 else {}
+            for table, items in found.items():
+                if items is not None:
+                    items.maps = maps.get(table, {})
+        return found
 
     def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
         """Our chains, map entries and rules (what they say where the record has their
@@ -436,16 +432,19 @@ class NftFilterBackend:
                     continue
                 for hook in BASE_CHAINS:
                     where = f"bridge {table} {hook}"
-                    chain = items["attributes"].get(hook)
-                    if chain is None:
+                    if hook not in items.chains:
                         problems.append(f"chain {where} is missing")
                         continue
-                    if DISPATCH[hook] not in items["exprs"].get(hook, []):
+                    if DISPATCH[hook] not in items.rules[hook]:
                         problems.append(f"{where} no longer dispatches through its verdict map")
+                    line = items.hooks.get(hook)
+                    if line is None:
+                        problems.append(f"{where} is no longer a hook chain")
+                        continue
                     wanted = {"type": "filter", "hook": hook, "prio": TABLES[table], "policy": "accept"}
                     for key, value in wanted.items():
-                        if chain.get(key) != value:
-                            problems.append(f"{where} has {key} {chain.get(key)}, not {value}")
+                        if getattr(line, key) != value:
+                            problems.append(f"{where} has {key} {getattr(line, key)}, not {value}")
             return problems
         problems = self._kernel_lacks(runner, record)
         for element in record.elements:
@@ -453,33 +452,26 @@ class NftFilterBackend:
             if items is None:
                 problems.append(f"table bridge {element.table} is missing")
                 continue
-            if items["maps"].get(element.vmap, {}).get(element.port) != element.chain:
+            if items.maps.get(element.vmap, {}).get(element.port) != element.chain:
                 problems.append(f"bridge {element.table} {element.vmap} has no entry for {element.port}")
         for chain in record.chains:
             items = listed.get(chain.table)
             if items is None:
                 continue
             expected = len(chain.rules)
-            found = len(items["exprs"].get(chain.name, ()))
+            found = len(items.rules.get(chain.name, ()))
             texts = "; ".join(chain.rules)
-            if chain.name not in items["chains"]:
+            if chain.name not in items.rules:
                 problems.append(f"chain bridge {chain.table} {chain.name} is missing")
             elif found != expected:
                 problems.append(
                     f"chain bridge {chain.table} {chain.name} holds {found} rules, {expected} were installed: {texts}"
                 )
-            elif chain.digest is not None and self._chain_digest(items, chain.name) != chain.digest:
+            elif chain.digest is not None and items.digest(chain.name) != chain.digest:
                 problems.append(
                     f"chain bridge {chain.table} {chain.name}: its rules were changed, those installed: {texts}"
                 )
         return list(dict.fromkeys(problems))
-
-    @staticmethod
-    def _chain_digest(items: dict, chain: str) -> str:
-        digests = items["digests"]
-        if chain not in digests:
-            digests[chain] = chain_digest(items["exprs"].get(chain, []))
-        return digests[chain]
 
     def unexpected(self, runner: Runner, records: list[NftPortRecord]) -> list[str]:
         """Chains, map entries and hook rules in our tables that no record holds (someone
@@ -490,14 +482,14 @@ class NftFilterBackend:
                 continue
             chains = {c.name for r in records for c in r.chains if c.table == table} | set(BASE_CHAINS)
             problems += [
-                f"chain bridge {table} {name} that virtfw did not add" for name in sorted(items["chains"] - chains)
+                f"chain bridge {table} {name} that virtfw did not add" for name in sorted(items.chains - chains)
             ]
             entries = {(e.vmap, e.port) for r in records for e in r.elements if e.table == table}
-            for vmap, found in items["maps"].items():
+            for vmap, found in items.maps.items():
                 problems += [f"bridge {table} {vmap} entry {port} that virtfw did not add"
                              for port in sorted(found) if (vmap, port) not in entries]  # fmt: skip
             for chain in BASE_CHAINS:
-                if len(items["exprs"].get(chain, ())) > 1:
+                if len(items.rules.get(chain, ())) > 1:
                     problems.append(f"bridge {table} {chain} holds rules that virtfw did not add")
         return problems
 
@@ -514,23 +506,6 @@ class NftFilterBackend:
         ]
 
     @staticmethod
-    def _list(runner: Runner, table: str) -> dict | None:
-        result = runner.run(["nft", "-j", "list", "table", "bridge", table], change=False, check=False)
-        if result.returncode != 0:
-            return None
-        # chains: names; attributes: name -> the chain's item (hook, prio, policy...);
-        # exprs: name -> its rules' statements in order; digests: filled by _chain_digest
-        found: dict = {"chains": set(), "attributes": {}, "exprs": {}, "maps": {}, "digests": {}}
-        for item in json.loads(result.stdout).get("nftables", []):
-            if "chain" in item:
-                found["chains"].add(item["chain"]["name"])
-                found["attributes"][item["chain"]["name"]] = item["chain"]
-            elif "rule" in item:
-                found["exprs"].setdefault(item["rule"]["chain"], []).append(item["rule"].get("expr", []))
-            elif "map" in item:
-                entries = found["maps"].setdefault(item["map"]["name"], {})
-                for element in item["map"].get("elem", []):
-                    key, verdict = element if isinstance(element, list) else (element, None)
-                    target = verdict.get("jump", {}).get("target") if isinstance(verdict, dict) else None
-                    entries[key] = target
-        return found
+    def _list(runner: Runner, table: str) -> TableListing | None:
+        result = runner.run([*LIST, "bridge", table], change=False, check=False)
+        return parse_table(result.stdout) if result.returncode == 0 else None

@@ -3,16 +3,18 @@
 A port's record names its map entries and chains, and keeps each chain's rule texts:
 ``reuse`` installs those texts again verbatim, and ``remove`` composes the delete
 commands from the names alone. Once the install's batch is in, each chain also has a
-digest of its rules as the kernel holds them (``chain_digest`` of the batch's own echo,
-decoded as a listing is): ``verify`` compares it with the kernel's, and a ``reload``
-finding every digest holding leaves the ruleset as it is. A record written before the
-batch applied, or by a version without digests, has none: ``verify`` then compares rule
-counts, and ``reload`` installs it again. The base record names the two tables. JSON
-(the shape of the untyped records, plus the optional ``digests``)::
+digest of its rules as the kernel holds them (``listing.chain_digest`` of the lines nft
+prints for them): ``verify`` compares it with the kernel's, and a ``reload`` finding
+every digest holding leaves the ruleset as it is. A record written before the batch
+applied, or by a version without such digests, has none: ``verify`` then compares rule
+counts, and ``reload`` installs it again. (Versions before the text listing kept digests
+of nft's JSON under ``digests``: still read and checked, then dropped, since a listing
+now cannot confirm them.) The base record names the two tables. JSON (the shape of the
+untyped records, plus the optional ``listed``)::
 
     port: {"port": P, "elements": [[TABLE, VMAP, P, CHAIN], ...], "chains": [[TABLE, CHAIN], ...],
            "rules": {"TABLE CHAIN": N, ...}, "texts": {"TABLE CHAIN": [RULE, ...], ...},
-           "digests": {"TABLE CHAIN": HEX16, ...}}   (every chain's, or the key is absent)
+           "listed": {"TABLE CHAIN": HEX16, ...}}   (every chain's, or the key is absent)
     base: {"tables": [TABLE, ...]}
 
 ``from_json`` accepts only virtfw's own tables, maps and the chains of the record's
@@ -35,6 +37,8 @@ INET = "virtfw_nwfilter_inet"
 TABLES = {ETHERNET: -300, INET: -150}
 # Each verdict map, and the direction of the port chains it dispatches to.
 VMAPS = {"vmap-iif": "out", "vmap-oif": "in"}
+DIGESTS = "listed"  # a port record's key for its chains' digests
+_JSON_DIGESTS = "digests"  # the key of the digests of nft's JSON, which older versions kept
 
 _SUBCHAIN = re.compile(r"[A-Za-z0-9_.:-]{1,12}")  # a filter chain name (filter/schema.py)
 # A rule inside a chain block: no block or statement ends, no newline, except inside
@@ -125,12 +129,12 @@ class NftPortRecord:
             "texts": {chain.key: list(chain.rules) for chain in self.chains},
         }
         if self.chains and self.content_known:
-            data["digests"] = {chain.key: chain.digest for chain in self.chains}
+            data[DIGESTS] = {chain.key: chain.digest for chain in self.chains}
         return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> NftPortRecord:
-        fields = records.obj(data, where, {"port", "elements", "chains", "rules", "texts", "digests"})
+        fields = records.obj(data, where, {"port", "elements", "chains", "rules", "texts", DIGESTS, _JSON_DIGESTS})
         for key in ("port", "chains", "rules", "texts"):
             if key not in fields:
                 raise records.fail(where, f"{key!r} is missing")
@@ -145,9 +149,15 @@ class NftPortRecord:
             elements = cls.elements_for(port)
         counts = records.integers_by_key(fields["rules"], f"{where}.rules")
         texts = records.texts_by_key(fields["texts"], f"{where}.texts")
-        digests = records.mapping(fields.get("digests", {}), f"{where}.digests", records.digest)
-        if "digests" in fields and not digests:
-            raise records.fail(f"{where}.digests", "empty: a record without digests has no such key")
+        kept = {}  # the older ones are checked as these are, then dropped
+        for key in (_JSON_DIGESTS, DIGESTS):
+            kept[key] = records.mapping(fields.get(key, {}), f"{where}.{key}", records.digest)
+            if key in fields and not kept[key]:
+                raise records.fail(f"{where}.{key}", "empty: a record without digests has no such key")
+            for name in kept[key]:
+                if name not in texts:
+                    raise records.fail(where, f"rules of chain {name!r} that the record does not hold")
+        digests = kept[DIGESTS]
         own = _PortChains(port)
         chains = []
         if not isinstance(fields["chains"], list):
@@ -166,8 +176,9 @@ class NftPortRecord:
             if not _RULES.fullmatch("\0".join(texts[key])):
                 bad = next(rule for rule in texts[key] if not _RULES.fullmatch(rule) or "\0" in rule)
                 raise records.fail(f"{where}.texts.{key}", f"{bad!r} is not one rule")
-            if digests and key not in digests:
-                raise records.fail(f"{where}.digests", f"chain {key!r} has no digest")
+            for digest_key, found in kept.items():
+                if found and key not in found:
+                    raise records.fail(f"{where}.{digest_key}", f"chain {key!r} has no digest")
             chains.append(PortChain(table, name, tuple(texts[key]), digests.get(key)))
         names = {chain.key for chain in chains}
         for key in sorted(set(counts) | set(texts) | set(digests)):
