@@ -9,7 +9,10 @@ looks: ``virtfw install-files`` writes
   and ``PREFIX/share/fish/vendor_completions.d/virtfw.fish`` (each shell's system-wide
   directory under ``/usr/local``, loaded on demand);
 - ``UNIT_DIR/virtfw.service``, running this very virtfw by its absolute path: a
-  virtualenv's ``virtfw`` is not in systemd's search path.
+  virtualenv's ``virtfw`` is not in systemd's search path;
+- where firewalld is installed (its ``FIREWALLD_DIR``, ``/etc/firewalld``, exists), virtfw's
+  zones and policies in its ``zones/`` and ``policies/``, which ``firewall-cmd --reload``
+  loads (net-start puts bridges in them: ``rules.firewalld``).
 
 All of them or none (every file staged before any is renamed into place); a target that
 is a symbolic link or not a regular file, and a directory someone else controls, are
@@ -65,8 +68,11 @@ def unit_text(template: str, command: list[str]) -> str:
     return _EXEC_LINE.sub(lambda m: f"{m.group(1)}={' '.join(command)}", template)
 
 
-def host_files(prefix: Path, unit_dir: Path, command: list[str], completions: dict[str, str]) -> list[HostFile]:
-    """Every file to install, with its text (``completions``: shell -> its completion script)."""
+def host_files(
+    prefix: Path, unit_dir: Path, command: list[str], completions: dict[str, str], firewalld_dir: Path | None = None
+) -> list[HostFile]:
+    """Every file to install, with its text (``completions``: shell -> its completion script;
+    ``firewalld_dir``: firewalld's configuration, None where it is not installed)."""
     files = []
     for page in sorted(manpage_dir().iterdir()):
         section = page.suffix[1:]
@@ -77,6 +83,11 @@ def host_files(prefix: Path, unit_dir: Path, command: list[str], completions: di
     files.append(HostFile(unit_dir / UNIT_NAME, unit_text(template, command), "systemd unit"))
     for shell, relative in COMPLETION_FILES.items():
         files.append(HostFile(prefix / relative, completions[shell], f"{shell} completion"))
+    if firewalld_dir is not None:
+        for kind in ("zones", "policies"):
+            for source in sorted((shipped_dir() / "firewalld" / kind).glob("*.xml")):
+                what = f"firewalld {kind[:-1] if kind == 'zones' else 'policy'} {source.stem}"
+                files.append(HostFile(firewalld_dir / kind / source.name, source.read_text(), what))
     return files
 
 

@@ -14,6 +14,10 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+# firewalld's own rule for a zone's name (letters, digits, '_', '-'; its limit of 17
+# characters, which its iptables chain names need), without the '/' of its old sub-zones.
+_ZONE = re.compile(r"^[A-Za-z0-9_-]{1,17}$")
+ZONE_NAME_RULE = "1-17 characters: letters, digits, '_', '-'"
 
 
 def is_ifname(name: str) -> bool:
@@ -35,6 +39,10 @@ def check_object_name(name: str, what: str = "name") -> str:
             "(1-64 characters: letters, digits, '_', '.', '+', '-'; not starting with '.', '+' or '-')"
         )
     return name
+
+
+def is_zone_name(name: str) -> bool:
+    return bool(_ZONE.fullmatch(name))
 
 
 def check_mac(mac: str, what: str = "MAC address") -> str:

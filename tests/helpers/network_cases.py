@@ -312,9 +312,9 @@ INVALID: tuple[Invalid, ...] = (
         ("<forward", "mode 'open'"),
     ),
     Invalid(
-        "bridge-zone",
-        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" zone="trusted"/>'),
-        ("<bridge", "zone", "firewalld", "firewall-cmd"),
+        "bridge-zone-word",
+        variant('<bridge name="vtest0"/>', '<bridge name="vtest0" zone="trusted;drop"/>'),
+        ("<bridge", "zone", "firewalld zone name", "1-17 characters"),
     ),
     Invalid(
         "bridge-mac-table-manager-libvirt",

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 from helpers.nsutil import ROOT
+from lxml import etree
 
 from virtfw.errors import VirtfwError
 from virtfw.hostfiles import unit_text
 
 PAGES = ["virtfw.1", "virtfw-network.5", "virtfw-network.conf.5", "virtfw-nwfilter.5"]
+FIREWALLD_FILES = {
+    "zones": ["virtfw", "virtfw-routed"],
+    "policies": ["virtfw-to-host", "virtfw-routed-in", "virtfw-routed-out"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +42,31 @@ def test_wheel_carries_pages_and_unit(unpacked_wheel: Path) -> None:
     for page in PAGES:
         assert (unpacked_wheel / "virtfw" / "manpages" / page).is_file(), page
     assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw.service").is_file()
+    for kind, names in FIREWALLD_FILES.items():
+        for name in names:
+            assert (unpacked_wheel / "virtfw" / "shipped" / "firewalld" / kind / f"{name}.xml").is_file(), name
 
 
 def test_install_files_from_the_wheel_alone(unpacked_wheel: Path, tmp_path: Path) -> None:
-    prefix, units = tmp_path / "usr", tmp_path / "units"
+    prefix, units, firewalld = tmp_path / "usr", tmp_path / "units", tmp_path / "firewalld"
+    firewalld.mkdir()  # as where firewalld is installed
     env = {**os.environ, "PYTHONPATH": str(unpacked_wheel)}
     argv = [sys.executable, "-m", "virtfw", "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "run")]
-    dry = subprocess.run([*argv, "--dry-run", "install-files", "--prefix", str(prefix), "--unit-dir", str(units)],
+    dirs = ["--prefix", str(prefix), "--unit-dir", str(units), "--firewalld-dir", str(firewalld)]
+    dry = subprocess.run([*argv, "--dry-run", "install-files", *dirs],
                          capture_output=True, text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    assert not prefix.exists() and not units.exists(), "--dry-run wrote files"
-    done = subprocess.run([*argv, "install-files", "--prefix", str(prefix), "--unit-dir", str(units)],
+    assert not prefix.exists() and not units.exists() and not any(firewalld.iterdir()), "--dry-run wrote files"
+    done = subprocess.run([*argv, "install-files", *dirs],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    for kind, names in FIREWALLD_FILES.items():
+        for name in names:
+            installed = firewalld / kind / f"{name}.xml"
+            assert installed.read_text() == (ROOT / "etc" / "firewalld" / kind / f"{name}.xml").read_text()
+            root = etree.fromstring(installed.read_bytes())
+            assert root.tag == kind[:-1] if kind == "zones" else root.tag == "policy"
+            assert root.findtext("short") == name
     assert str(unpacked_wheel) in subprocess.run(
         [sys.executable, "-c", "import virtfw; print(virtfw.__file__)"], capture_output=True, text=True, env=env,
         cwd=tmp_path, check=True,
@@ -79,7 +96,8 @@ def test_install_files_refuses_a_symlink_target(tmp_path: Path) -> None:
     elsewhere.write_text("keep\n")
     (prefix / "share" / "man" / "man1" / "virtfw.1").symlink_to(elsewhere)
     argv = [sys.executable, "-m", "virtfw", "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "run")]
-    proc = subprocess.run([*argv, "install-files", "--prefix", str(prefix), "--unit-dir", str(tmp_path / "units")],
+    proc = subprocess.run([*argv, "install-files", "--prefix", str(prefix), "--unit-dir", str(tmp_path / "units"),
+                           "--firewalld-dir", str(tmp_path / "no-firewalld")],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert elsewhere.read_text() == "keep\n"

@@ -296,7 +296,7 @@ CORPUS_NETWORKS = {
     "netboot-tftp.xml": ("tftp-only", "refused", "bridge virbr0 is already used by network 'default'"),
     "isolated-network.xml": ("private", "refused", "network 'default' already has uuid"),  # the corpus reuses it
     "vepa-net.xml": ("vepa-net", "refused", "forward mode 'vepa'"),
-    "routed-network.xml": ("local", "refused", "attribute 'zone'"),
+    "routed-network.xml": ("local", "refused", "network 'default' already has uuid"),  # the corpus reuses it
     "hostdev.xml": ("hostdev", "refused", "forward mode 'hostdev'"),
 }
 AUTOSTART = ["default", "test-net", "vepa-net"]

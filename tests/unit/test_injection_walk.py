@@ -362,7 +362,7 @@ NAT_NETWORK = f"""<network ipv6='yes' trustGuestRxFilters='no'
     <nat ipv6='yes'><address start='203.0.113.10' end='203.0.113.20'/><port start='2000' end='3000'/></nat>
     <interface dev='eth0'/>
   </forward>
-  <bridge name='vfwinj0' stp='on' delay='2' macTableManager='kernel'/>
+  <bridge name='vfwinj0' stp='on' delay='2' macTableManager='kernel' zone='virtfw'/>
   <mac address='52:54:00:0a:0b:0c'/>
   <mtu size='9000'/>
   <domain name='example.org' localOnly='yes' register='no'/>

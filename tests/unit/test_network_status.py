@@ -46,6 +46,13 @@ def test_status_of_a_start_under_way():
     assert status.dnsmasq is None and not status.complete
 
 
+def test_status_with_a_firewalld_zone():
+    zoned = {**STATUS, "zone": "virtfw-routed"}
+    status = NetworkStatus.from_json(zoned, WHERE)
+    assert status.zone == "virtfw-routed" and status.to_json() == zoned
+    assert NetworkStatus.from_json(STATUS, WHERE).zone is None and "zone" not in STATUS
+
+
 STATUS_REFUSED = {
     "not an object": [],
     "unknown key": {**STATUS, "pid": 1},
@@ -60,6 +67,9 @@ STATUS_REFUSED = {
     "dnsmasq pid not an integer": {**STATUS, "dnsmasq": {"pid": "1"}},
     "dnsmasq unknown key": {**STATUS, "dnsmasq": {"pid": 1, "port": 53}},
     "backend not text": {**STATUS, "backend": 1},
+    "zone not a zone name": {**STATUS, "zone": "public --add-service=telnet"},
+    "zone not text": {**STATUS, "zone": ["virtfw"]},
+    "zone empty": {**STATUS, "zone": ""},
 }
 
 

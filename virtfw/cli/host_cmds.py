@@ -17,9 +17,12 @@ if TYPE_CHECKING:
               help="Where the manual pages and shell completion go (PREFIX/share/...).")  # fmt: skip
 @click.option("--unit-dir", type=click.Path(), default="/etc/systemd/system", show_default=True,
               help="Where the systemd unit goes.")  # fmt: skip
+@click.option("--firewalld-dir", type=click.Path(), default="/etc/firewalld", show_default=True,
+              help="firewalld's configuration: virtfw's zones and policies go in it, where it exists.")  # fmt: skip
 @click.pass_context
-def install_files(ctx: click.Context, prefix: str, unit_dir: str) -> None:
-    """Install the manual pages, the systemd unit and shell completion where the system looks."""
+def install_files(ctx: click.Context, prefix: str, unit_dir: str, firewalld_dir: str) -> None:
+    """Install the manual pages, the systemd unit, shell completion and (where firewalld is
+    installed) virtfw's firewalld zones where the system looks."""
     from pathlib import Path
 
     from click.shell_completion import get_completion_class
@@ -34,7 +37,8 @@ def install_files(ctx: click.Context, prefix: str, unit_dir: str) -> None:
         assert kind is not None  # bash, zsh and fish are click's own
         completions[shell] = kind(root, {}, "virtfw", "_VIRTFW_COMPLETE").source()
     command = hostfiles.this_command()
-    files = hostfiles.host_files(Path(prefix), Path(unit_dir), command, completions)
+    zones_to = Path(firewalld_dir) if Path(firewalld_dir).is_dir() else None
+    files = hostfiles.host_files(Path(prefix), Path(unit_dir), command, completions, zones_to)
     if app.runner.dry_run:
         for file in files:
             click.echo(f"would write {file.path} ({file.what})")
@@ -43,6 +47,8 @@ def install_files(ctx: click.Context, prefix: str, unit_dir: str) -> None:
     for file in files:
         info(f"installed {file.path} ({file.what})")
     info(f"the unit runs {' '.join(command)}; next: systemctl daemon-reload && systemctl enable --now virtfw")
+    if zones_to is not None:
+        info("firewalld loads virtfw's zones on its next reload: firewall-cmd --reload")
 
 
 COMMANDS = [install_files]

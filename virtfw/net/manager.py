@@ -23,10 +23,11 @@ from virtfw.lifecycle import REINSTALLS, after_removal
 from virtfw.net import dnsmasq
 from virtfw.net.bridge import BridgeRecord, Links, enable_forwarding
 from virtfw.net.model import Network
-from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules
+from virtfw.net.policy import needs_firewall, needs_forwarding, network_rules, zone_choices
 from virtfw.net.status import ACTIVE, STARTING, DnsmasqStatus, NetworkStatus
 from virtfw.net.xml import format_network, parse_network
 from virtfw.rules.backend import BACKEND_TOOLS, Installed, NetworkBackend, load_backend, merged_base
+from virtfw.rules.firewalld import Firewalld
 from virtfw.rules.records import RecordError
 from virtfw.rules.runner import Runner
 from virtfw.statefiles import StatusDir, locked
@@ -61,6 +62,7 @@ class NetworkManager:
         self._backend = backend
         self.statuses = StatusDir(config.state_dir / "networks", "firewall", runner.dry_run)
         self.links = Links(runner)
+        self.firewalld = Firewalld(runner)  # asked only where firewall-cmd is on PATH
         # Networks whose status file cannot be read, by name, as ``active()`` last found them:
         # each is reported on its own and the others carry on.
         self.unreadable: dict[str, str] = {}
@@ -128,8 +130,9 @@ class NetworkManager:
         """Bring up ``nets`` and install all their rules in one firewall batch."""
         with locked(self.config.state_dir, dry_run=self.runner.dry_run, config_dir=self.config.config_dir):
             self._check_startable(nets)
+            zones = {net.name: self._zone_for(net) for net in nets}  # refused before anything changes
             with Transaction() as tx:
-                statuses = [self._begin(tx, net, transient) for net in nets]
+                statuses = [self._begin(tx, net, transient, zones[net.name]) for net in nets]
                 self._install(tx, nets, statuses)
                 for net, status in zip(nets, statuses):
                     self._start_dnsmasq(tx, net, status)
@@ -157,7 +160,12 @@ class NetworkManager:
                 raise VirtfwError(f"bridge {net.bridge_name} is in use by active network '{owner}'")
             bridges[net.bridge_name] = net.name
 
-    def _begin(self, tx: Transaction, net: Network, transient: bool) -> NetworkStatus:
+    def _zone_for(self, net: Network) -> str | None:
+        """The firewalld zone the network's bridge goes in; None where firewalld does not run."""
+        choices, explicit = zone_choices(net)
+        return self.firewalld.pick_zone(choices, explicit, f"network '{net.name}'")
+
+    def _begin(self, tx: Transaction, net: Network, transient: bool, zone: str | None) -> NetworkStatus:
         record = BridgeRecord(net.bridge_name, created=False)  # bring_up sets it once it creates
         may_create = self.links.index(net.bridge_name) is None
         firewalled = needs_firewall(net)
@@ -179,7 +187,18 @@ class NetworkManager:
         finally:
             status.bridge = BridgeRecord(record.name, record.created, list(record.addresses), record.ifindex)
         enable_forwarding({f.value for f in needs_forwarding(net)}, self.runner)
+        if zone is not None:
+            self._put_in_zone(tx, status, zone)
         return status
+
+    def _put_in_zone(self, tx: Transaction | None, status: NetworkStatus, zone: str) -> None:
+        """Put the bridge in firewalld's ``zone``, recorded first (a kill leaves what takes it out)."""
+        status.zone = zone
+        self._save(status)
+        bridge = status.bridge.name
+        if tx is not None:
+            tx.on_rollback(f"firewalld zone of {bridge}", lambda: self.firewalld.take_out_of_zone(bridge, zone))
+        self.firewalld.put_in_zone(bridge, zone)
 
     def _install(self, tx: Transaction, nets: list[Network], statuses: list[NetworkStatus]) -> None:
         rulesets = [network_rules(net) for net in nets if needs_firewall(net)]
@@ -254,6 +273,8 @@ class NetworkManager:
                 self._restore_bridge(active)
                 if backend and removed:
                     self._install_rebuilt(backend, [active], rebuild=False)
+                if status.zone and self.firewalld.running:
+                    self.firewalld.put_in_zone(status.bridge.name, status.zone)
                 self._revive_dnsmasq(active)
 
             with Transaction() as tx:
@@ -262,6 +283,8 @@ class NetworkManager:
                     rebuild = record is not None and not backend.remove(self.runner, record)
                     removed = record is not None
                     self._after_removal(backend, rebuild, leaving=name)
+                if status.zone:
+                    self.firewalld.take_out_of_zone(status.bridge.name, status.zone)
                 self.links.tear_down(status.bridge, name)
                 self._stop_dnsmasq(status)
             self.statuses.drop_leftovers([name])
@@ -371,6 +394,7 @@ class NetworkManager:
                         f"{where}: {p}; {REINSTALLS}" for p in backend.verify(self.runner, record, snapshot(backend))
                     ]
             problems += [f"{where}: {p}" for p in self._bridge_problems(active)]
+            problems += [f"{where}: {p}" for p in self._zone_problems(active)]
             if status.dnsmasq is not None:
                 files = dnsmasq.files_for(self.config.state_dir, active.name)
                 pid = status.dnsmasq.pid
@@ -413,6 +437,31 @@ class NetworkManager:
             return [f"bridge {record.name} is down; virtfw reload sets it up"]
         return []
 
+    def _zone_problems(self, active: ActiveNetwork) -> list[str]:
+        """Where firewalld runs: the bridge out of the zone it should be in (firewalld
+        restarted or reloaded with its runtime bindings lost, or someone moved it)."""
+        if not self.firewalld.running:
+            return []
+        try:
+            wanted = active.status.zone or self._zone_for(active.network)
+        except VirtfwError as exc:
+            return [str(exc)]
+        bridge = active.status.bridge.name
+        found = self.firewalld.zone_of(bridge)
+        if wanted is None or found == wanted:
+            return []
+        where = f"in firewalld zone '{found}'" if found else "in no firewalld zone"
+        return [f"bridge {bridge} is {where}, not '{wanted}'; virtfw reload puts it back"]
+
+    def _restore_zone(self, active: ActiveNetwork) -> None:
+        """reload puts the bridge back in its firewalld zone, and in one for a network
+        started before firewalld was."""
+        if not self.firewalld.running:
+            return
+        wanted = active.status.zone or self._zone_for(active.network)
+        if wanted is not None and self.firewalld.zone_of(active.status.bridge.name) != wanted:
+            self._put_in_zone(None, active.status, wanted)
+
     # ---- reload -------------------------------------------------------------
 
     def reload(self) -> tuple[int, list[str]]:
@@ -454,6 +503,7 @@ class NetworkManager:
             failures += failed
             for active in restorable:
                 try:
+                    self._restore_zone(active)
                     self._revive_dnsmasq(active)
                 except VirtfwError as exc:
                     failures.append(f"network {active.name}: {exc}")

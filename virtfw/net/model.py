@@ -17,6 +17,7 @@ class Bridge:
     stp: bool = True
     delay: int = 0
     mac_table_manager: str | None = None  # 'kernel' (the kernel learns, as without it) or absent
+    zone: str | None = None  # the firewalld zone the bridge goes in (firewalld must run); None: the default
 
 
 #: <lease unit>: seconds per unit.

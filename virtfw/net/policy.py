@@ -35,6 +35,27 @@ def needs_firewall(net: Network) -> bool:
     return net.forward.mode in FIREWALLED_MODES
 
 
+# The firewalld zones virtfw ships (etc/firewalld): libvirt's 'libvirt' and 'libvirt-routed'
+# zones and policies, in effect, under virtfw's names.
+ZONE = "virtfw"
+ROUTED_ZONE = "virtfw-routed"
+ROUTED_POLICY = "virtfw-routed-out"  # the routed zone is used only where its policies are loaded too
+
+
+def zone_choices(net: Network) -> tuple[list[tuple[str, str | None]], bool]:
+    """Where firewalld runs, the zones (each with a policy it also needs) a network's bridge
+    may go in, the first that firewalld has taken, and whether the network named it: its
+    ``<bridge zone>``; else, as libvirt does, the routed zone for a routed network and the
+    zone for any other firewalled one (an open network gets none: it asked for no rules)."""
+    if net.bridge.zone:
+        return [(net.bridge.zone, None)], True
+    if net.forward.mode == "route":
+        return [(ROUTED_ZONE, ROUTED_POLICY), (ZONE, None)], False
+    if net.forward.mode in FIREWALLED_MODES:
+        return [(ZONE, None)], False
+    return [], False
+
+
 def needs_forwarding(net: Network) -> set[Family]:
     """Families whose kernel forwarding net-start must switch on."""
     if net.forward.mode not in ("nat", "route", "open"):

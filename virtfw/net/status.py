@@ -6,7 +6,8 @@ net-destroy needs. Read back strictly: a status file is input like any other.
 
 JSON: ``{"name", "xml", "transient", "started", "state": "starting"|"active", "bridge":
 {"name", "created", "addresses"}, "backend": NAME|null, "firewall": RECORD|null}``, and
-``"dnsmasq": {"pid": PID|null}`` once a dnsmasq may be running. ``firewall`` is the
+``"dnsmasq": {"pid": PID|null}`` once a dnsmasq may be running, and ``"zone": ZONE`` once
+net-start may have put the bridge in that firewalld zone (net-destroy takes it out). ``firewall`` is the
 backend's removal record, which that backend reads (``NetworkBackend.load_record``).
 """
 
@@ -15,14 +16,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from virtfw.names import is_ifname
+from virtfw.names import is_ifname, is_zone_name
 from virtfw.net.bridge import BridgeRecord
 from virtfw.rules import records
 
 STARTING = "starting"
 ACTIVE = "active"
 
-_KEYS = {"name", "xml", "transient", "started", "state", "bridge", "backend", "firewall", "dnsmasq"}
+_KEYS = {"name", "xml", "transient", "started", "state", "bridge", "backend", "firewall", "dnsmasq", "zone"}
+_OPTIONAL = {"dnsmasq", "zone"}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class NetworkStatus:
     backend: str | None  # None: the network needs no firewall rules
     firewall: dict | None = None  # the backend's record, as JSON; None until the backend made one
     dnsmasq: DnsmasqStatus | None = None
+    zone: str | None = None  # the firewalld zone net-start put the bridge in
 
     @property
     def complete(self) -> bool:
@@ -61,12 +64,14 @@ class NetworkStatus:
         }
         if self.dnsmasq is not None:
             data["dnsmasq"] = {"pid": self.dnsmasq.pid}
+        if self.zone is not None:
+            data["zone"] = self.zone
         return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> NetworkStatus:
         fields = records.obj(data, where, _KEYS)
-        missing = sorted(_KEYS - {"dnsmasq"} - set(fields))
+        missing = sorted(_KEYS - _OPTIONAL - set(fields))
         if missing:
             raise records.fail(where, f"missing key {missing[0]!r}")
         state = records.text(fields["state"], f"{where}.state")
@@ -83,6 +88,7 @@ class NetworkStatus:
             backend=None if backend is None else records.text(backend, f"{where}.backend"),
             firewall=None if firewall is None else records.obj(firewall, f"{where}.firewall"),
             dnsmasq=_dnsmasq(fields["dnsmasq"], f"{where}.dnsmasq") if "dnsmasq" in fields else None,
+            zone=_zone(fields["zone"], f"{where}.zone") if "zone" in fields else None,
         )
 
 
@@ -119,6 +125,13 @@ def _interface_address(text: str, where: str) -> None:
         raise records.fail(where, "expected ADDRESS/PREFIX") from None
     if "/" not in text or "%" in text:
         raise records.fail(where, "expected ADDRESS/PREFIX")
+
+
+def _zone(data: object, where: str) -> str:
+    zone = records.text(data, where)
+    if not is_zone_name(zone):
+        raise records.fail(where, "expected a firewalld zone name")
+    return zone
 
 
 def _dnsmasq(data: object, where: str) -> DnsmasqStatus:

@@ -11,12 +11,14 @@ from lxml import etree
 from virtfw import xmlsafe
 from virtfw.errors import VirtfwError
 from virtfw.names import (
+    ZONE_NAME_RULE,
     check_absolute_path,
     check_conf_value,
     check_hostname,
     check_ifname,
     check_mac,
     check_object_name,
+    is_zone_name,
 )
 from virtfw.net.model import (
     LEASE_UNITS,
@@ -212,15 +214,11 @@ def _bridge(origin: str, element: etree._Element | None) -> Bridge:
     if element is None:
         return Bridge()
     reader = Reader(origin, element)
-    _refuse_attribute(
-        reader,
-        "zone",
-        "(a firewalld zone for the bridge) is not supported: virtfw installs its own rules and does not "
-        "talk to firewalld; remove it, and with firewalld running add the bridge to the zone yourself "
-        "(firewall-cmd --zone=ZONE --add-interface=BRIDGE)",
-    )
-    reader.check_known(("name", "stp", "delay", "macTableManager"))
+    reader.check_known(("name", "stp", "delay", "macTableManager", "zone"))
     name = reader.get("name")
+    zone = reader.get("zone")
+    if zone is not None and not is_zone_name(zone):
+        raise reader.fail(f"attribute 'zone': {zone!r} is not a firewalld zone name ({ZONE_NAME_RULE})")
     manager = reader.get("macTableManager")
     if manager == "libvirt":
         raise reader.fail(
@@ -234,6 +232,7 @@ def _bridge(origin: str, element: etree._Element | None) -> Bridge:
         stp=reader.yes_no("stp", True, "on", "off"),
         delay=reader.integer("delay", 0, 30, 0) or 0,
         mac_table_manager=manager,
+        zone=zone,
     )
 
 
@@ -520,6 +519,8 @@ def format_network(net: Network) -> str:
     bridge.set("delay", str(net.bridge.delay))
     if net.bridge.mac_table_manager:
         bridge.set("macTableManager", net.bridge.mac_table_manager)
+    if net.bridge.zone:
+        bridge.set("zone", net.bridge.zone)
     if net.mac:
         etree.SubElement(root, "mac", address=net.mac)
     if net.domain:
