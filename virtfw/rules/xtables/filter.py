@@ -577,8 +577,7 @@ class EbiptablesFilterBackend:
             reported = set()  # chains a line names already: no second line for their digest
             for step in steps:
                 if isinstance(step, DeleteRule):
-                    target = target_of(step.spec)
-                    if not any(target_of(spec) == target for spec in live.rules(step.chain)):
+                    if target_of(step.spec) not in live.targets(step.chain):
                         rule = " ".join([step.chain, *tokens(step.spec)])
                         problems.append(f"{tool.cli} -t {tool.table} -A {rule} is missing")
                         reported.add(step.chain)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from virtfw.rules.xtables.syntax import restore_block, restore_line
+from virtfw.rules.xtables.syntax import restore_block, restore_line, target_of
 
 # What xtables tools say when a rule or chain to delete is not there (already gone).
 GONE = ("does a matching rule exist", "does not exist", "No chain/target/match", "doesn't exist")
@@ -38,6 +38,14 @@ class Table:
 
     def rules(self, chain: str) -> list[str]:
         return self.chains.get(chain, [])
+
+    def targets(self, chain: str) -> set[str | None]:
+        """The targets the rules of ``chain`` jump to, read once per listing: whether a
+        port's hook rule is there is one look-up, not a pass over every port's hook."""
+        key = ("targets", chain)
+        if key not in self.derived:
+            self.derived[key] = {target_of(spec) for spec in self.rules(chain)}
+        return self.derived[key]
 
 
 def parse_save(text: str, table: str) -> Table | None:
