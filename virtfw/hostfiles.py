@@ -8,7 +8,8 @@ looks: ``virtfw install-files`` writes
 - ``PREFIX/share/bash-completion/completions/virtfw``, ``PREFIX/share/zsh/site-functions/_virtfw``
   and ``PREFIX/share/fish/vendor_completions.d/virtfw.fish`` (each shell's system-wide
   directory under ``/usr/local``, loaded on demand);
-- ``UNIT_DIR/virtfw.service``, running this very virtfw by its absolute path: a
+- ``UNIT_DIR/virtfw.service`` and ``UNIT_DIR/virtfw-firewalld.service`` (the watcher that
+  re-applies after firewalld reloads), running this very virtfw by its absolute path: a
   virtualenv's ``virtfw`` is not in systemd's search path;
 - where firewalld is installed (its ``FIREWALLD_DIR``, ``/etc/firewalld``, exists), virtfw's
   zones and policies in its ``zones/`` and ``policies/``, which ``firewall-cmd --reload``
@@ -35,7 +36,7 @@ COMPLETION_FILES = {
     "zsh": "share/zsh/site-functions/_virtfw",
     "fish": "share/fish/vendor_completions.d/virtfw.fish",
 }
-UNIT_NAME = "virtfw.service"
+UNIT_NAMES = ("virtfw.service", "virtfw-firewalld.service")  # the boot unit, and the firewalld watcher
 # What a word of an Exec= line may hold without quoting: systemd splits at white space
 # and gives quotes, backslashes, "$" and "%" meanings of their own.
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_/.+-]+")
@@ -79,8 +80,9 @@ def host_files(
         if section in ("1", "5"):
             target = prefix / "share" / "man" / f"man{section}" / page.name
             files.append(HostFile(target, page.read_text(), f"manual page {page.name}"))
-    template = (shipped_dir() / "systemd" / UNIT_NAME).read_text()
-    files.append(HostFile(unit_dir / UNIT_NAME, unit_text(template, command), "systemd unit"))
+    for name in UNIT_NAMES:
+        template = (shipped_dir() / "systemd" / name).read_text()
+        files.append(HostFile(unit_dir / name, unit_text(template, command), f"systemd unit {name}"))
     for shell, relative in COMPLETION_FILES.items():
         files.append(HostFile(prefix / relative, completions[shell], f"{shell} completion"))
     if firewalld_dir is not None:

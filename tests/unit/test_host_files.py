@@ -42,6 +42,7 @@ def test_wheel_carries_pages_and_unit(unpacked_wheel: Path) -> None:
     for page in PAGES:
         assert (unpacked_wheel / "virtfw" / "manpages" / page).is_file(), page
     assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw.service").is_file()
+    assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw-firewalld.service").is_file()
     for kind, names in FIREWALLD_FILES.items():
         for name in names:
             assert (unpacked_wheel / "virtfw" / "shipped" / "firewalld" / kind / f"{name}.xml").is_file(), name
@@ -78,6 +79,8 @@ def test_install_files_from_the_wheel_alone(unpacked_wheel: Path, tmp_path: Path
     unit = (units / "virtfw.service").read_text()
     assert f"ExecStart={sys.executable} -m virtfw autostart" in unit
     assert f"ExecStartPre={sys.executable} -m virtfw reload" in unit
+    watcher = (units / "virtfw-firewalld.service").read_text()
+    assert f"ExecStart={sys.executable} -m virtfw watch-firewalld" in watcher
     bash = (prefix / "share" / "bash-completion" / "completions" / "virtfw").read_text()
     assert "_VIRTFW_COMPLETE=bash_complete" in bash
     assert "compdef" in (prefix / "share" / "zsh" / "site-functions" / "_virtfw").read_text()

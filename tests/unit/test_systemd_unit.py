@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "etc" / "systemd" / "virtfw.service"
+WATCHER = ROOT / "etc" / "systemd" / "virtfw-firewalld.service"
 MAN = ROOT / "man"
 
 FIREWALL_SERVICES = [
@@ -114,11 +115,12 @@ def test_install(unit) -> None:
     assert "multi-user.target" in words(unit, "Install", "WantedBy")
 
 
-def test_commands_exist() -> None:
-    """Every subcommand the unit runs is a command of the CLI."""
+@pytest.mark.parametrize("path", [UNIT, WATCHER], ids=lambda p: p.name)
+def test_commands_exist(path) -> None:
+    """Every subcommand the units run is a command of the CLI."""
     from virtfw.cli.main import cli
 
-    unit = parse_unit(UNIT.read_text())
+    unit = parse_unit(path.read_text())
     for key in ("ExecStartPre", "ExecStart", "ExecReload"):
         for line in unit["Service"].get(key, []):
             argv = line.lstrip("-@:+!").split()
@@ -126,7 +128,17 @@ def test_commands_exist() -> None:
             assert argv[1] in cli.commands, f"{key}={line}: no such command"
 
 
-def test_systemd_analyze_verify(tmp_path) -> None:
+def test_the_watcher_runs_for_good() -> None:
+    """It listens until the bus goes away, and comes back with it; after the boot unit."""
+    unit = parse_unit(WATCHER.read_text())
+    assert unit["Service"]["Type"] == ["simple"] and unit["Service"]["Restart"] == ["always"]
+    assert unit["Service"]["ExecStart"] == ["virtfw watch-firewalld"]
+    assert {"virtfw.service", "firewalld.service"} <= set(" ".join(unit["Unit"]["After"]).split())
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+@pytest.mark.parametrize("path", [UNIT, WATCHER], ids=lambda p: p.name)
+def test_systemd_analyze_verify(tmp_path, path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze is not installed")
@@ -135,8 +147,8 @@ def test_systemd_analyze_verify(tmp_path) -> None:
     virtfw = shutil.which("virtfw")
     if virtfw is None:
         pytest.skip("the virtfw console script is not on PATH")
-    copy = tmp_path / "virtfw.service"
-    text = UNIT.read_text()
+    copy = tmp_path / path.name
+    text = path.read_text()
     for key in ("ExecStartPre", "ExecStart", "ExecReload"):
         text = text.replace(f"\n{key}=virtfw ", f"\n{key}={virtfw} ")
     copy.write_text(text)

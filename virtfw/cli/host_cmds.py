@@ -51,4 +51,18 @@ def install_files(ctx: click.Context, prefix: str, unit_dir: str, firewalld_dir:
         info("firewalld loads virtfw's zones on its next reload: firewall-cmd --reload")
 
 
-COMMANDS = [install_files]
+@click.command("watch-firewalld")
+@click.pass_context
+def watch_firewalld(ctx: click.Context) -> None:
+    """Run virtfw reload whenever firewalld reloads or restarts (runs until killed; the
+    unit virtfw-firewalld.service runs it)."""
+    from virtfw import firewalld_watch, hostfiles
+
+    app: AppContext = ctx.obj
+    options = ["--config-dir", str(app.config.config_dir), "--state-dir", str(app.config.state_dir)]
+    if app.config.backend_override:
+        options += ["--backend", app.config.backend_override]
+    firewalld_watch.main([*hostfiles.this_command(), *options, "reload"], info)
+
+
+COMMANDS = [install_files, watch_firewalld]

@@ -14,7 +14,7 @@ from virtfw.errors import VirtfwError, one_line
 # user they could only fail half-way with a permission error from the first tool.
 NEEDS_ROOT = frozenset({
     "net-start", "net-create", "net-destroy", "autostart", "reload", "verify",
-    "nwfilter-binding-create", "nwfilter-binding-delete",
+    "nwfilter-binding-create", "nwfilter-binding-delete", "watch-firewalld",
 })  # fmt: skip
 
 
