@@ -85,6 +85,22 @@ def netns(prefix: str = "vfw") -> Iterator[Netns]:
 
 BACKENDS = ("nftables", "iptables")
 
+
+@contextlib.contextmanager
+def public_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A folder under /tmp that every user may traverse (0755), removed afterwards: dnsmasq
+    drops root for nobody before it reads its files, so one under pytest's tmp_path (0700
+    parents) would make the test, not virtfw, hide them."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 # label -> text shown after a conformance summary line (see conftest)
 CONFORMANCE_NOTES: dict[str, str] = {}
 

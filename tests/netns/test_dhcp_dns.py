@@ -42,14 +42,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.dhcp import dhcp, write_udhcpc_script
-from helpers.nsutil import Netns, firewall_snapshot, netns, run
+from helpers.nsutil import Netns, firewall_snapshot, netns, public_tmp_dir, run
 from helpers.topology import HOST_UPLINK, LAN_ADDR, Topology, VirtfwRunner, mac_of, ping, tcp_probe, topology
 
 pytestmark = pytest.mark.netns
@@ -62,13 +61,9 @@ WEB_IP = "192.168.122.50"
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
-    """A folder every user may traverse. dnsmasq drops root for nobody and then reads
-    its hosts files, so a state dir under pytest's tmp_path (0700 parents) would make
-    the test, not virtfw, hide them; /run, the default state dir's parent, is 0755."""
-    path = Path(tempfile.mkdtemp(prefix="vfwstate", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """The state dir's parent: /run, the default one's, is 0755 too (see public_tmp_dir)."""
+    with public_tmp_dir("vfwstate") as path:
+        yield path
 
 
 @pytest.fixture
@@ -394,10 +389,8 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *words: str) -> str
 @pytest.fixture
 def good_tftp() -> Iterator[Path]:
     """A TFTP root dnsmasq accepts: it checks it as its own user (nobody), so world-readable."""
-    path = Path(tempfile.mkdtemp(prefix="vfwtftp", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with public_tmp_dir("vfwtftp") as path:
+        yield path
 
 
 # The rollback after dnsmasq fails is the same whatever made it fail: every cause once,

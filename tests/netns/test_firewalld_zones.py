@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import pytest
 from helpers.dhcp import dhcp, write_udhcpc_script
 from helpers.firewalld import firewalld_in
-from helpers.nsutil import BACKENDS, ROOT, Netns, firewall_snapshot, virtfw_argv
+from helpers.nsutil import BACKENDS, ROOT, Netns, firewall_snapshot, public_tmp_dir, virtfw_argv
 from helpers.topology import LAN_ADDR, Topology, ping, topology
 
 pytestmark = pytest.mark.netns
@@ -43,11 +42,8 @@ BRIDGE = "virbr0"
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
-    """A state dir every user may traverse: dnsmasq drops root before reading its files."""
-    path = Path(tempfile.mkdtemp(prefix="vfwstate", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with public_tmp_dir("vfwstate") as path:  # dnsmasq reads its files as nobody
+        yield path
 
 
 @pytest.fixture(params=BACKENDS)

@@ -113,6 +113,16 @@ def drop_chain(ns, backend: str) -> None:
         ns.sh("iptables", "-w", "-X", "HI-vnet1")
 
 
+def bind_two(ns, vfw: Virtfw, tmp_path) -> None:
+    """vnet0 with clean-traffic and vnet1 with the filter ``own``."""
+    (tmp_path / "own.xml").write_text(OWN)
+    vfw("nwfilter-define", str(tmp_path / "own.xml"))
+    for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
+        add_port(ns, port)
+        (tmp_path / f"{port}.xml").write_text(BINDING.format(port=port, n=n, filter=filt))
+        vfw("nwfilter-binding-create", str(tmp_path / f"{port}.xml"))
+
+
 # what was changed -> (how, whose lines report it: nftables, iptables; how many: one per change)
 TAMPERS = {
     "a rule replaced in place": (replace_drop, ("binding vnet1", "binding vnet1"), 1),
@@ -130,12 +140,7 @@ def test_binding_rules_changed_behind_our_back_are_reported_and_repaired(tmp_pat
     a binding's, and ``reload`` puts back exactly what the bindings installed."""
     with netns("vfwC") as ns:
         vfw = Virtfw(ns, tmp_path, backend)
-        (tmp_path / "own.xml").write_text(OWN)
-        vfw("nwfilter-define", str(tmp_path / "own.xml"))
-        for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
-            add_port(ns, port)
-            (tmp_path / f"{port}.xml").write_text(BINDING.format(port=port, n=n, filter=filt))
-            vfw("nwfilter-binding-create", str(tmp_path / f"{port}.xml"))
+        bind_two(ns, vfw, tmp_path)
         installed = firewall_snapshot(ns)
         assert verify_problems(vfw) == []
         for what, (tamper, whose, lines) in TAMPERS.items():
@@ -177,12 +182,7 @@ def test_nft_listing_tells_foreign_objects_from_ours(tmp_path, what) -> None:
     command, expected = NFT_TAMPERS[what]
     with netns("vfwC") as ns:
         vfw = Virtfw(ns, tmp_path, "nftables")
-        (tmp_path / "own.xml").write_text(OWN)
-        vfw("nwfilter-define", str(tmp_path / "own.xml"))
-        for n, (port, filt) in enumerate([("vnet0", "clean-traffic"), ("vnet1", "own")], start=1):
-            add_port(ns, port)
-            (tmp_path / f"{port}.xml").write_text(BINDING.format(port=port, n=n, filter=filt))
-            vfw("nwfilter-binding-create", str(tmp_path / f"{port}.xml"))
+        bind_two(ns, vfw, tmp_path)
         installed = firewall_snapshot(ns)
         ns.sh("nft", *command)
         problems = verify_problems(vfw)
