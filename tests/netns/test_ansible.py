@@ -75,7 +75,7 @@ def env(tmp_path):
         for d in ("ansible-tmp", "ansible-local"):
             (tmp_path / d).mkdir(mode=0o700)
 
-        def playbook(name: str, data: list, *extra: str) -> str:
+        def playbook(name: str, data: list, *extra: str, fails: bool = False) -> str:
             path = tmp_path / f"{name}.json"  # JSON is YAML
             path.write_text(json.dumps(data))
             argv = ["ip", "netns", "exec", ns.name, "env", f"ANSIBLE_COLLECTIONS_PATH={COLLECTIONS}",
@@ -85,7 +85,7 @@ def env(tmp_path):
                     str(PLAYBOOK), "-i", "localhost,", "-e", "ansible_python_interpreter={{ ansible_playbook_python }}",
                     str(path), *extra]  # fmt: skip
             proc = run(argv, check=False, timeout=300)
-            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+            assert (proc.returncode != 0) == fails, proc.stdout[-4000:] + proc.stderr[-2000:]
             return proc.stdout
 
         def virtfw(*args: str) -> str:
@@ -142,3 +142,51 @@ def _up(tmp: Path) -> list:
 
 def _down(tmp: Path) -> list:
     return _play("absent", "absent", _common(tmp))
+
+
+def _network_task(tmp: Path, **args) -> list:
+    task = {"virtfw.virtfw.virtfw_network": {"name": "ansnet", **args, **_common(tmp)}}
+    return [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [task]}]
+
+
+def _row(virtfw) -> dict:
+    return next(r for r in json.loads(virtfw("net-list", "--all", "--json")) if r["name"] == "ansnet")
+
+
+def test_src_autostart_restart_stopped_and_a_refused_definition(env) -> None:
+    """A definition from a file on the host, marked for autostart; a changed file restarts
+    the active network only with restart=true; stopped leaves it defined and inactive; a
+    definition virtfw refuses fails the task with virtfw's message and changes nothing.
+    Each run again reports no change."""
+    playbook, virtfw, tmp = env
+    src = tmp / "ansnet.xml"
+    src.write_text(NETWORK)
+    up = _network_task(tmp, src=str(src), state="started", autostart=True)
+    assert _changed(playbook("src", up)) == 1
+    row = _row(virtfw)
+    assert row["state"] == "active" and row["autostart"], row
+    assert _changed(playbook("src", up)) == 0
+    # a changed definition: stored, but the running network is left as it runs ...
+    src.write_text(NETWORK.replace("nat", "route"))
+    assert _changed(playbook("src", up)) == 1
+    running = json.loads((tmp / "run" / "networks" / "ansnet.json").read_text())["xml"]
+    assert "mode='nat'" in running or 'mode="nat"' in running, running
+    # ... until restart=true destroys and starts it again from the new one
+    restarted = _network_task(tmp, src=str(src), state="started", autostart=True, restart=True)
+    assert _changed(playbook("restart", restarted)) == 1
+    running = json.loads((tmp / "run" / "networks" / "ansnet.json").read_text())["xml"]
+    assert "mode='route'" in running or 'mode="route"' in running, running
+    assert _changed(playbook("restart", restarted)) == 0
+    # stopped: defined, not active, still marked
+    stopped = _network_task(tmp, state="stopped")
+    assert _changed(playbook("stopped", stopped)) == 1
+    row = _row(virtfw)
+    assert row["state"] == "inactive" and row["autostart"], row
+    assert _changed(playbook("stopped", stopped)) == 0
+    # a refused definition: the task fails with virtfw's own line; nothing changed
+    before = (dir_files(tmp / "etc"), dir_files(tmp / "run"))
+    bad = _network_task(tmp, xml=NETWORK.replace("<forward mode='nat'/>", "<forward mode='vepa'/>"), state="present")
+    failed = playbook("bad", bad, fails=True)
+    assert "forward mode 'vepa'" in failed, failed
+    assert (dir_files(tmp / "etc"), dir_files(tmp / "run")) == before
+    assert _changed(playbook("down", _network_task(tmp, state="absent"))) == 1
