@@ -383,3 +383,20 @@ def test_corpus_network_conflicting_with_a_virtfw_definition(host: Host, tmp_pat
     assert "bridge virbr7 is already used by network 'mine'" in found["network", "empty"][1]
     assert names(found, "network", "imported") == {"default", "test-net"}
     assert proc.returncode == 1
+
+
+def test_json_report_is_the_same_report(host: Host) -> None:
+    """``--json``: the items the text report lists (kind, name, outcome, why), the counts and
+    the warnings, on stdout as JSON; a refusal still exits 1 with one error line."""
+    host.network("lan", net_xml("lan", "vlan0", "10.10.0.1", str(uuid.uuid4())), autostart=True)
+    host.network("lan2", net_xml("lan2", "vlan0", "10.11.0.1"))  # refused: lan's bridge
+    host.filter("mine", ref_filter("mine"))
+    _, found = host.run_import("--dry-run")
+    proc = host("--dry-run", "import-libvirt", "--from", str(host.libvirt), "--json")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: 1 definition(s) refused"), show(proc)
+    assert proc.stderr.count("\n") == 1, show(proc)
+    data = json.loads(proc.stdout)
+    assert {(i["kind"], i["name"]): (i["outcome"], i["why"]) for i in data["items"]} == found
+    assert data["counts"]["refused"] == 1 and data["dry_run"] is True and data["warnings"] == []
+    assert sum(data["counts"].values()) == len(data["items"])
+    assert tree(host.config_dir) == {}
