@@ -10,6 +10,7 @@ of it otherwise (control: the bridge taken out of the zone, a guest gets no leas
   bindings (and flush the iptables tables, virtfw's iptables rules with them): verify
   reports the bridge out of its zone, and ``virtfw reload`` puts it back (a guest gets a
   lease again); ``virtfw watch-firewalld`` does so by itself;
+* a network started before firewalld: verify reports it, reload puts the bridge in its zone;
 * ``<bridge zone='trusted'>`` puts the bridge in that zone; without firewalld running the
   same network is refused with one ``error:`` line and nothing changes; with firewalld
   running but virtfw's zone not loaded, the default network is refused, naming
@@ -184,3 +185,24 @@ def wait_for(condition, what: str, limit: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {limit:.0f} s")
         time.sleep(0.5)
+
+
+def test_a_network_started_before_firewalld_goes_in_its_zone_on_reload(tmp_path, public_dir) -> None:
+    """firewalld started after the network (as at boot, when virtfw.service ran first):
+    verify reports the bridge in no zone, reload puts it in virtfw's zone and records it,
+    and net-destroy takes it out."""
+    with topology(tmp_path / "topo", "nftables") as t:
+        t.vfw.state_dir = public_dir / "run"
+        t.vfw("net-start", "default")
+        assert "zone" not in json.loads((t.vfw.state_dir / "networks" / "default.json").read_text())
+        with firewalld_in(t.host, tmp_path, zones=ZONES, policies=POLICIES) as fw:
+            assert verify_lines(t, fw.env) == [
+                f"network default: bridge {BRIDGE} is in no firewalld zone, not 'virtfw'; virtfw reload puts it back"
+            ]
+            t.vfw("reload", env=fw.env)
+            assert zone_of(fw) == "virtfw" and verify_lines(t, fw.env) == []
+            assert json.loads((t.vfw.state_dir / "networks" / "default.json").read_text())["zone"] == "virtfw"
+            dry = t.vfw("--dry-run", "net-destroy", "default", env=fw.env).stdout
+            assert f"firewall-cmd --zone=virtfw --remove-interface={BRIDGE}" in dry, dry
+            t.vfw("net-destroy", "default", env=fw.env)
+            assert zone_of(fw) != "virtfw"

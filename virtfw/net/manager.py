@@ -160,10 +160,10 @@ class NetworkManager:
                 raise VirtfwError(f"bridge {net.bridge_name} is in use by active network '{owner}'")
             bridges[net.bridge_name] = net.name
 
-    def _zone_for(self, net: Network) -> str | None:
+    def _zone_for(self, net: Network, what: str | None = None) -> str | None:
         """The firewalld zone the network's bridge goes in; None where firewalld does not run."""
         choices, explicit = zone_choices(net)
-        return self.firewalld.pick_zone(choices, explicit, f"network '{net.name}'")
+        return self.firewalld.pick_zone(choices, explicit, what or f"network '{net.name}'")
 
     def _begin(self, tx: Transaction, net: Network, transient: bool, zone: str | None) -> NetworkStatus:
         record = BridgeRecord(net.bridge_name, created=False)  # bring_up sets it once it creates
@@ -443,7 +443,7 @@ class NetworkManager:
         if not self.firewalld.running:
             return []
         try:
-            wanted = active.status.zone or self._zone_for(active.network)
+            wanted = active.status.zone or self._zone_for(active.network, f"bridge {active.status.bridge.name}")
         except VirtfwError as exc:
             return [str(exc)]
         bridge = active.status.bridge.name
