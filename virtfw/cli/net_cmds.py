@@ -310,7 +310,7 @@ def autostart(app: AppContext) -> None:
             except VirtfwError as exc:
                 failures.append(f"network {name}: {exc}")
     started = _start_each(app, nets, failures)
-    done(f"Started {len(started)} network(s)" + (f": {', '.join(started)}" if started else ""))
+    done(f"Started {len(started)} network(s)" + _names(started))
     manager = app.bindings(need_backend=False)
     recorded, broken = manager.recorded_each()
     failures += broken
@@ -318,8 +318,17 @@ def autostart(app: AppContext) -> None:
     if any(b.portdev not in present for b in recorded):
         restored, failed = app.bindings().restore_recorded(recorded)
         failures += failed
-        done(f"Re-created {len(restored)} filter binding(s): {', '.join(restored)}")
+        done(f"Re-created {len(restored)} filter binding(s)" + _names(restored))
     _fail_on(failures, "not started")
+
+
+def _names(names: list[str], shown: int = 10) -> str:
+    """': a, b, c' for a summary line; past ``shown`` names, how many more (a boot with
+    1,000 bindings would otherwise print one line of 1,000 names)."""
+    if not names:
+        return ""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ": " + ", ".join(names[:shown]) + more
 
 
 def _start_each(app: AppContext, nets: list[Network], failures: list[str]) -> list[str]:
