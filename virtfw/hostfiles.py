@@ -11,6 +11,10 @@ looks: ``virtfw install-files`` writes
 - ``UNIT_DIR/virtfw.service`` and ``UNIT_DIR/virtfw-firewalld.service`` (the watcher that
   re-applies after firewalld reloads), running this very virtfw by its absolute path: a
   virtualenv's ``virtfw`` is not in systemd's search path;
+- ``UNIT_DIR/<service>.d/virtfw.conf`` for each firewall service (``FIREWALL_SERVICES``):
+  a drop-in that runs ``virtfw reload`` after the service starts, reloads and stops, since
+  each of them flushes virtfw's rules with its own (a drop-in for a service that is not
+  installed does nothing);
 - where firewalld is installed (its ``FIREWALLD_DIR``, ``/etc/firewalld``, exists), virtfw's
   zones and policies in its ``zones/`` and ``policies/``, which ``firewall-cmd --reload``
   loads (net-start puts bridges in them: ``rules.firewalld``).
@@ -37,10 +41,23 @@ COMPLETION_FILES = {
     "fish": "share/fish/vendor_completions.d/virtfw.fish",
 }
 UNIT_NAMES = ("virtfw.service", "virtfw-firewalld.service")  # the boot unit, and the firewalld watcher
+DROPIN_TEMPLATE = "virtfw-firewall.conf"
+DROPIN_NAME = "virtfw.conf"
+# The firewall services whose start, reload or stop flushes virtfw's rules, and whether
+# each has a reload of its own (the drop-in's ExecReload= is only appended to one that has:
+# added to netfilter-persistent.service it would make `reload-or-restart` skip its rules
+# files). firewalld is not here: virtfw-firewalld.service follows it.
+FIREWALL_SERVICES = {
+    "nftables.service": True,  # Debian, Fedora: nft -f /etc/nftables.conf, stop flushes the ruleset
+    "iptables.service": True,  # Fedora/RHEL iptables-services, Arch: iptables-restore
+    "ip6tables.service": True,
+    "ebtables.service": True,  # Fedora ebtables-services
+    "netfilter-persistent.service": False,  # Debian/Ubuntu iptables-persistent: start restores rules.v4/v6
+}
 # What a word of an Exec= line may hold without quoting: systemd splits at white space
 # and gives quotes, backslashes, "$" and "%" meanings of their own.
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_/.+-]+")
-_EXEC_LINE = re.compile(r"^(ExecStartPre|ExecStart|ExecReload)=virtfw(?= |$)", re.MULTILINE)
+_EXEC_LINE = re.compile(r"^(Exec[A-Za-z]+=[-+@:!]*)virtfw(?= |$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,15 @@ def unit_text(template: str, command: list[str]) -> str:
                 f"cannot write a systemd unit that runs {word!r}: systemd would split or expand it "
                 "(install virtfw in a path of letters, digits and _/.+- only)"
             )
-    return _EXEC_LINE.sub(lambda m: f"{m.group(1)}={' '.join(command)}", template)
+    return _EXEC_LINE.sub(lambda m: f"{m.group(1)}{' '.join(command)}", template)
+
+
+def dropin_text(template: str, command: list[str], reloads: bool) -> str:
+    """The shipped firewall-service drop-in running ``command``; without its ExecReload=
+    line for a service that has no reload of its own (``reloads`` false)."""
+    if not reloads:
+        template = re.sub(r"^ExecReload=.*\n", "", template, flags=re.MULTILINE)
+    return unit_text(template, command)
 
 
 def host_files(
@@ -83,6 +108,10 @@ def host_files(
     for name in UNIT_NAMES:
         template = (shipped_dir() / "systemd" / name).read_text()
         files.append(HostFile(unit_dir / name, unit_text(template, command), f"systemd unit {name}"))
+    dropin = (shipped_dir() / "systemd" / DROPIN_TEMPLATE).read_text()
+    for service, reloads in FIREWALL_SERVICES.items():
+        text = dropin_text(dropin, command, reloads)
+        files.append(HostFile(unit_dir / f"{service}.d" / DROPIN_NAME, text, f"systemd drop-in for {service}"))
     for shell, relative in COMPLETION_FILES.items():
         files.append(HostFile(prefix / relative, completions[shell], f"{shell} completion"))
     if firewalld_dir is not None:

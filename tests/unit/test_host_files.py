@@ -43,6 +43,7 @@ def test_wheel_carries_pages_and_unit(unpacked_wheel: Path) -> None:
         assert (unpacked_wheel / "virtfw" / "manpages" / page).is_file(), page
     assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw.service").is_file()
     assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw-firewalld.service").is_file()
+    assert (unpacked_wheel / "virtfw" / "shipped" / "systemd" / "virtfw-firewall.conf").is_file()
     for kind, names in FIREWALLD_FILES.items():
         for name in names:
             assert (unpacked_wheel / "virtfw" / "shipped" / "firewalld" / kind / f"{name}.xml").is_file(), name
@@ -81,6 +82,13 @@ def test_install_files_from_the_wheel_alone(unpacked_wheel: Path, tmp_path: Path
     assert f"ExecStartPre={sys.executable} -m virtfw reload" in unit
     watcher = (units / "virtfw-firewalld.service").read_text()
     assert f"ExecStart={sys.executable} -m virtfw watch-firewalld" in watcher
+    for service in ("nftables", "iptables", "ip6tables", "ebtables", "netfilter-persistent"):
+        dropin = (units / f"{service}.service.d" / "virtfw.conf").read_text()
+        assert f"\nExecStartPost=-+{sys.executable} -m virtfw reload\n" in dropin, service
+        assert f"\nExecStopPost=-+{sys.executable} -m virtfw reload\n" in dropin, service
+        has_reload = f"\nExecReload=-+{sys.executable} -m virtfw reload\n" in dropin
+        assert has_reload == (service != "netfilter-persistent"), service  # it has no reload to append to
+        assert "\nExecReload=\n" not in dropin
     bash = (prefix / "share" / "bash-completion" / "completions" / "virtfw").read_text()
     assert "_VIRTFW_COMPLETE=bash_complete" in bash
     assert "compdef" in (prefix / "share" / "zsh" / "site-functions" / "_virtfw").read_text()
@@ -105,6 +113,34 @@ def test_install_files_refuses_a_symlink_target(tmp_path: Path) -> None:
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert elsewhere.read_text() == "keep\n"
     assert not (tmp_path / "units").exists(), "a refused install wrote some files"
+
+
+def test_install_files_refuses_a_symlink_dropin(tmp_path: Path) -> None:
+    """A drop-in that is a link is refused like any target, before anything is written."""
+    units = tmp_path / "units"
+    (units / "nftables.service.d").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep\n")
+    (units / "nftables.service.d" / "virtfw.conf").symlink_to(elsewhere)
+    argv = [sys.executable, "-m", "virtfw", "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "run")]
+    proc = subprocess.run([*argv, "install-files", "--prefix", str(tmp_path / "usr"), "--unit-dir", str(units),
+                           "--firewalld-dir", str(tmp_path / "no-firewalld")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "virtfw.conf is not a regular file" in proc.stderr, proc.stderr
+    assert elsewhere.read_text() == "keep\n"
+    assert not (units / "virtfw.service").exists() and not (tmp_path / "usr").exists(), "a refused install wrote files"
+
+
+def test_dropin_text() -> None:
+    from virtfw.hostfiles import dropin_text
+
+    template = "[Service]\nExecStartPost=-+virtfw reload\nExecReload=-+virtfw reload\n# ExecReload=virtfw x\n"
+    assert dropin_text(template, ["/v/bin/virtfw"], True) == (
+        "[Service]\nExecStartPost=-+/v/bin/virtfw reload\nExecReload=-+/v/bin/virtfw reload\n# ExecReload=virtfw x\n"
+    )
+    assert dropin_text(template, ["/v/bin/virtfw"], False) == (
+        "[Service]\nExecStartPost=-+/v/bin/virtfw reload\n# ExecReload=virtfw x\n"
+    )
 
 
 def test_unit_refuses_a_path_systemd_would_split() -> None:

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "etc" / "systemd" / "virtfw.service"
 WATCHER = ROOT / "etc" / "systemd" / "virtfw-firewalld.service"
+DROPIN = ROOT / "etc" / "systemd" / "virtfw-firewall.conf"
 MAN = ROOT / "man"
 
 FIREWALL_SERVICES = [
@@ -20,6 +21,7 @@ FIREWALL_SERVICES = [
     "iptables.service",
     "ip6tables.service",
     "ebtables.service",
+    "netfilter-persistent.service",
 ]
 
 
@@ -101,27 +103,58 @@ def test_ordering(unit) -> None:
         assert not set(words(unit, "Unit", key)) & set(FIREWALL_SERVICES), key
 
 
-def test_follows_firewall_restarts(unit) -> None:
-    part_of = words(unit, "Unit", "PartOf")
-    assert "firewalld.service" in part_of
-    assert "nftables.service" in part_of
-    reload_from = words(unit, "Unit", "ReloadPropagatedFrom")
-    assert "nftables.service" in reload_from
-    # ordered after everything it follows, or it would re-apply too early
-    assert set(part_of) | set(reload_from) <= set(words(unit, "Unit", "After"))
+def test_does_not_follow_firewall_services(unit) -> None:
+    """Through PartOf=, `systemctl stop nftables` stopped the unit and `start nftables` did
+    not start it again: the drop-ins follow the firewall services instead."""
+    for key in ("PartOf", "ReloadPropagatedFrom", "BindsTo"):
+        assert not unit["Unit"].get(key), key
+
+
+@pytest.fixture(scope="module")
+def dropin() -> dict[str, dict[str, list[str]]]:
+    return parse_unit(DROPIN.read_text())
+
+
+def test_dropin_reloads_after_every_job(dropin) -> None:
+    """After start (and restart), reload and stop of a firewall service, its own job
+    re-applies virtfw's rules; a failure of virtfw never fails it ("-"), and the
+    service's sandboxing (ProtectHome=, ProtectSystem=) does not apply to virtfw ("+")."""
+    assert set(dropin) == {"Service"}
+    service = dropin["Service"]
+    for key in ("ExecStartPost", "ExecReload", "ExecStopPost"):
+        assert service.get(key) == ["-+virtfw reload"], key
+    assert set(service) == {"ExecStartPost", "ExecReload", "ExecStopPost", "KillMode"}
+    # a dnsmasq reload revives lives in the firewall service's cgroup: not killed at its stop
+    assert service["KillMode"] == ["process"]
+
+
+def test_dropin_appends_to_the_service_reload() -> None:
+    """An empty ExecReload= would throw away the service's own reload (its ruleset)."""
+    lines = [line.strip() for line in DROPIN.read_text().splitlines()]
+    assert not [line for line in lines if line.startswith("Exec") and line.endswith("=")]
+
+
+def test_dropins_for_every_firewall_service_but_firewalld() -> None:
+    from virtfw.hostfiles import FIREWALL_SERVICES
+
+    assert set(FIREWALL_SERVICES) == set(FIREWALL_SERVICES_BUT_FIREWALLD)
+    assert FIREWALL_SERVICES["netfilter-persistent.service"] is False  # it has no reload
+
+
+FIREWALL_SERVICES_BUT_FIREWALLD = [name for name in FIREWALL_SERVICES if name != "firewalld.service"]
 
 
 def test_install(unit) -> None:
     assert "multi-user.target" in words(unit, "Install", "WantedBy")
 
 
-@pytest.mark.parametrize("path", [UNIT, WATCHER], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [UNIT, WATCHER, DROPIN], ids=lambda p: p.name)
 def test_commands_exist(path) -> None:
     """Every subcommand the units run is a command of the CLI."""
     from virtfw.cli.main import cli
 
     unit = parse_unit(path.read_text())
-    for key in ("ExecStartPre", "ExecStart", "ExecReload"):
+    for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStopPost"):
         for line in unit["Service"].get(key, []):
             argv = line.lstrip("-@:+!").split()
             assert argv[0] == "virtfw", line
@@ -152,6 +185,12 @@ def test_systemd_analyze_verify(tmp_path, path) -> None:
     for key in ("ExecStartPre", "ExecStart", "ExecReload"):
         text = text.replace(f"\n{key}=virtfw ", f"\n{key}={virtfw} ")
     copy.write_text(text)
+    _verify(tmp_path, copy)
+
+
+def _verify(tmp_path: Path, unit: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    assert tool is not None
     env = dict(os.environ, SYSTEMD_LOG_LEVEL="notice")
     command = [tool, "verify"]
     if shutil.which("man"):
@@ -163,9 +202,29 @@ def test_systemd_analyze_verify(tmp_path, path) -> None:
         env["MANPATH"] = str(tmp_path / "man")
     else:
         command.append("--man=no")
-    result = subprocess.run([*command, str(copy)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run([*command, str(unit)], env=env, capture_output=True, text=True, timeout=120, check=False)
     output = (result.stdout + result.stderr).strip()
     # systemd also loads the units this one names (firewalld.service, ...) when they
     # are installed; their own complaints are not ours
     ours = [line for line in output.splitlines() if "virtfw" in line]
     assert result.returncode == 0 and not ours, output
+
+
+def test_systemd_analyze_verify_dropin(tmp_path) -> None:
+    """The drop-in as systemd merges it into a firewall service: a stand-in nftables.service
+    (Debian's, with its sandboxing) beside nftables.service.d/virtfw.conf."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    virtfw = shutil.which("virtfw")
+    if virtfw is None:
+        pytest.skip("the virtfw console script is not on PATH")
+    service = tmp_path / "nftables.service"
+    service.write_text(
+        "[Unit]\nDescription=stand-in nftables\nDefaultDependencies=no\n\n[Service]\nType=oneshot\n"
+        "RemainAfterExit=yes\nProtectSystem=full\nProtectHome=true\nExecStart=/bin/true\n"
+        "ExecReload=/bin/true\nExecStop=/bin/true\n"
+    )
+    (tmp_path / "nftables.service.d").mkdir()
+    text = DROPIN.read_text().replace("=-+virtfw ", f"=-+{virtfw} ")
+    (tmp_path / "nftables.service.d" / "virtfw.conf").write_text(text)
+    _verify(tmp_path, service)
