@@ -190,3 +190,47 @@ def test_nft_listing_tells_foreign_objects_from_ours(tmp_path, what) -> None:
         vfw("reload")
         assert verify_problems(vfw) == []
         assert firewall_snapshot(ns) == installed
+
+
+def add_decoy(ns, chain: str, rules: list[list[dict]]) -> None:
+    """A chain added through nft's JSON whose name holds a newline: listed as text it
+    prints ``chain x`` and then ``chain CHAIN {`` with the decoy's ``rules`` under it."""
+    name = f"x\n\tchain {chain}"
+    table = "virtfw_nwfilter_inet"
+    batch = [{"add": {"chain": {"family": "bridge", "table": table, "name": name}}}]
+    batch += [{"add": {"rule": {"family": "bridge", "table": table, "chain": name, "expr": e}}} for e in rules]
+    ns.run(["nft", "-j", "-f", "-"], input=json.dumps({"nftables": batch}), check=True)
+
+
+def decoy_port_chain(ns) -> None:
+    """vnet1's drop replaced by an accept, its original rule shown by a decoy after it."""
+    table, chain = "virtfw_nwfilter_inet", "n-vnet1-out"
+    listed = json.loads(ns.sh("nft", "-j", "list", "chain", "bridge", table, chain))["nftables"]
+    original = [item["rule"]["expr"] for item in listed if "rule" in item]
+    replace_drop(ns, "nftables")
+    add_decoy(ns, chain, original)
+
+
+def decoy_hook_chains(ns) -> None:
+    """Both hook chains flushed (no port's chain is reached any more), each shown
+    dispatching by a decoy."""
+    for hook, key, vmap in (("prerouting", "iifname", "vmap-iif"), ("postrouting", "oifname", "vmap-oif")):
+        ns.sh("nft", "flush", "chain", "bridge", "virtfw_nwfilter_inet", hook)
+        add_decoy(ns, hook, [[{"vmap": {"key": {"meta": {"key": key}}, "data": f"@{vmap}"}}]])
+
+
+@pytest.mark.parametrize("tamper", [decoy_port_chain, decoy_hook_chains], ids=lambda t: t.__name__)
+def test_nft_chains_named_to_print_as_ours_are_reported(tmp_path, tamper) -> None:
+    """nft prints names as they are: a chain whose name holds a newline and ``chain NAME {``
+    would pass for one of ours in the text listing and hide the real one, changed. verify
+    says the table cannot be read as virtfw's; reload rebuilds it, decoys gone."""
+    with netns("vfwD") as ns:
+        vfw = Virtfw(ns, tmp_path, "nftables")
+        bind_two(ns, vfw, tmp_path)
+        installed = firewall_snapshot(ns)
+        tamper(ns)
+        problems = verify_problems(vfw)
+        assert any("table bridge virtfw_nwfilter_inet cannot be read as virtfw's" in p for p in problems), problems
+        vfw("reload")
+        assert verify_problems(vfw) == []
+        assert firewall_snapshot(ns) == installed

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from virtfw.rules.nft.listing import Hook, chain_digest, parse_maps, parse_table
+import pytest
+
+from virtfw.rules.nft.listing import Hook, chain_digest, check_names, parse_chains, parse_maps, parse_table
 
 LISTED = """table bridge virtfw_nwfilter_ethernet {
 \tmap vmap-iif {
@@ -76,3 +78,52 @@ def test_a_hook_line_is_only_a_base_chains_first_line() -> None:
 def test_a_line_it_does_not_know_counts_as_a_rule() -> None:
     commented = LISTED.replace("\tchain n-vnet2-out {\n", '\tchain n-vnet2-out {\n\t\tcomment "someone\'s"\n')
     assert parse_table(commented).rules["n-vnet2-out"] == ['comment "someone\'s"']
+
+
+def test_virtfws_own_listing_raises_no_doubt() -> None:
+    listing = parse_table(LISTED)
+    assert listing.doubts == []
+    assert listing.map_blocks == {"vmap-iif", "vmap-oif"}
+    listing.maps = {"vmap-iif": {}, "vmap-oif": {}}
+    check_names(listing, ["prerouting", "n-vnet1-out", "n-vnet2-out"])
+    assert listing.doubts == []
+
+
+DECOYS = {
+    # a chain named "x\n\tchain n-vnet1-out" (netlink, nft -j) after the real one
+    "a name with a newline": "\tchain x\n\tchain n-vnet1-out {\n\t\tdrop\n\t}\n",
+    # a rule comment holding a quote and a newline closes the block and opens a decoy
+    "a comment with a quote": '\tchain n-vnet2-out {\n\t\taccept comment "a"\n\t}\n\tchain n-vnet1-out {\n\t\tdrop"\n\t}\n',
+    "the same chain twice": "\tchain n-vnet1-out {\n\t\tdrop\n\t}\n",
+    "a kind of block virtfw does not make": "\tset s {\n\t\ttype ipv4_addr\n\t}\n",
+    "a line outside any block": "\t}\n\t\tdrop\n",
+    "a second table": "}\ntable bridge other {\n",
+}
+
+
+@pytest.mark.parametrize("what", sorted(DECOYS))
+def test_a_listing_not_shaped_as_virtfws_is_doubted(what) -> None:
+    tampered = LISTED.replace("\n}\n", "\n" + DECOYS[what] + "}\n")
+    assert parse_table(tampered).doubts, what
+
+
+def test_chain_and_map_names_are_checked_against_json() -> None:
+    listed = {"nftables": [
+        {"chain": {"family": "bridge", "table": "t", "name": "prerouting"}},
+        {"chain": {"family": "bridge", "table": "t", "name": "n-vnet1-out"}},
+        {"chain": {"family": "bridge", "table": "t", "name": "x\n\tchain n-vnet2-out"}},
+        {"chain": {"family": "bridge", "table": "u", "name": "n-vnet2-out"}},
+    ]}  # fmt: skip
+    chains = parse_chains(json.dumps(listed))
+    assert chains["t"] == ["prerouting", "n-vnet1-out", "x\n\tchain n-vnet2-out"]
+    listing = parse_table(LISTED)
+    listing.maps = {"vmap-iif": {}, "vmap-oif": {}}
+    check_names(listing, chains["t"])
+    assert listing.doubts == ["its chains' names do not read back as nft prints them"]
+    listing = parse_table(LISTED)
+    listing.maps = {"vmap-iif": {}}
+    check_names(listing, None)
+    assert listing.doubts == [
+        "its chains could not be listed as JSON",
+        "its maps' names do not read back as nft prints them",
+    ]

@@ -51,7 +51,17 @@ from virtfw.rules.nft.filter_records import (
     chain_names,
 )
 from virtfw.rules.nft.kernel import WAYS_OUT, KernelFeatures, describe, needs_message
-from virtfw.rules.nft.listing import LIST, LIST_MAPS, TableListing, chain_digest, parse_maps, parse_table
+from virtfw.rules.nft.listing import (
+    LIST,
+    LIST_CHAINS,
+    LIST_MAPS,
+    TableListing,
+    chain_digest,
+    check_names,
+    parse_chains,
+    parse_maps,
+    parse_table,
+)
 from virtfw.rules.nft.syntax import (
     SAME_IP_SET,
     bare_verdict,
@@ -313,7 +323,7 @@ class NftFilterBackend:
             listed = {}
             for table in sorted(tables):
                 items = self._list(runner, table)
-                if items is None:  # gone: its chains get no digests
+                if items is None or items.doubts:  # gone, or not readable as ours: no digests
                     tables.discard(table)
                     continue
                 listed.update({(table, chain): rules for chain, rules in items.rules.items()})
@@ -410,14 +420,18 @@ class NftFilterBackend:
 
     def _read(self, runner: Runner) -> dict[str, TableListing | None]:
         """Our tables' chains (a text listing each) and their maps' entries (one JSON
-        listing of the family's maps); None for a table that is not there."""
+        listing of the family's maps), checked against the family's chain names in JSON
+        (see ``listing``); None for a table that is not there."""
         found = {table: self._list(runner, table) for table in TABLES}
         if any(found.values()):
             result = runner.run([*LIST_MAPS, "bridge"], change=False, check=False)
             maps = parse_maps(result.stdout) if result.returncode == 0 else {}
+            result = runner.run([*LIST_CHAINS, "bridge"], change=False, check=False)
+            chains = parse_chains(result.stdout) if result.returncode == 0 else None
             for table, items in found.items():
                 if items is not None:
                     items.maps = maps.get(table, {})
+                    check_names(items, None if chains is None else chains.get(table, []))
         return found
 
     def verify(self, runner: Runner, record: NftPortRecord | NftFilterBaseRecord) -> list[str]:
@@ -430,6 +444,11 @@ class NftFilterBackend:
             for table, items in listed.items():
                 if items is None:
                     continue
+                if items.doubts:  # a decoy could stand in for any chain, ours included
+                    problems.append(
+                        f"table bridge {table} cannot be read as virtfw's ({'; '.join(dict.fromkeys(items.doubts))}): "
+                        "objects were added whose names or comments nft prints ambiguously"
+                    )
                 for hook in BASE_CHAINS:
                     where = f"bridge {table} {hook}"
                     if hook not in items.chains:

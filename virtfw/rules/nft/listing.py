@@ -10,6 +10,14 @@ chain's ``type ... hook ... priority ...; policy ...;`` line apart); a line this
 does not know counts as one of the chain's rules, so the chain then differs from what
 virtfw recorded, which ``verify`` reports and ``reload`` rebuilds.
 
+The text is not trusted to be unambiguous: nft prints names and comments as they are, so
+a chain added through netlink or ``nft -j`` with a newline in its name, or a rule comment
+holding a quote and a newline, prints lines of its own choosing, a decoy ``chain NAME {``
+among them. A listing whose blocks are not exactly virtfw's shape (``chain``/``map``
+headers of plain names, each once, every line inside a block, no other kind of block) or
+whose chains and maps are not those nft names in JSON (``check_names``) carries its
+``doubts``: then no chain of it can be told apart, and ``verify`` reports the table.
+
 Why JSON for the maps: a key is printed in quotes that nothing escapes, so in text a
 crafted key could pass for several entries, ours among them; as JSON each key is one
 string (and listing the maps alone costs 15 ms next to 1,000 ports).
@@ -27,7 +35,9 @@ from virtfw.rules.records import DIGEST_LENGTH
 LIST = ["nft", "-s", "-y", "list", "table"]  # + family, table
 LIST_MAPS = ["nft", "-j", "list", "maps"]  # + family
 _HEADER = re.compile(r"type (\S+) hook (\S+) priority (-?\d+); policy (\S+);")
-_OPENS = re.compile(r"(\S+(?: \S+)?) (\S+) \{")  # chain NAME {, map NAME {, ct helper NAME {
+_OPENS = re.compile(r"(chain|map) ([A-Za-z0-9_.:-]+) \{")  # the only blocks virtfw's tables hold
+_TABLE = re.compile(r"table bridge [A-Za-z0-9_.-]+ \{")
+LIST_CHAINS = ["nft", "-j", "list", "chains"]  # + family
 
 
 def chain_digest(lines: list[str] | tuple[str, ...]) -> str:
@@ -52,6 +62,8 @@ class TableListing:
     rules: dict[str, list[str]] = field(default_factory=dict)  # chain -> its lines, in order
     hooks: dict[str, Hook] = field(default_factory=dict)  # base chain -> its hook line
     maps: dict[str, dict[str, str | None]] = field(default_factory=dict)  # map -> key -> jump target
+    map_blocks: set[str] = field(default_factory=set)  # the maps the text shows
+    doubts: list[str] = field(default_factory=list)  # why the text cannot be read as virtfw's
     _digests: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -65,24 +77,38 @@ class TableListing:
 
 
 def parse_table(text: str) -> TableListing:
-    """The chains of the table printed by ``nft -s -y list table FAMILY NAME``."""
+    """The chains of the table printed by ``nft -s -y list table bridge NAME``, and the
+    doubts its shape raises (see the module docstring)."""
     listing = TableListing()
     kind = name = None
+    outer = [line for line in text.split("\n") if line.strip() and not line.startswith("\t")]
+    if len(outer) != 2 or not _TABLE.fullmatch(outer[0]) or outer[1] != "}":
+        listing.doubts.append("lines outside the table's block")
     for line in text.split("\n"):
         if not line.strip() or not line.startswith("\t"):
             continue  # the table's own "table ... {" and "}", blank lines between blocks
+        stripped = line.strip()
         if not line.startswith("\t\t"):  # a block opens or closes
-            stripped = line.strip()
-            if stripped == "}":
+            if stripped == "}" and kind is not None:
                 kind = name = None
                 continue
-            match = _OPENS.fullmatch(stripped)
-            kind, name = (match.group(1), match.group(2)) if match else ("?", None)
-            if kind == "chain" and name is not None:
+            match = _OPENS.fullmatch(line[1:])
+            if kind is not None or match is None:
+                listing.doubts.append(f"a line virtfw does not make: {stripped[:60]!r}")
+                kind, name = "?", None
+                continue
+            kind, name = match.groups()
+            blocks = listing.rules if kind == "chain" else listing.map_blocks
+            if name in blocks:
+                listing.doubts.append(f"{kind} {name} listed twice")
+            if kind == "chain":
                 listing.rules[name] = []
+            else:
+                listing.map_blocks.add(name)
             continue
-        stripped = line.strip()
-        if kind == "chain" and name is not None:
+        if kind is None:
+            listing.doubts.append(f"a line outside any block: {stripped[:60]!r}")
+        elif kind == "chain" and name is not None:
             rules = listing.rules[name]
             header = _HEADER.fullmatch(stripped)
             if header and not rules and name not in listing.hooks:
@@ -91,6 +117,28 @@ def parse_table(text: str) -> TableListing:
             else:
                 rules.append(stripped)
     return listing
+
+
+def parse_chains(text: str) -> dict[str, list[str]]:
+    """``nft -j list chains FAMILY`` as table -> its chains' names (a name as nft holds
+    it, whatever it contains)."""
+    found: dict[str, list[str]] = {}
+    for item in json.loads(text).get("nftables", []):
+        chain = item.get("chain") if isinstance(item, dict) else None
+        if isinstance(chain, dict) and isinstance(chain.get("table"), str) and isinstance(chain.get("name"), str):
+            found.setdefault(chain["table"], []).append(chain["name"])
+    return found
+
+
+def check_names(listing: TableListing, chains: list[str] | None) -> None:
+    """Add a doubt when the text's chains and maps are not the ones nft names in JSON
+    (``chains`` None: they could not be listed)."""
+    if chains is None:
+        listing.doubts.append("its chains could not be listed as JSON")
+    elif len(chains) != len(listing.rules) or set(chains) != set(listing.rules):
+        listing.doubts.append("its chains' names do not read back as nft prints them")
+    if listing.map_blocks != set(listing.maps):
+        listing.doubts.append("its maps' names do not read back as nft prints them")
 
 
 def parse_maps(text: str) -> dict[str, dict[str, dict[str, str | None]]]:
