@@ -78,6 +78,7 @@ def test_the_bridge_is_in_virtfw_s_zone_and_guests_get_dhcp_dns_and_nat(topo, tm
         lease = dhcp(guest, tmp_path / "udhcpc.sh")
         assert lease.router == "192.168.122.1" and lease.dns == "192.168.122.1", lease
         assert ping(guest, LAN_ADDR), "NAT through firewalld's zone"
+        assert ping(guest, "192.168.122.1"), "the gateway answers pings in firewalld's zone (its icmp protocol)"
         answer = guest.run(["busybox", "nslookup", "localhost", "192.168.122.1"], check=False, timeout=20).stdout
         assert "Address: 127.0.0.1" in answer, f"no DNS answer through firewalld's zone: {answer}"
 
